@@ -1,0 +1,108 @@
+// Stack counters: every drop has a named reason, every reason a counter. The list is one X-macro so
+// the enum, the names printed by `--stats` and the tests all come from the same source.
+// Layers may append entries to PNO_COUNTERS; keep names snake_case and prefixed by layer.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace pno {
+
+// X(name, description)
+#define PNO_COUNTERS(X)                                                                  \
+  /* Ethernet */                                                                         \
+  X(eth_rx, "frames received")                                                           \
+  X(eth_tx, "frames sent")                                                               \
+  X(eth_drop_truncated, "frame shorter than an Ethernet header")                         \
+  X(eth_drop_not_for_us, "destination MAC neither ours nor broadcast")                   \
+  X(eth_drop_unknown_type, "EtherType not handled")                                      \
+  X(eth_tx_no_buffer, "no frame buffer for an outgoing frame")                           \
+  /* ARP */                                                                              \
+  X(arp_rx_request, "ARP requests received")                                             \
+  X(arp_rx_reply, "ARP replies received")                                                \
+  X(arp_tx_request, "ARP requests sent")                                                 \
+  X(arp_tx_reply, "ARP replies sent")                                                    \
+  X(arp_drop_malformed, "ARP packet malformed or not Ethernet/IPv4")                     \
+  X(arp_drop_not_for_us, "ARP target is not our address")                                \
+  X(arp_queue_overflow, "packet dropped: too many queued while resolving")               \
+  X(arp_resolve_failed, "packets dropped: ARP resolution timed out")                     \
+  /* IPv4 */                                                                             \
+  X(ip_rx, "IPv4 packets received")                                                      \
+  X(ip_tx, "IPv4 packets sent")                                                          \
+  X(ip_drop_truncated, "IPv4 packet shorter than its headers claim")                     \
+  X(ip_drop_bad_version, "IP version is not 4")                                          \
+  X(ip_drop_bad_ihl, "IPv4 header length below 20 bytes")                                \
+  X(ip_drop_bad_checksum, "IPv4 header checksum wrong")                                  \
+  X(ip_drop_bad_total_len, "IPv4 total length inconsistent with frame")                  \
+  X(ip_drop_fragment, "IPv4 fragments (not reassembled)")                                \
+  X(ip_drop_not_for_us, "destination address not ours")                                 \
+  X(ip_drop_bad_src, "source address broadcast, multicast or ours")                      \
+  X(ip_drop_unknown_proto, "IP protocol not handled")                                    \
+  X(ip_drop_options, "IPv4 options malformed")                                           \
+  /* ICMP */                                                                             \
+  X(icmp_rx_echo, "ICMP echo requests received")                                         \
+  X(icmp_tx_echo_reply, "ICMP echo replies sent")                                        \
+  X(icmp_drop_malformed, "ICMP message truncated or bad checksum")                       \
+  X(icmp_drop_unhandled, "ICMP type not handled")                                        \
+  /* TCP */                                                                              \
+  X(tcp_rx, "TCP segments received")                                                     \
+  X(tcp_tx, "TCP segments sent")                                                         \
+  X(tcp_rx_bytes, "TCP payload bytes received in order")                                 \
+  X(tcp_tx_bytes, "TCP payload bytes sent (first transmission)")                         \
+  X(tcp_retransmits, "TCP segments retransmitted")                                       \
+  X(tcp_rto_expired, "retransmission timeouts")                                          \
+  X(tcp_fast_retransmits, "fast retransmits / SACK recovery entries")                    \
+  X(tcp_drop_truncated, "TCP header truncated or data offset invalid")                   \
+  X(tcp_drop_bad_checksum, "TCP checksum wrong")                                         \
+  X(tcp_drop_bad_flags, "illegal TCP flag combination")                                  \
+  X(tcp_drop_bad_options, "TCP options malformed")                                       \
+  X(tcp_drop_out_of_window, "segment outside the receive window")                        \
+  X(tcp_drop_paws, "segment rejected by PAWS (RFC 7323 §5)")                             \
+  X(tcp_drop_bad_ack, "ACK for data never sent")                                         \
+  X(tcp_drop_no_socket, "no socket for segment (RST sent unless RST)")                   \
+  X(tcp_drop_rst_invalid, "RST outside the window (RFC 5961 §3)")                        \
+  X(tcp_drop_listen_overflow, "SYN or ACK dropped: accept queue full")                   \
+  X(tcp_drop_bad_syn_cookie, "ACK with an invalid SYN cookie")                           \
+  X(tcp_challenge_acks, "challenge ACKs sent (RFC 5961)")                                \
+  X(tcp_rst_tx, "RSTs sent")                                                             \
+  X(tcp_rst_rx, "RSTs accepted")                                                         \
+  X(tcp_syn_cookies_sent, "SYN-ACKs carrying a SYN cookie")                              \
+  X(tcp_ooo_segments, "out-of-order segments queued")                                    \
+  X(tcp_keepalive_probes, "keepalive probes sent")                                       \
+  X(tcp_zero_window_probes, "zero-window probes sent")                                   \
+  X(tcp_conn_active_opens, "connections opened actively")                                \
+  X(tcp_conn_passive_opens, "connections accepted")                                      \
+  X(tcp_conn_timeouts, "connections dropped after too many retransmissions/probes")      \
+  X(tcp_conn_resets, "connections reset")
+
+enum class Counter : std::uint16_t {
+#define PNO_COUNTER_ENUM(name, desc) name,
+  PNO_COUNTERS(PNO_COUNTER_ENUM)
+#undef PNO_COUNTER_ENUM
+      count_
+};
+
+inline constexpr std::size_t kCounterCount = static_cast<std::size_t>(Counter::count_);
+
+inline constexpr std::array<std::string_view, kCounterCount> kCounterNames = {
+#define PNO_COUNTER_NAME(name, desc) #name,
+    PNO_COUNTERS(PNO_COUNTER_NAME)
+#undef PNO_COUNTER_NAME
+};
+
+inline constexpr std::array<std::string_view, kCounterCount> kCounterDescriptions = {
+#define PNO_COUNTER_DESC(name, desc) desc,
+    PNO_COUNTERS(PNO_COUNTER_DESC)
+#undef PNO_COUNTER_DESC
+};
+
+/// One stack instance's counters (one per lcore later: no sharing, no atomics).
+struct Counters {
+  std::array<std::uint64_t, kCounterCount> v{};
+  void inc(Counter c, std::uint64_t n = 1) { v[static_cast<std::size_t>(c)] += n; }
+  [[nodiscard]] std::uint64_t get(Counter c) const { return v[static_cast<std::size_t>(c)]; }
+  [[nodiscard]] std::uint64_t operator[](Counter c) const { return get(c); }
+};
+
+}  // namespace pno
