@@ -21,8 +21,14 @@ class RttEstimator {
   [[nodiscard]] Duration srtt() const { return srtt_; }
   [[nodiscard]] Duration rttvar() const { return rttvar_; }
   [[nodiscard]] unsigned backoffs() const { return backoffs_; }
-  /// After the handshake took retransmissions, RFC 6298 §5.7 resets RTO to 3 s if no sample.
-  void reset_backoff() { backoffs_ = 0; }
+  /// Clears the backoff (e.g. when the handshake completes). If the RTO expired and no sample
+  /// was taken yet, the base RTO becomes 3 s (RFC 6298 §5.7), capped at rto_max.
+  void reset_backoff();
+  /// RTO before backoff: the initial RTO until the first sample, then SRTT + max(G, K*RTTVAR)
+  /// clamped to [rto_min, rto_max] (RFC 6298 §2).
+  [[nodiscard]] Duration rto_base() const { return rto_base_; }
+
+  static constexpr Duration kClockGranularity = std::chrono::milliseconds(1);  ///< G, RFC 6298 §2.4
 
  private:
   Duration rto_initial_, rto_min_, rto_max_;
