@@ -27,7 +27,10 @@ class SackScoreboard {
   [[nodiscard]] std::uint32_t sacked_bytes() const;
   /// Highest SACKed sequence number + 1 (snd_una if none).
   [[nodiscard]] SeqNum high_sacked() const;
-  /// SetPipe, RFC 6675 §4: bytes in flight given the scoreboard. `high_rxt`: highest retransmitted.
+  /// SetPipe, RFC 6675 §4: bytes in flight given the scoreboard. `high_rxt` is RFC 6675's HighRxt:
+  /// the highest octet retransmitted in this recovery, i.e. seq + len - 1 of the highest
+  /// retransmission; pass snd_una - 1 (anything below snd_una) while nothing was retransmitted.
+  /// Non-SACKed octets count once unless IsLost, plus once more if <= high_rxt.
   [[nodiscard]] std::uint32_t pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss) const;
   /// NextSeg rule 1, RFC 6675 §4: the first not-SACKed, lost sequence number at or above
   /// max(snd_una, high_rxt+1)... returns true and sets `seq`/`len` (len <= smss, stopping at the
@@ -37,13 +40,18 @@ class SackScoreboard {
   [[nodiscard]] bool loss_detected(SeqNum snd_una, std::uint32_t smss) const { return is_lost(snd_una, smss); }
   void clear() { count_ = 0; }
   [[nodiscard]] bool empty() const { return count_ == 0; }
+  [[nodiscard]] std::size_t range_count() const { return count_; }
 
  private:
   struct Range {
     SeqNum left, right;
   };
-  std::array<Range, kMaxRanges> ranges_{};  ///< sorted, disjoint
+  /// Adds [left, right) (already validated); returns bytes not SACKed before.
+  std::uint32_t add(SeqNum left, SeqNum right);
+
+  std::array<Range, kMaxRanges> ranges_{};  ///< sorted, disjoint, non-adjacent
   std::size_t count_ = 0;
+  SeqNum snd_una_{};  ///< from the last update(), for high_sacked() on an empty board
 };
 
 }  // namespace pno::tcp
