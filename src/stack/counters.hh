@@ -27,6 +27,8 @@ namespace pno {
   X(arp_drop_not_for_us, "ARP target is not our address")                                \
   X(arp_queue_overflow, "packet dropped: too many queued while resolving")               \
   X(arp_resolve_failed, "packets dropped: ARP resolution timed out")                     \
+  X(arp_tx_announce, "gratuitous ARP announcements sent (RFC 5227 §3)")                  \
+  X(arp_rx_conflict, "ARP from another host using our IPv4 address")                     \
   /* IPv4 */                                                                             \
   X(ip_rx, "IPv4 packets received")                                                      \
   X(ip_tx, "IPv4 packets sent")                                                          \
@@ -40,6 +42,10 @@ namespace pno {
   X(ip_drop_bad_src, "source address broadcast, multicast or ours")                      \
   X(ip_drop_unknown_proto, "IP protocol not handled")                                    \
   X(ip_drop_options, "IPv4 options malformed")                                           \
+  X(ip_drop_bad_ttl, "IPv4 TTL zero (no sender may emit it, RFC 1122 §3.2.1.7)")         \
+  X(ip_drop_broadcast, "TCP segment or ICMP echo sent to a broadcast address")           \
+  X(ip_tx_no_route, "packet not sent: destination off the subnet and no gateway")        \
+  X(ip_tx_too_big, "packet not sent: larger than the MTU")                               \
   /* ICMP */                                                                             \
   X(icmp_rx_echo, "ICMP echo requests received")                                         \
   X(icmp_tx_echo_reply, "ICMP echo replies sent")                                        \
