@@ -173,19 +173,18 @@ void ByteGen::fill(std::span<std::uint8_t> out) {
   }
 }
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+Sha256::Sha256() { sha256_init(&ctx_); }
 
 void Sha256::update(std::span<const std::uint8_t> data) {
-  if (!data.empty()) EVP_DigestUpdate(ctx_.get(), data.data(), data.size());
+  if (!data.empty()) sha256_update(&ctx_, data.size(), data.data());
 }
 
 std::string Sha256::hex() {
   if (!done_.empty()) return done_;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx_.get(), md, &len);
+  std::uint8_t md[SHA256_DIGEST_SIZE];
+  sha256_digest(&ctx_, sizeof md, md);
   static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) {
+  for (unsigned i = 0; i < sizeof md; ++i) {
     done_ += kHex[md[i] >> 4];
     done_ += kHex[md[i] & 15];
   }

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <netinet/in.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 
 #include <chrono>
 #include <cstdint>
@@ -58,21 +58,16 @@ class ByteGen {
   unsigned carry_len_ = 0;
 };
 
-/// Incremental SHA-256 (OpenSSL EVP).
+/// Incremental SHA-256 (Nettle, as the engine uses).
 class Sha256 {
  public:
   Sha256();
-  Sha256(Sha256&&) noexcept = default;
-  Sha256& operator=(Sha256&&) noexcept = default;
   void update(std::span<const std::uint8_t> data);
   /// Hex digest; the object can't be updated afterwards.
   std::string hex();
 
  private:
-  struct Free {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Free> ctx_;
+  sha256_ctx ctx_{};
   std::string done_;
 };
 
