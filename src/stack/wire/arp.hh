@@ -47,10 +47,10 @@ class ArpView {
 
 struct ArpRepr {
   std::uint16_t oper = kArpOpRequest;
-  MacAddr sha;
-  Ipv4Addr spa;
-  MacAddr tha;
-  Ipv4Addr tpa;
+  MacAddr sha{};
+  Ipv4Addr spa{};
+  MacAddr tha{};
+  Ipv4Addr tpa{};
 };
 
 /// Writes the 28-byte packet at the start of `out`. Returns false (writing nothing) if it is too small.

@@ -42,8 +42,8 @@ class EthernetView {
 };
 
 struct EthernetRepr {
-  MacAddr dst;
-  MacAddr src;
+  MacAddr dst{};
+  MacAddr src{};
   std::uint16_t ethertype = 0;
 };
 

@@ -73,8 +73,8 @@ class Ipv4View {
 
 /// The fields PnO sends: no options, so the header is always 20 bytes.
 struct Ipv4Repr {
-  Ipv4Addr src;
-  Ipv4Addr dst;
+  Ipv4Addr src{};
+  Ipv4Addr dst{};
   std::uint8_t protocol = 0;
   std::uint8_t ttl = kIpv4DefaultTtl;
   std::uint8_t tos = 0;

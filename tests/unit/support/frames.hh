@@ -18,6 +18,16 @@ namespace pno::test {
 
 using Bytes = std::vector<std::byte>;
 
+/// Addresses the unit tests agree on (all in 198.18.0.0/15, the benchmarking range).
+inline constexpr MacAddr kLocalMac{{0x02, 0x00, 0xc6, 0x12, 0x00, 0x01}};
+inline constexpr MacAddr kPeerMac{{0x02, 0x00, 0xc6, 0x12, 0x00, 0x02}};
+inline constexpr MacAddr kGatewayMac{{0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe}};
+inline constexpr Ipv4Addr kLocalIp = Ipv4Addr::from_octets(198, 18, 0, 1);
+inline constexpr Ipv4Addr kPeerIp = Ipv4Addr::from_octets(198, 18, 0, 2);
+inline constexpr Ipv4Addr kGatewayIp = Ipv4Addr::from_octets(198, 18, 0, 254);
+inline constexpr Ipv4Addr kRemoteIp = Ipv4Addr::from_octets(198, 19, 7, 9);  ///< off the /24: via gateway
+inline constexpr Ipv4Cidr kLocalCidr{kLocalIp, 24};
+
 Bytes bytes_of(std::initializer_list<int> v);
 /// "00 01 ff" style dump, for failure messages.
 std::string hex(ByteSpan b);
