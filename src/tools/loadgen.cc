@@ -278,6 +278,7 @@ struct ServeOpts {
   std::string ready_file;
   bool quiet = false;
   bool nodelay = false;
+  int ka_idle = 0, ka_intvl = 0, ka_cnt = 0;  ///< --keepalive IDLE:INTVL:CNT (seconds, seconds, probes)
 };
 
 struct ServeConn {
@@ -295,7 +296,8 @@ struct ServeConn {
 
 int cmd_serve(int argc, char** argv) {
   Args a(argc, argv, {"linger0", "quiet", "nodelay"},
-         {"listen", "port", "mode", "bytes", "seed", "count", "rst-after", "buf", "timeout", "ready-file"});
+         {"listen", "port", "mode", "bytes", "seed", "count", "rst-after", "buf", "timeout", "ready-file",
+          "keepalive"});
   if (!a.ok()) return usage_error("serve", a.error());
   ServeOpts o;
   std::string listen = a.str("listen", "");
@@ -316,6 +318,11 @@ int cmd_serve(int argc, char** argv) {
   o.ready_file = a.str("ready-file", "");
   o.quiet = a.flag("quiet");
   o.nodelay = a.flag("nodelay");
+  if (auto ka = a.get("keepalive")) {
+    if (std::sscanf(ka->c_str(), "%d:%d:%d", &o.ka_idle, &o.ka_intvl, &o.ka_cnt) != 3 || o.ka_idle <= 0 ||
+        o.ka_intvl <= 0 || o.ka_cnt <= 0)
+      return usage_error("serve", "--keepalive IDLE:INTVL:CNT");
+  }
 
   const auto t_start = Clock::now();
   Fd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -404,6 +411,13 @@ int cmd_serve(int argc, char** argv) {
           auto c = std::make_unique<ServeConn>();
           c->fd = Fd(cfd);
           if (o.nodelay) set_nodelay(cfd);
+          if (o.ka_idle > 0) {
+            int on = 1;
+            ::setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+            ::setsockopt(cfd, IPPROTO_TCP, TCP_KEEPIDLE, &o.ka_idle, sizeof o.ka_idle);
+            ::setsockopt(cfd, IPPROTO_TCP, TCP_KEEPINTVL, &o.ka_intvl, sizeof o.ka_intvl);
+            ::setsockopt(cfd, IPPROTO_TCP, TCP_KEEPCNT, &o.ka_cnt, sizeof o.ka_cnt);
+          }
           c->peer = endpoint_str(peer);
           c->t0 = Clock::now();
           c->gen = ByteGen(o.seed);
@@ -801,7 +815,7 @@ void print_help() {
       "            send everything, SHUT_WR, wait, then read the whole echo and the peer's FIN.\n"
       "  serve     --listen A:P | --port P  --mode echo|sink|source [--bytes N] [--seed S]\n"
       "            [--count K] [--rst-after N] [--linger0] [--buf B] [--timeout SECS]\n"
-      "            [--ready-file PATH] [--quiet]\n"
+      "            [--ready-file PATH] [--quiet] [--keepalive IDLE:INTVL:CNT]\n"
       "            one JSON line per finished connection (bytes and sha256 each way), a summary at\n"
       "            exit (after K connections, SIGTERM or --timeout).\n"
       "  conns     --connect A:P [--n N] [--bytes B] [--ramp K] [--no-hold] [--timeout SECS]\n"
