@@ -53,7 +53,8 @@ void RttEstimator::backoff() {
 }
 
 void RttEstimator::reset_backoff() {
-  if (backoffs_ > 0 && !has_sample_) rto_base_ = std::max(rto_base_, std::min(kRto3s, rto_max_));
+  // §5.7 applies when the configured initial RTO is below 3 s; a larger one is kept.
+  if (backoffs_ > 0 && !has_sample_) rto_base_ = std::min(std::max(kRto3s, rto_initial_), rto_max_);
   backoffs_ = 0;
 }
 
