@@ -22,13 +22,14 @@ class RttEstimator {
   [[nodiscard]] Duration rttvar() const { return rttvar_; }
   [[nodiscard]] unsigned backoffs() const { return backoffs_; }
   /// Clears the backoff (e.g. when the handshake completes). If the RTO expired and no sample
-  /// was taken yet, the base RTO becomes 3 s (RFC 6298 §5.7), capped at rto_max.
+  /// was taken yet, the base RTO becomes 3 s (RFC 6298 §5.7; or the initial RTO if that is
+  /// larger), capped at rto_max.
   void reset_backoff();
   /// RTO before backoff: the initial RTO until the first sample, then SRTT + max(G, K*RTTVAR)
   /// clamped to [rto_min, rto_max] (RFC 6298 §2).
   [[nodiscard]] Duration rto_base() const { return rto_base_; }
 
-  static constexpr Duration kClockGranularity = std::chrono::milliseconds(1);  ///< G, RFC 6298 §2.4
+  static constexpr Duration kClockGranularity = std::chrono::milliseconds(1);  ///< G, RFC 6298 §2
 
  private:
   Duration rto_initial_, rto_min_, rto_max_;
