@@ -1,0 +1,60 @@
+// Counters of the engine itself (port, impairment, loop), kept apart from the stack's counters so the
+// stack stays free of anything that knows about DPDK. One instance per port/loop: no sharing.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace pno::engine {
+
+// X(name, description)
+#define PNO_ENGINE_COUNTERS(X)                                                        \
+  X(port_rx_frames, "frames received from the port")                                 \
+  X(port_tx_frames, "frames handed to the port")                                      \
+  X(port_tx_drop_full, "frames dropped: transmit ring stayed full")                   \
+  X(port_tx_no_mbuf, "no mbuf for an outgoing frame")                                 \
+  X(port_tx_too_long, "outgoing frame larger than an mbuf")                           \
+  X(port_rx_drop_multiseg, "received frame spans several mbufs (not handled)")        \
+  X(mbuf_alloc, "mbufs the engine allocated (tx and impairment copies)")              \
+  X(mbuf_rx, "mbufs the engine received from the port")                              \
+  X(mbuf_free, "mbufs the engine freed")                                              \
+  X(mbuf_tx, "mbufs the engine handed to the port (the port frees them)")            \
+  X(impair_rx_loss, "received frames dropped by the impairment stage")                \
+  X(impair_rx_dup, "received frames duplicated by the impairment stage")              \
+  X(impair_rx_reorder, "received frames held back and reordered")                     \
+  X(impair_rx_delayed, "received frames delayed")                                     \
+  X(impair_rx_overflow, "received frames dropped: delay ring full")                   \
+  X(impair_tx_loss, "sent frames dropped by the impairment stage")                    \
+  X(impair_tx_dup, "sent frames duplicated by the impairment stage")                  \
+  X(impair_tx_reorder, "sent frames held back and reordered")                         \
+  X(impair_tx_delayed, "sent frames delayed")                                         \
+  X(impair_tx_overflow, "sent frames dropped: delay ring full")                       \
+  X(loop_iterations, "main loop iterations")                                          \
+  X(loop_sleeps, "idle sleeps")                                                       \
+  X(svc_accepted, "connections accepted by the built-in services")                    \
+  X(svc_closed, "connections the built-in services closed")                           \
+  X(svc_errors, "connections the built-in services saw fail")
+
+enum class EngineCounter : std::uint16_t {
+#define PNO_ENGINE_COUNTER_ENUM(name, desc) name,
+  PNO_ENGINE_COUNTERS(PNO_ENGINE_COUNTER_ENUM)
+#undef PNO_ENGINE_COUNTER_ENUM
+      count_
+};
+
+inline constexpr std::size_t kEngineCounterCount = static_cast<std::size_t>(EngineCounter::count_);
+
+inline constexpr std::array<std::string_view, kEngineCounterCount> kEngineCounterNames = {
+#define PNO_ENGINE_COUNTER_NAME(name, desc) #name,
+    PNO_ENGINE_COUNTERS(PNO_ENGINE_COUNTER_NAME)
+#undef PNO_ENGINE_COUNTER_NAME
+};
+
+struct EngineCounters {
+  std::array<std::uint64_t, kEngineCounterCount> v{};
+  void inc(EngineCounter c, std::uint64_t n = 1) { v[static_cast<std::size_t>(c)] += n; }
+  [[nodiscard]] std::uint64_t get(EngineCounter c) const { return v[static_cast<std::size_t>(c)]; }
+};
+
+}  // namespace pno::engine

@@ -1,0 +1,166 @@
+// The DPDK side of the engine: EAL start-up, one ethdev port with one rx and one tx queue, the mbuf
+// pool, and the FrameSink the stack writes outgoing frames into. Frames move in bursts; outgoing
+// frames collect in a burst that flush() hands to the port once per loop iteration.
+//
+// The port is an object (no globals), so later several lcores can each own one queue of it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/engine_counters.hh"
+#include "engine/impair.hh"
+#include "stack/addr.hh"
+#include "stack/frame_sink.hh"
+#include "stack/time.hh"
+
+struct rte_mempool;
+struct rte_mbuf;
+
+namespace pno::engine {
+
+enum class Pmd : std::uint8_t {
+  auto_,      ///< af_xdp, falling back to af_packet when af_xdp cannot attach
+  af_xdp,     ///< net_af_xdp vdev on --iface
+  af_packet,  ///< net_af_packet vdev on --iface
+  eal,        ///< whatever port the raw EAL arguments created (e.g. mlx5 on a BlueField)
+};
+
+enum class HugeMode : std::uint8_t { auto_, huge, no_huge };
+
+struct EalConfig {
+  std::vector<std::string> raw_args;  ///< user-given EAL arguments, used as they are
+  HugeMode huge = HugeMode::auto_;
+  unsigned lcore = 0;
+  int log_level = 5;                  ///< RTE_LOG_* (5 = warning)
+  bool vdev_only = true;              ///< no PCI scan (the port is a vdev on a kernel interface)
+};
+
+/// Owns rte_eal_init/rte_eal_cleanup. Exactly one per process.
+class Eal {
+ public:
+  /// Initialises EAL; on failure returns nullptr with a message in `err`.
+  static std::unique_ptr<Eal> init(const EalConfig& cfg, std::string& err);
+  ~Eal();
+  Eal(const Eal&) = delete;
+  Eal& operator=(const Eal&) = delete;
+  [[nodiscard]] const std::vector<std::string>& args() const { return args_; }
+  [[nodiscard]] bool hugepages() const { return huge_; }
+
+ private:
+  Eal() = default;
+  std::vector<std::string> args_;
+  bool huge_ = false;
+};
+
+/// EAL arguments for `cfg` (exposed for --dry-run style diagnostics and tests).
+std::vector<std::string> build_eal_args(const EalConfig& cfg, bool& use_huge);
+
+struct PortConfig {
+  std::string iface;                  ///< kernel interface for the af_xdp/af_packet vdev
+  Pmd pmd = Pmd::auto_;
+  std::uint16_t port_id = 0;          ///< with Pmd::eal: which port
+  std::uint32_t nb_mbufs = 16383;
+  std::uint16_t rx_desc = 1024;
+  std::uint16_t tx_desc = 1024;
+  bool promiscuous = false;           ///< needed when the stack uses a MAC other than the port's
+  bool offloads = true;               ///< use checksum offloads the port advertises
+  ImpairConfig impair;
+};
+
+/// Receives frames from the port (the loop's side of the rx path).
+class FrameHandler {
+ public:
+  virtual ~FrameHandler() = default;
+  virtual void on_frame(ByteSpan frame, const RxMeta& meta) = 0;
+};
+
+struct MbufStats {
+  std::uint32_t pool_size = 0;
+  std::uint32_t avail_at_start = 0;  ///< after the port started (the PMD keeps some for its rings)
+  std::uint32_t avail_now = 0;
+  std::int64_t engine_in_flight = 0; ///< mbufs the engine holds: received+allocated-freed-sent
+};
+
+class Port final : public FrameSink {
+ public:
+  static constexpr std::uint16_t kBurst = 32;
+
+  /// Creates the vdev (if any), the pool, configures and starts the port. nullptr + `err` on failure.
+  static std::unique_ptr<Port> open(const PortConfig& cfg, EngineCounters& counters, std::string& err);
+  ~Port() override;
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+
+  // --- FrameSink ---
+  MutByteSpan tx_begin(std::size_t max_len) override;
+  void tx_commit(std::size_t len, const TxMeta& meta) override;
+  void tx_abort() override;
+
+  /// The loop's time; the tx impairment stage stamps frames with it.
+  void set_now(Instant now) { now_ = now; }
+  /// One rx burst through the rx impairment stage into `h`; returns frames taken from the port.
+  std::size_t poll_rx(Instant now, FrameHandler& h);
+  /// Releases due impaired frames and hands the pending tx burst to the port. Returns frames sent.
+  std::size_t flush(Instant now);
+  /// Earliest time the impairment stages hold something due (kNever when off or empty).
+  [[nodiscard]] Instant next_timer() const;
+
+  /// Frees held frames, stops and closes the port. Idempotent; the destructor calls it.
+  void close();
+
+  [[nodiscard]] MacAddr mac() const { return mac_; }
+  [[nodiscard]] const DeviceCaps& caps() const { return caps_; }
+  [[nodiscard]] std::uint16_t port_id() const { return port_id_; }
+  [[nodiscard]] const std::string& driver() const { return driver_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] bool link_up() const;
+  [[nodiscard]] MbufStats mbuf_stats() const;
+
+ private:
+  class TxOps;
+  class RxOps;
+  friend class TxOps;
+  friend class RxOps;
+
+  Port(const PortConfig& cfg, EngineCounters& counters);
+  bool setup(std::string& err);
+  void enqueue_tx(rte_mbuf* m);
+  void send_burst();
+  void free_mbuf(rte_mbuf* m);
+  rte_mbuf* copy_mbuf(rte_mbuf* m);
+  void deliver_rx(rte_mbuf* m, FrameHandler& h);
+
+  PortConfig cfg_;
+  EngineCounters& counters_;
+  std::uint16_t port_id_ = 0;
+  bool vdev_created_ = false;
+  bool started_ = false;
+  bool closed_ = false;
+  std::string name_, driver_;
+  rte_mempool* pool_ = nullptr;
+  MacAddr mac_;
+  DeviceCaps caps_;
+  bool rx_csum_ = false;
+  std::uint32_t avail_at_start_ = 0;
+  std::uint16_t mbuf_room_ = 0;
+  Instant now_{};
+
+  rte_mbuf* open_ = nullptr;
+  std::array<rte_mbuf*, kBurst> tx_pending_{};
+  std::uint16_t tx_count_ = 0;
+  std::uint64_t tx_sent_in_flush_ = 0;
+
+  std::unique_ptr<ImpairStage> rx_impair_, tx_impair_;
+  std::unique_ptr<TxOps> tx_ops_;
+};
+
+/// Checks a kernel interface before a vdev is attached to it: exists, is up, has a usable MTU.
+/// Returns an empty string when fine, else what is wrong and how to fix it. `warn` gets soft problems.
+std::string check_kernel_iface(const std::string& iface, Pmd pmd, std::string& warn);
+
+}  // namespace pno::engine
