@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
-PEER_NS = "pno-peer"
-PEER_IF = "pno0p"
+# The same environment variables as scripts/testbed, so a second testbed can run beside the default one.
+PEER_NS = os.environ.get("PNO_NETNS", "pno-peer")
+ENGINE_IF = os.environ.get("PNO_IFACE", "pno0")
+PEER_IF = os.environ.get("PNO_PEER_IFACE", ENGINE_IF + "p")
 PEER_IP = "198.18.0.2"
-ENGINE_NS = "pno-eng"  # only for --target linux: the Linux stand-in for the engine
-ENGINE_IF = "pno0"
 ENGINE_IP = "198.18.0.1"
+ENGINE_NS = PEER_NS + "-eng"  # only for --target linux: the Linux stand-in for the engine
 ECHO_PORT = 7
 DISCARD_PORT = 9
 CLIENT_TEST_PORT = 5001  # Linux servers that the engine's client connects to
@@ -69,9 +70,10 @@ PROFILES = {
     "clean": Profile("clean"),
     "loss1": Profile("loss1", loss_pct=1, scale=1 / 16, slack=3),
     "loss5": Profile("loss5", loss_pct=5, scale=1 / 64, slack=6),
-    "reorder": Profile("reorder", impair=("--impair-reorder", "5"), scale=1 / 16, slack=3),
+    "reorder": Profile("reorder", impair=("--impair-reorder", "5", "--impair-reorder-gap", "3"), scale=1 / 16,
+                       slack=3),
     "dup": Profile("dup", impair=("--impair-dup", "5"), scale=1 / 16, slack=3),
-    "delay": Profile("delay", impair=("--impair-delay", "5ms"), scale=1 / 16, slack=3),
+    "delay": Profile("delay", impair=("--impair-delay", "2000", "--impair-jitter", "500"), scale=1 / 16, slack=3),
 }
 
 
@@ -275,7 +277,7 @@ def parse_kv(text: str) -> dict[str, int | str]:
 
 
 class EngineTarget:
-    """pno-engine behind scripts/testbed."""
+    """pno-engine behind scripts/testbed (engine on pno0 in the root namespace, Linux in pno-peer)."""
     kind = "engine"
 
     def __init__(self, opts: argparse.Namespace):
@@ -284,38 +286,121 @@ class EngineTarget:
         self.stats: dict[str, int | str] = {}
         self.stats_path: Path | None = None
         self.log_path: Path | None = None
+        self.running = False
+        self.env: dict[str, str] = {}
+        self._help: str | None = None
+
+    def supports(self, option: str) -> bool:
+        if self._help is None:
+            p = subprocess.run([self.opts.engine, "--help"], capture_output=True, text=True)
+            self._help = p.stdout
+        return re.search(re.escape(option) + r"\b", self._help) is not None
+
+    def _prepare(self, ctx: Ctx, gate: Path | None = None) -> list[str]:
+        run_dir = ctx.dir / "testbed"
+        self.stats_path = ctx.dir / "engine-stats.txt"
+        self.log_path = run_dir / "engine.log"
+        self.stats = {}
+        self.env = dict(os.environ, PNO_RUN_DIR=str(run_dir), PNO_ENGINE=self.opts.engine)
+        if gate is not None:
+            # The engine's client connects as soon as it starts; the gate holds the start until the
+            # Linux server in the (new) namespace listens.
+            self.env["PNO_ENGINE"] = str(Path(__file__).with_name("pno-engine-gate"))
+            self.env["PNO_GATE_ENGINE"] = self.opts.engine
+            self.env["PNO_GATE_FILE"] = str(gate)
+        self.running = True
+        ctx.on_cleanup(lambda: self.down(ctx))
+        return ["--stats-file", str(self.stats_path), "--check-leaks"] + list(ctx.profile.impair) + ctx.engine_extra
 
     def up(self, ctx: Ctx, extra: list[str]) -> None:
-        self.stats_path = ctx.dir / "engine-stats.txt"
-        self.log_path = ctx.dir / "engine.log"
-        self.stats = {}
-        args = [self.testbed, "up", "--engine", self.opts.engine, "--log", str(self.log_path), "--",
-                "--stats-file", str(self.stats_path)] + list(ctx.profile.impair) + extra
-        ctx.on_cleanup(lambda: self.down(ctx))
-        ctx.run(args, timeout=60)
+        args = self._prepare(ctx) + ["--echo", "--discard"]
+        log("$ scripts/testbed up " + shlex.join(args))
+        p = subprocess.run([self.testbed, "up"] + args, env=self.env, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise TestFailure(f"testbed up failed ({p.returncode}):\n{p.stderr[-3000:]}")
+
+    def engine_pid(self) -> int | None:
+        pidfile = Path(self.env.get("PNO_RUN_DIR", "/nonexistent")) / "engine.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
 
     def down(self, ctx: Ctx) -> None:
-        if self.stats_path is None:
+        if not self.running:
             return
-        ctx.run([self.testbed, "down"], timeout=60, check=False)
-        if self.stats_path.exists():
+        self.running = False
+        p = subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            log(f"testbed down: {p.stderr.strip()}")
+        if self.stats_path and self.stats_path.exists():
             self.stats = parse_kv(self.stats_path.read_text())
-        self.stats_path_done = self.stats_path
-        self.stats_path = None
 
-    def client(self, ctx: Ctx, args: list[str], timeout: float, label: str, expect_ok: bool = True) -> dict:
-        raise TestFailure("engine client mode: not wired yet")
+    def client(self, ctx: Ctx, before_start: Callable[[], None], send: int = 0, recv: int | None = None,
+               timeout: float = 60, label: str = "client", expect_ok: bool = True) -> dict:
+        """Starts the engine as a client of a Linux server and returns its normalized result."""
+        gate = ctx.dir / "gate"
+        # --client-linger-ms: a short exchange must not end the engine before testbed sees it answer ARP.
+        args = self._prepare(ctx, gate) + ["--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--send-bytes", str(send),
+                                           "--client-timeout", str(timeout), "--client-linger-ms", "3000"]
+        if recv is not None:
+            args += ["--recv-bytes", str(recv)]
+        log("$ scripts/testbed up " + shlex.join(args) + "   (engine held until the peer server listens)")
+        up = subprocess.Popen([self.testbed, "up"] + args, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        try:
+            ctx.sleep_until(lambda: subprocess.run(["ip", "netns", "exec", PEER_NS, "true"],
+                                                   capture_output=True).returncode == 0 or up.poll() is not None,
+                            20, "the testbed namespace")
+            ctx.sleep_until(lambda: subprocess.run(["ip", "netns", "exec", PEER_NS, "ip", "-o", "addr", "show",
+                                                    PEER_IF], capture_output=True, text=True).stdout.find(PEER_IP) >= 0
+                            or up.poll() is not None, 20, "the peer address")
+            ctx.wire_ready()
+            before_start()
+            gate.touch()
+            out, _ = up.communicate(timeout=60)
+        except BaseException:
+            gate.touch()
+            up.kill()
+            raise
+        if up.returncode != 0:
+            raise TestFailure(f"testbed up failed ({up.returncode}):\n{out[-3000:]}")
+        t0 = time.monotonic()
+        ctx.sleep_until(lambda: self.engine_pid() is None, timeout + 30, "the engine client to finish")
+        ctx.save_nft()
+        self.down(ctx)
+        text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        m = re.search(r"^pno-client: (.*)$", text, re.M)
+        if not m:
+            raise TestFailure("engine printed no pno-client result line")
+        kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(1)))
+        conn = re.search(r"^pno-client-conn: (.*)$", text, re.M)
+        ckv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', conn.group(1))) if conn else {}
+        secs = float(kv.get("seconds", "0"))
+        res = {
+            "ok": kv.get("result") == "ok",
+            "bytes_sent": int(kv.get("sent_bytes", 0)), "bytes_recv": int(kv.get("recv_bytes", 0)),
+            "sha256_sent": kv.get("sent_sha256", ""), "sha256_recv": kv.get("recv_sha256", ""),
+            "secs": secs, "error": ckv.get("error", "") + " " + ckv.get("why", "").strip('"'),
+            "mbytes_per_s": max(int(kv.get("sent_bytes", 0)), int(kv.get("recv_bytes", 0))) / secs / 1e6 if secs else 0,
+        }
+        res["reset"] = "reset" in res["error"].lower()
+        log(f"{label}: {summarize(res)} [{time.monotonic() - t0:.1f}s]")
+        if expect_ok and not res["ok"]:
+            raise TestFailure(f"{label} failed: {m.group(0)}")
+        return res
 
     def check_exit(self, ctx: Ctx) -> None:
-        """The engine exited cleanly and its mbuf accounting balances."""
+        """The engine wrote its counters at exit and every mbuf went back to the pool."""
         if not self.stats:
-            raise TestFailure("engine wrote no --stats-file at exit")
-        leak_keys = [k for k in self.stats if "leak" in k]
-        for k in leak_keys:
-            if self.stats[k] not in (0, "0", "ok", "none", "no"):
+            raise TestFailure("engine wrote no --stats-file at exit (crashed or killed?)")
+        for k in ("mbuf_leaked", "mbuf_engine_in_flight"):
+            if k not in self.stats:
+                raise TestFailure(f"engine stats lack {k}")
+            if self.stats[k] != 0:
                 raise TestFailure(f"mbuf leak check failed: {k}={self.stats[k]}")
-        if not leak_keys:
-            raise TestFailure("engine stats have no mbuf leak check entry")
+        log(f"engine exit: mbuf_leaked=0 mbuf_engine_in_flight=0 tcp_sockets={self.stats.get('tcp_sockets')}")
 
     def counter(self, name: str) -> int:
         v = self.stats.get(name, 0)
@@ -357,8 +442,10 @@ class LinuxTarget:
             ctx.run(ctx.in_ns(ns, ["ip", "link", "set", ifn, "up"]))
             ctx.run(ctx.in_ns(ns, ["ip", "link", "set", "lo", "up"]))
         ka = []
-        if "--tcp-keepalive" in extra:
-            ka = ["--keepalive", extra[extra.index("--tcp-keepalive") + 1]]
+        if "--tcp-keepalive-idle-s" in extra:
+            v = lambda o: extra[extra.index(o) + 1]  # noqa: E731
+            ka = ["--keepalive", f"{v('--tcp-keepalive-idle-s')}:{v('--tcp-keepalive-intvl-s')}:"
+                                 f"{v('--tcp-keepalive-probes')}"]
         for port, mode in ((ECHO_PORT, "echo"), (DISCARD_PORT, "sink")):
             ready = ctx.dir / f"ready-{port}"
             ctx.spawn(ctx.in_ns(ENGINE_NS, [ctx.loadgen_bin, "serve", "--port", str(port), "--mode", mode,
@@ -369,8 +456,17 @@ class LinuxTarget:
         for ns in (PEER_NS, ENGINE_NS):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    def client(self, ctx: Ctx, args: list[str], timeout: float, label: str, expect_ok: bool = True) -> dict:
-        return ctx.loadgen(ENGINE_NS, args, timeout, label, expect_ok)
+    def client(self, ctx: Ctx, before_start: Callable[[], None], send: int = 0, recv: int | None = None,
+               timeout: float = 60, label: str = "client", expect_ok: bool = True) -> dict:
+        before_start()
+        ep = f"{PEER_IP}:{CLIENT_TEST_PORT}"
+        if send:
+            args = ["stream", "--mode", "send", "--connect", ep, "--bytes", str(send)]
+        else:
+            args = ["stream", "--mode", "recv", "--connect", ep, "--bytes", str(recv or 0)]
+        r = ctx.loadgen(ENGINE_NS, args + ["--timeout", str(timeout)], timeout, label, expect_ok)
+        r["error"] = r.get("error", "")
+        return r
 
     def check_exit(self, ctx: Ctx) -> None:
         pass
@@ -395,6 +491,7 @@ class Scenario:
     pcap: bool = True       # capture headers (off for bulk transfers: the capture would cost CPU)
     timeout: float = 120    # for the whole test at scale 1, multiplied by the profile's slack
     needs_client: bool = False
+    optional_flags: tuple[str, ...] = ()  # engine flags passed when the engine's --help lists them
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -495,7 +592,9 @@ def t_peer_rst(ctx: Ctx, tgt) -> None:
 KEEPALIVE = {"idle": 2, "intvl": 1, "cnt": 3}
 
 
-@scenario("vanish", engine_args=("--tcp-keepalive", f"{KEEPALIVE['idle']}:{KEEPALIVE['intvl']}:{KEEPALIVE['cnt']}"))
+@scenario("vanish", engine_args=("--tcp-keepalive-idle-s", str(KEEPALIVE["idle"]), "--tcp-keepalive-intvl-s",
+                                 str(KEEPALIVE["intvl"]), "--tcp-keepalive-probes", str(KEEPALIVE["cnt"])),
+          optional_flags=("--keepalive",))
 def t_vanish(ctx: Ctx, tgt) -> None:
     """The peer vanishes after the connection is up (every packet dropped): the engine's keepalive
     (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6) probes, gives up and drops the connection."""
@@ -522,43 +621,46 @@ def t_vanish(ctx: Ctx, tgt) -> None:
     log(f"vanish: keepalive gave up after {time.monotonic() - t0:.1f}s (bound {hold}s)")
 
 
-# Engine client => Linux server. The engine's client mode is driven through tgt.client().
+# Engine client => Linux server. The engine's client mode is driven through tgt.client(); the Linux
+# server starts in before_start (the namespace exists by then, the engine has not started yet).
 
 @scenario("client_send", pcap=False, timeout=180, needs_client=True)
 def t_client_send(ctx: Ctx, tgt) -> None:
     """Engine client => Linux sink: 1 GiB (less under faults), sha256 equal on both ends."""
     n = ctx.scaled(1 << 30)
-    srv = start_peer_server(ctx, "sink", count=1)
-    r = tgt.client(ctx, ["stream", "--mode", "send", "--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--bytes",
-                         str(n), "--timeout", str(ctx.tmo(150))], ctx.tmo(150), "client_send")
-    s = finish_peer_server(ctx, srv)
-    expect(s["bytes_recv"] == n and s["sha256_recv"] == r["sha256_sent"],
-           f"sink got {s['bytes_recv']} bytes sha {s['sha256_recv']}, engine sent sha {r['sha256_sent']}")
-    ctx.metrics["client_send_mbytes_per_s"] = r.get("mbytes_per_s", 0)
+    srv = []
+    r = tgt.client(ctx, lambda: srv.append(start_peer_server(ctx, "sink", count=1)), send=n,
+                   timeout=ctx.tmo(150), label="client_send")
+    s = finish_peer_server(ctx, srv[0])
+    expect(s["bytes_recv"] == n and s["sha256_recv"] == r["sha256_sent"] and r["bytes_sent"] == n,
+           f"sink got {s['bytes_recv']} bytes sha {s['sha256_recv']}, engine sent {r['bytes_sent']} "
+           f"sha {r['sha256_sent']}")
+    ctx.metrics["client_send_mbytes_per_s"] = round(r.get("mbytes_per_s", 0), 1)
 
 
 @scenario("client_recv", pcap=False, timeout=180, needs_client=True)
 def t_client_recv(ctx: Ctx, tgt) -> None:
     """Linux source => engine client: 1 GiB (less under faults), sha256 equal on both ends."""
     n = ctx.scaled(1 << 30)
-    srv = start_peer_server(ctx, "source", count=1, extra=["--bytes", str(n)])
-    r = tgt.client(ctx, ["stream", "--mode", "recv", "--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--bytes",
-                         str(n), "--timeout", str(ctx.tmo(150))], ctx.tmo(150), "client_recv")
-    s = finish_peer_server(ctx, srv)
-    expect(s["bytes_sent"] == n and s["sha256_sent"] == r["sha256_recv"],
-           f"source sent {s['bytes_sent']} sha {s['sha256_sent']}, engine got sha {r['sha256_recv']}")
-    ctx.metrics["client_recv_mbytes_per_s"] = r.get("mbytes_per_s", 0)
+    srv = []
+    r = tgt.client(ctx, lambda: srv.append(start_peer_server(ctx, "source", count=1, extra=["--bytes", str(n)])),
+                   recv=n, timeout=ctx.tmo(150), label="client_recv")
+    s = finish_peer_server(ctx, srv[0])
+    expect(s["bytes_sent"] == n and s["sha256_sent"] == r["sha256_recv"] and r["bytes_recv"] == n,
+           f"source sent {s['bytes_sent']} sha {s['sha256_sent']}, engine got {r['bytes_recv']} "
+           f"sha {r['sha256_recv']}")
+    ctx.metrics["client_recv_mbytes_per_s"] = round(r.get("mbytes_per_s", 0), 1)
 
 
 @scenario("client_peer_rst", needs_client=True)
 def t_client_peer_rst(ctx: Ctx, tgt) -> None:
-    """The Linux server aborts mid-transfer (SO_LINGER 0): the engine client sees the reset."""
-    srv = start_peer_server(ctx, "sink", count=1, extra=["--rst-after", str(1 << 20)])
-    r = tgt.client(ctx, ["stream", "--mode", "send", "--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--bytes",
-                         str(64 << 20), "--timeout", str(ctx.tmo(30)), "--expect-reset"], ctx.tmo(30),
-                   "client_peer_rst")
-    finish_peer_server(ctx, srv)
-    expect(r.get("reset") is True, f"engine client did not report a reset: {r}")
+    """The Linux server aborts mid-transfer (SO_LINGER 0): the engine client sees ECONNRESET."""
+    srv = []
+    r = tgt.client(ctx, lambda: srv.append(start_peer_server(ctx, "sink", count=1,
+                                                             extra=["--rst-after", str(1 << 20)])),
+                   send=64 << 20, timeout=ctx.tmo(30), label="client_peer_rst", expect_ok=False)
+    finish_peer_server(ctx, srv[0])
+    expect(not r["ok"] and r.get("reset") is True, f"engine client did not report a reset: {r}")
     if tgt.kind == "engine":
         ctx.post_checks.append(lambda: expect(tgt.counter("tcp_rst_rx") >= 1,
                                               f"tcp_rst_rx={tgt.counter('tcp_rst_rx')}"))
@@ -608,23 +710,41 @@ def run_test(full: str, opts: argparse.Namespace) -> tuple[bool, float, dict]:
     t0 = time.monotonic()
     cap = None
     ok = False
+    state = {"wire": False}
+
+    def wire_ready() -> None:
+        nonlocal cap
+        if state["wire"]:
+            return
+        state["wire"] = True
+        if sc.pcap or opts.pcap:
+            cap = Capture(ctx)
+        if prof.loss_pct:
+            nft_loss(ctx, prof.loss_pct)
+    def save_nft() -> None:
+        if not prof.loss_pct or state.get("nft"):
+            return
+        state["nft"] = True
+        rules = nft_counters(ctx)
+        (ctx.dir / "nft.txt").write_text(rules)
+        drops = [int(x) for x in re.findall(r"counter packets (\d+)", rules)]
+        log(f"nftables dropped {drops} packets (peer input, output)")
+    ctx.wire_ready = wire_ready
+    ctx.save_nft = save_nft
+    ctx.engine_extra = list(sc.engine_args)
+    for flag in sc.optional_flags:
+        if tgt.kind == "engine" and tgt.supports(flag):
+            ctx.engine_extra.append(flag)
     try:
         log(f"=== {full}: {sc.fn.__doc__.strip().splitlines()[0] if sc.fn.__doc__ else ''}")
         if opts.target == "linux" and prof.impair:
             log(f"{full}: impairment profiles exist only for the engine")
             return True, 0.0, {}
-        extra = list(sc.engine_args)
-        tgt.up(ctx, extra)
-        if sc.pcap or opts.pcap:
-            cap = Capture(ctx)
-        if prof.loss_pct:
-            nft_loss(ctx, prof.loss_pct)
+        if not (sc.needs_client and tgt.kind == "engine"):
+            tgt.up(ctx, list(sc.engine_args))
+            wire_ready()
         sc.fn(ctx, tgt)
-        if prof.loss_pct:
-            rules = nft_counters(ctx)
-            (ctx.dir / "nft.txt").write_text(rules)
-            drops = [int(x) for x in re.findall(r"counter packets (\d+)", rules)]
-            log(f"nftables dropped {drops} packets (peer input, output)")
+        ctx.save_nft()
         if cap:
             cap.stop()
         if opts.target == "engine":
