@@ -18,6 +18,7 @@ namespace pno {
   X(eth_drop_not_for_us, "destination MAC neither ours nor broadcast")                   \
   X(eth_drop_unknown_type, "EtherType not handled")                                      \
   X(eth_tx_no_buffer, "no frame buffer for an outgoing frame")                           \
+  X(eth_drop_looped, "frame with our own source MAC (our transmission seen again)")      \
   /* ARP */                                                                              \
   X(arp_rx_request, "ARP requests received")                                             \
   X(arp_rx_reply, "ARP replies received")                                                \

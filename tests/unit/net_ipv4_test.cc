@@ -55,6 +55,11 @@ TEST_F(Ipv4Rx, FrameForAnotherMacIsDropped) {
   expect_dropped(ipv4_frame(mcast, kPeerMac, from_peer(), tcp_from_peer()), Counter::eth_drop_not_for_us);
 }
 
+TEST_F(Ipv4Rx, OurOwnBroadcastSeenAgainIsDropped) {
+  expect_dropped(arp_request_frame(kLocalMac, kLocalIp, kLocalIp), Counter::eth_drop_looped);
+  EXPECT_EQ(count(Counter::arp_rx_conflict), 0u);
+}
+
 TEST_F(Ipv4Rx, TruncatedFrameAndUnknownEtherTypeAreDropped) {
   Bytes f = ipv4_frame(kLocalMac, kPeerMac, from_peer(), tcp_from_peer());
   f.resize(13);

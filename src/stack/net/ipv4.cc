@@ -54,6 +54,12 @@ void NetIf::on_frame(ByteSpan frame, Instant now, const RxMeta& meta) {
     counters_.inc(Counter::eth_drop_not_for_us);
     return;
   }
+  if (eth->src() == mac_) {
+    // Some ports (af_packet) show our own broadcasts back to us; learning from them would look
+    // like an address conflict.
+    counters_.inc(Counter::eth_drop_looped);
+    return;
+  }
   switch (eth->ethertype()) {
     case wire::kEtherTypeArp:
       on_arp(eth->payload(), now);
