@@ -297,11 +297,15 @@ class EngineTarget:
         return re.search(re.escape(option) + r"\b", self._help) is not None
 
     def _prepare(self, ctx: Ctx, gate: Path | None = None) -> list[str]:
-        run_dir = ctx.dir / "testbed"
+        # One run directory for the whole suite: a testbed left behind by a killed test is found
+        # (and taken down) by the next one.
+        run_dir = Path(self.opts.results) / ".testbed"
         self.stats_path = ctx.dir / "engine-stats.txt"
         self.log_path = run_dir / "engine.log"
+        self.saved_log = ctx.dir / "engine.log"
         self.stats = {}
         self.env = dict(os.environ, PNO_RUN_DIR=str(run_dir), PNO_ENGINE=self.opts.engine)
+        subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, timeout=60)
         if gate is not None:
             # The engine's client connects as soon as it starts; the gate holds the start until the
             # Linux server in the (new) namespace listens.
@@ -334,6 +338,9 @@ class EngineTarget:
         p = subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
             log(f"testbed down: {p.stderr.strip()}")
+        if self.log_path and self.log_path.exists():
+            shutil.copyfile(self.log_path, self.saved_log)
+            self.log_path = self.saved_log
         if self.stats_path and self.stats_path.exists():
             self.stats = parse_kv(self.stats_path.read_text())
 
@@ -367,7 +374,7 @@ class EngineTarget:
         if up.returncode != 0:
             raise TestFailure(f"testbed up failed ({up.returncode}):\n{out[-3000:]}")
         t0 = time.monotonic()
-        ctx.sleep_until(lambda: self.engine_pid() is None, timeout + 30, "the engine client to finish")
+        ctx.sleep_until(lambda: self.engine_pid() is None, timeout + 30, "the engine client to finish", step=0.2)
         ctx.save_nft()
         self.down(ctx)
         text = self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -796,6 +803,8 @@ def main() -> int:
     ap.add_argument("--pcap", action="store_true", help="capture every test, also bulk transfers")
     ap.add_argument("--keep-pcap", action="store_true", help="keep captures of passing tests")
     opts = ap.parse_args()
+    # ctest's timeout sends SIGTERM: unwind so every test's cleanup (testbed down) still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if opts.list:
         print("\n".join(all_tests()))
         return 0
