@@ -335,3 +335,41 @@ TEST(ArpCache, ManyEntriesSurviveRemovalsInTheProbeChains) {
   EXPECT_EQ(cache.size(), 64u - 22u);
   for (int i = 0; i < 64; ++i) EXPECT_EQ(cache.lookup(ip(i), t + 1s).has_value(), i % 3 != 0) << i;
 }
+
+TEST(ArpCache, RandomInsertFailCyclesKeepEveryLiveEntryFindable) {
+  // Dense table (load 1/2) with arbitrary addresses: removals must keep probe chains intact.
+  ArpConfig cfg;
+  cfg.max_entries = 32;
+  cfg.max_retries = 0;
+  Counters ctr;
+  RecordingArpSender tx;
+  net::ArpCache cache(cfg, 64, ctr, tx, 128);
+  std::uint32_t rng = 12345;
+  auto next = [&] {
+    rng = rng * 1664525u + 1013904223u;
+    return rng;
+  };
+  Instant t = instant_from_ns(0);
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::pair<Ipv4Addr, bool>> added;  // (ip, resolved)
+    while (cache.size() < cfg.max_entries) {
+      const Ipv4Addr ip{0xc6120000u | ((next() >> 12) & 0xffffu)};
+      if (cache.lookup(ip, t) || cache.queued(ip) != 0) continue;
+      const bool resolve = ((next() >> 20) & 1u) != 0;  // high bits: an LCG's low bit alternates
+      if (resolve) {
+        cache.insert(ip, kPeerMac, t);
+      } else {
+        cache.enqueue(ip, tagged(1, 8), {}, t);
+      }
+      added.emplace_back(ip, resolve);
+    }
+    t += cfg.retry_interval;
+    cache.poll(t);  // every pending entry fails and is removed
+    for (const auto& [ip, resolved] : added) {
+      ASSERT_EQ(cache.lookup(ip, t).has_value(), resolved) << "round " << round << " ip " << ip.str();
+    }
+    // Age out the rest so the next round evicts them.
+    t += cfg.entry_ttl;
+  }
+  EXPECT_EQ(cache.pool_free(), 128u);
+}
