@@ -398,3 +398,63 @@ TEST_F(Ipv4Tx, AbortReleasesTheFrame) {
   EXPECT_EQ(netif->arp().queued(kGatewayIp), 0u);
   EXPECT_TRUE(sink.empty());
 }
+
+// --- robustness -------------------------------------------------------------------------------------------
+
+TEST_F(Ipv4Rx, MutatedFramesAreCountedNeverCrashAndRepliesStayWellFormed) {
+  // Valid seeds of every kind the interface parses, then random bit flips, truncations and
+  // extensions. Every frame must be counted as received; every frame sent must be well formed.
+  Ipv4Spec with_opts = from_peer();
+  with_opts.options = bytes_of({0x01, 0x07, 0x07, 0x04, 0, 0, 0, 0});
+  const std::vector<Bytes> seeds = {
+      arp_request_frame(kPeerMac, kPeerIp, kLocalIp),
+      arp_reply_frame(kPeerMac, kPeerIp, kLocalMac, kLocalIp),
+      ipv4_frame(kLocalMac, kPeerMac, from_peer(), tcp_from_peer(30)),
+      ipv4_frame(kLocalMac, kPeerMac, with_opts, tcp_from_peer(3)),
+      ipv4_frame(kLocalMac, kPeerMac, from_peer(1), icmp_echo(8, 1, 2, data_bytes(40))),
+  };
+  std::uint32_t rng = 2024;
+  auto next = [&] {
+    rng = rng * 1664525u + 1013904223u;
+    return rng >> 8;
+  };
+  constexpr int kFrames = 20000;
+  for (int i = 0; i < kFrames; ++i) {
+    Bytes f = seeds[next() % seeds.size()];
+    const std::uint32_t flips = next() % 4;
+    for (std::uint32_t k = 0; k < flips; ++k) {
+      // Mostly in the headers, where the parsing decisions are.
+      const std::size_t pos = next() % std::min<std::size_t>(f.size(), 48);
+      f[pos] ^= std::byte(static_cast<std::uint8_t>(1u << (next() % 8)));
+    }
+    switch (next() % 4) {
+      case 0: f.resize(next() % (f.size() + 1)); break;
+      case 1: f.resize(f.size() + next() % 16, std::byte{0x5a}); break;
+      default: break;
+    }
+    // Keep frames addressed to us often enough to reach the deeper layers.
+    if (f.size() >= 6 && next() % 2) std::copy(kLocalMac.b.begin(), kLocalMac.b.end(), reinterpret_cast<std::uint8_t*>(f.data()));
+    rx(f, std::chrono::milliseconds(i));
+    while (!sink.empty()) {
+      const SentFrame out = sink.pop();
+      const auto e = decode_eth(out.bytes);
+      ASSERT_TRUE(e);
+      EXPECT_EQ(e->src, kLocalMac);
+      if (e->ethertype == kEthIpv4) {
+        const auto ip = decode_ipv4(e->payload);
+        ASSERT_TRUE(ip) << hex(out.bytes);
+        EXPECT_TRUE(ip->checksum_ok);
+        if (ip->proto == 1) {
+          EXPECT_EQ(inet_checksum(ip->payload), 0);
+        }
+      } else {
+        ASSERT_EQ(e->ethertype, kEthArp);
+        EXPECT_TRUE(decode_arp(e->payload));
+      }
+    }
+  }
+  EXPECT_EQ(count(Counter::eth_rx), static_cast<std::uint64_t>(kFrames));
+  EXPECT_GT(count(Counter::ip_drop_bad_checksum), 0u);
+  EXPECT_GT(count(Counter::icmp_tx_echo_reply), 0u);
+  EXPECT_GT(transport.packets.size(), 0u);
+}
