@@ -102,6 +102,7 @@ std::optional<MacAddr> ArpCache::lookup(Ipv4Addr ip, Instant now) {
         set_resolving(true);
         e->requests_sent = 1;
         e->next_retry = now + cfg_.retry_interval;
+        earliest_retry_ = std::min(earliest_retry_, e->next_retry);
         counters_.inc(Counter::arp_tx_request);
         sender_.arp_send_request(ip, &e->mac);
       }
@@ -153,6 +154,7 @@ bool ArpCache::enqueue(Ipv4Addr ip, ByteSpan packet, const TxMeta& meta, Instant
     // First request now; retries come from poll() (RFC 1122 §2.3.2.1: at most one per second).
     e->requests_sent = 1;
     e->next_retry = now + cfg_.retry_interval;
+    earliest_retry_ = std::min(earliest_retry_, e->next_retry);
     counters_.inc(Counter::arp_tx_request);
     sender_.arp_send_request(ip, nullptr);
   }
@@ -207,10 +209,17 @@ void ArpCache::insert(Ipv4Addr ip, const MacAddr& mac, Instant now) {
 }
 
 void ArpCache::poll(Instant now) {
-  if (resolving_ == 0) return;
+  // earliest_retry_ is never later than the true earliest retry, so nothing due is skipped.
+  if (resolving_ == 0 || now < earliest_retry_) return;
+  Instant earliest = kNever;
   for (std::size_t i = 0; i < table_.size();) {
     Entry& e = table_[i];
-    if ((e.state != State::incomplete && e.state != State::probing) || e.next_retry > now) {
+    if (e.state != State::incomplete && e.state != State::probing) {
+      ++i;
+      continue;
+    }
+    if (e.next_retry > now) {
+      earliest = std::min(earliest, e.next_retry);
       ++i;
       continue;
     }
@@ -222,20 +231,15 @@ void ArpCache::poll(Instant now) {
     }
     ++e.requests_sent;
     e.next_retry = now + cfg_.retry_interval;
+    earliest = std::min(earliest, e.next_retry);
     counters_.inc(Counter::arp_tx_request);
     sender_.arp_send_request(e.ip, e.state == State::probing ? &e.mac : nullptr);
     ++i;
   }
+  earliest_retry_ = earliest;
 }
 
-Instant ArpCache::next_deadline() const {
-  if (resolving_ == 0) return kNever;
-  Instant t = kNever;
-  for (const Entry& e : table_) {
-    if ((e.state == State::incomplete || e.state == State::probing) && e.next_retry < t) t = e.next_retry;
-  }
-  return t;
-}
+Instant ArpCache::next_deadline() const { return resolving_ == 0 ? kNever : earliest_retry_; }
 
 std::size_t ArpCache::queued(Ipv4Addr ip) const {
   const std::size_t i = find(ip);
