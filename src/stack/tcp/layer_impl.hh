@@ -1,0 +1,194 @@
+// TcpLayer::Impl: the state shared by the TCP layer's source files (internal header).
+//   tcp_layer.cc  socket slab, demux, socket API, readiness/events, poll/next_deadline
+//   input.cc      segment arrival, RFC 9293 §3.10.7
+//   output.cc     segment emission: flush of programmed work, Nagle, SWS, options
+//   recovery.cc   ACK processing, RTO, fast retransmit, SACK recovery, timers, auto-tuning
+//   listener.cc   passive open: SYN queue, accept queue, SYN cookies, ephemeral ports
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "stack/tcp/conn_table.hh"
+#include "stack/tcp/isn.hh"
+#include "stack/tcp/tcb.hh"
+#include "stack/tcp/tcp_layer.hh"
+#include "stack/tcp/timer_wheel.hh"
+#include "stack/wire/tcp.hh"
+
+namespace pno::tcp {
+
+inline constexpr std::uint32_t kNoSlot = 0xffffffffu;
+inline constexpr unsigned kSlotBits = 20;
+inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
+/// Linux TCP_MAX_QUICKACKS.
+inline constexpr unsigned kMaxQuickAcks = 16;
+/// Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 connection is dropped after this.
+inline constexpr Duration kFinWait2Timeout = std::chrono::seconds(60);
+/// RFC 7323 §5.5: ts_recent older than 24 days is invalid.
+inline constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
+/// Out-of-window duplicate ACKs at most this often per connection (Linux tcp_invalid_ratelimit).
+inline constexpr Duration kOowAckInterval = std::chrono::milliseconds(500);
+/// RFC 5961 §7: challenge ACKs per second for the whole stack (Linux tcp_challenge_ack_limit).
+inline constexpr std::uint32_t kChallengeAckLimit = 1000;
+
+/// Our window shift: the smallest that lets the 16-bit window cover the largest receive buffer.
+std::uint8_t our_wscale(const TcpConfig& cfg, std::uint32_t rcvbuf);
+
+/// One socket: a fresh socket, a listener, or a connection.
+struct Sock {
+  explicit Sock(const TcpConfig& cfg) : tcb(cfg) {}
+
+  std::uint32_t slot = 0;      ///< index in the slab (fixed for the Sock's lifetime)
+  std::uint32_t gen = 1;       ///< generation, in the SocketId above the slot bits
+  bool in_use = false;
+  bool orphan = false;         ///< user closed it (or never accepted): no events, freed when CLOSED
+  bool bound = false;
+  bool hashed = false;         ///< in the 4-tuple table
+  bool ever_connected = false; ///< SYN-SENT or later was reached (recv/send errors differ)
+  Endpoint local{}, remote{};
+  SockOptions opt{};
+  Errc so_error = Errc::ok;
+
+  // Listener side.
+  int backlog = 0;
+  std::uint32_t syn_queue = 0;      ///< children in SYN-RECEIVED
+  std::uint32_t accept_len = 0;
+  std::uint32_t accept_head = kNoSlot, accept_tail = kNoSlot;
+  // Child side.
+  std::uint32_t parent = kNoSlot;   ///< listener slot while in its SYN or accept queue
+  std::uint32_t parent_gen = 0;
+  std::uint32_t next_accept = kNoSlot;
+  bool in_accept_queue = false;
+
+  // Scheduling.
+  bool in_pending = false;          ///< on the flush list
+  bool event_queued = false;        ///< on the event queue
+  Instant wheel_at = kNever;        ///< deadline of the live timer-wheel entry
+
+  Tcb tcb;
+};
+
+/// A received segment with what demux learned about it.
+struct SegIn {
+  const Ipv4RxInfo& ip;
+  const wire::TcpRepr& seg;
+};
+
+struct TcpLayer::Impl {
+  Impl(const TcpConfig& cfg, Ipv4Output& ip, Counters& counters, std::uint64_t secret, Instant now);
+
+  TcpConfig cfg;
+  Ipv4Output& ip;
+  Counters& ctr;
+  IsnGenerator isn;
+  TimerWheel wheel;
+  Instant now;
+
+  // --- socket slab (tcp_layer.cc) ---
+  static constexpr std::size_t kChunk = 256;
+  std::vector<std::unique_ptr<std::vector<Sock>>> chunks;
+  std::uint32_t slots = 0;             ///< slots created so far
+  std::vector<std::uint32_t> free_slots;
+  std::size_t live = 0;
+
+  ConnTable conns;
+  std::unordered_map<std::uint16_t, std::uint32_t> listeners;  ///< port -> listener slot
+  std::vector<std::uint32_t> pending;   ///< slots with output programmed
+  std::vector<std::uint32_t> events;    ///< ring of slots with a readiness change
+  std::size_t ev_head = 0, ev_len = 0;
+  Instant chal_start{};
+  std::uint32_t chal_count = 0;
+  std::uint32_t port_counter = 0;       ///< RFC 6056 §3.3.3 "next_ephemeral"
+
+  Sock& at(std::uint32_t slot) { return (*chunks[slot / kChunk])[slot % kChunk]; }
+  const Sock& at(std::uint32_t slot) const { return (*chunks[slot / kChunk])[slot % kChunk]; }
+  static std::uint32_t slot_of(const Sock& s) { return s.slot; }
+  SocketId id_of(const Sock& s) const { return (s.gen << kSlotBits) | slot_of(s); }
+  Sock* lookup(SocketId id);
+  const Sock* lookup(SocketId id) const;
+  Sock* alloc();
+  void free_sock(Sock& s);
+  bool hash(Sock& s);
+  void unhash(Sock& s);
+  [[nodiscard]] bool tuple_in_use(std::uint16_t local_port, Endpoint remote) const;
+  [[nodiscard]] bool port_bound(std::uint16_t port, const Sock* except, bool reuseaddr) const;
+
+  void set_state(Sock& s, TcpState st);
+  void notify(Sock& s);
+  void program(Sock& s);
+  void arm(Sock& s);
+  [[nodiscard]] std::uint32_t readiness(const Sock& s) const;
+  [[nodiscard]] std::size_t sndbuf_limit(const Sock& s) const;
+  /// The connection is gone (RST, timeout, or closed): CLOSED, error recorded, freed if orphaned.
+  void drop_conn(Sock& s, Errc err);
+  /// Graceful end of a connection (LAST-ACK acked, TIME-WAIT over, orphan timeouts).
+  void finish(Sock& s);
+  void enter_time_wait(Sock& s);
+  void start_close(Sock& s);  ///< queue our FIN (shutdown(SHUT_WR) / close())
+  void reset_conn(Sock& s);   ///< user abort: RST now
+
+  // --- input.cc ---
+  void input(const SegIn& in);
+  void input_syn_sent(Sock& s, const SegIn& in);
+  void input_synchronized(Sock& s, const SegIn& in);
+  bool check_paws(Sock& s, const wire::TcpRepr& seg);
+  [[nodiscard]] bool acceptable(const Sock& s, const wire::TcpRepr& seg) const;
+  void process_data(Sock& s, const wire::TcpRepr& seg);
+  void process_fin(Sock& s);
+  void challenge_ack(Sock& s);
+  void oow_ack(Sock& s, const wire::TcpRepr& seg);
+  void take_options(Sock& s, const wire::TcpRepr& syn);
+  void update_ts_recent(Sock& s, const wire::TcpRepr& seg);
+  void establish(Sock& s);
+
+  // --- output.cc ---
+  void flush(Sock& s);
+  /// Builds and sends one segment of the connection. `len` data bytes from sequence `seq`.
+  bool emit(Sock& s, std::uint8_t flags, SeqNum seq, std::uint32_t len);
+  [[nodiscard]] std::uint16_t window_field(Sock& s, bool syn);
+  [[nodiscard]] std::uint32_t rcv_window(const Sock& s) const;  ///< free receive space we may offer
+  [[nodiscard]] std::uint32_t ts_now(const Sock& s) const;
+  [[nodiscard]] std::uint32_t effective_mss(const Sock& s) const;  ///< payload per full segment
+  [[nodiscard]] std::uint16_t our_mss() const;                      ///< MSS option we announce
+  /// RST in answer to a segment no connection accepts (RFC 9293 §3.10.7.1).
+  void send_rst_reply(const Ipv4RxInfo& ip, const wire::TcpRepr& seg);
+  void send_raw(Ipv4Addr dst, const wire::TcpRepr& r);
+  bool send_data(Sock& s);
+  /// One data segment from SND.NXT within `room` bytes of congestion window; sequence space sent.
+  std::uint32_t send_one(Sock& s, std::uint32_t room);
+  /// Resends `len` bytes from `seq` (loss recovery); adds the FIN if the segment reaches it.
+  void retransmit(Sock& s, SeqNum seq, std::uint32_t len);
+  bool send_fin_if_due(Sock& s);
+  void maybe_window_update(Sock& s);
+
+  // --- recovery.cc ---
+  /// ACK processing in synchronized states (RFC 9293 §3.10.7.4 fifth step); false = drop segment.
+  bool process_ack(Sock& s, const wire::TcpRepr& seg);
+  void on_new_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t acked);
+  void on_dup_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t newly_sacked);
+  bool send_recovery(Sock& s);
+  void restart_rto(Sock& s);
+  void on_timers(Sock& s);
+  void on_rto(Sock& s);
+  void on_persist(Sock& s);
+  void on_keepalive(Sock& s);
+  void arm_keepalive(Sock& s);
+  void rcv_autotune(Sock& s);
+  void rtt_sample(Sock& s, Duration rtt);
+
+  // --- listener.cc ---
+  void input_listen(Sock& l, const SegIn& in);
+  Sock* listener_for(std::uint16_t port);
+  void accept_enqueue(Sock& l, Sock& child);
+  void listener_close(Sock& l);
+  void child_gone(Sock& child);
+  Sock* parent_of(Sock& child);
+  std::uint16_t pick_ephemeral(Endpoint remote);
+  void send_cookie_synack(const SegIn& in);
+  bool cookie_ack(Sock& l, const SegIn& in);
+  void init_child(Sock& l, Sock& c, const SegIn& in, SeqNum iss);
+};
+
+}  // namespace pno::tcp

@@ -1,0 +1,396 @@
+// ACK processing and loss recovery: RFC 5961 §5 ACK acceptability, RFC 9293 window update rules,
+// RTT sampling (RFC 7323 §4 timestamps, else Karn-filtered timing, RFC 6298 §3), RFC 6298 RTO with
+// backoff and the retries2/syn_retries limits, fast retransmit (RFC 5681 §3.2) with NewReno partial
+// ACKs (RFC 6582) or SACK-based recovery (RFC 6675), the persist and keepalive timers, and receive
+// buffer auto-tuning.
+#include <algorithm>
+#include <bit>
+
+#include "stack/tcp/layer_impl.hh"
+
+namespace pno::tcp {
+
+using wire::TcpRepr;
+namespace flag = wire::tcp_flag;
+
+void TcpLayer::Impl::rtt_sample(Sock& s, Duration rtt) {
+  if (rtt < Duration::zero() || rtt > std::chrono::seconds(120)) return;  // wrapped or bogus echo
+  s.tcb.rtt.sample(std::max<Duration>(rtt, std::chrono::microseconds(100)));
+}
+
+void TcpLayer::Impl::restart_rto(Sock& s) {
+  Tcb& t = s.tcb;
+  // RFC 6298 §5.2/§5.3: stop when all is acknowledged, else restart with the current RTO.
+  t.timers.rto = t.snd.una == t.snd.max ? kNever : now + t.rtt.rto();
+  if (t.timers.rto != kNever) t.timers.persist = kNever;
+}
+
+bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
+  Tcb& t = s.tcb;
+  const SeqNum ack = seg.ack;
+  if (ack > t.snd.max) {
+    // RFC 9293 §3.10.7.4: an ACK for something not yet sent: send an ACK, drop the segment.
+    ctr.inc(Counter::tcp_drop_bad_ack);
+    oow_ack(s, seg);
+    return false;
+  }
+  // RFC 5961 §5.2: older than SND.UNA - MAX.SND.WND is unacceptable (a blind injection guess).
+  const std::uint32_t max_wnd = std::max<std::uint32_t>(t.snd.max_wnd, 1);
+  if (ack < t.snd.una - max_wnd) {
+    ctr.inc(Counter::tcp_drop_bad_ack);
+    challenge_ack(s);
+    return false;
+  }
+  const std::uint32_t seg_wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
+  const bool window_changed = seg_wnd != t.snd.wnd;
+  // Any acceptable ACK shows the peer alive (zero-window probes answered, RFC 1122 §4.2.2.17).
+  t.probes_out = 0;
+
+  std::uint32_t acked = 0;
+  const std::uint32_t flight_before = t.flight();
+  if (ack > t.snd.una) {
+    acked = ack.since(t.snd.una);
+    std::uint32_t data_acked = acked - (t.syn_unacked() ? 1 : 0);
+    const std::uint32_t q = std::min<std::uint32_t>(data_acked, static_cast<std::uint32_t>(t.sndq.size()));
+    t.sndq.consume(q);
+    t.bytes_acked += q;
+    t.snd.una = ack;
+    if (t.snd.nxt < t.snd.una) t.snd.nxt = t.snd.una;
+  }
+  std::uint32_t newly_sacked = 0;
+  if (t.sack_ok && (seg.opts.sack_count > 0 || !t.sb.empty())) {
+    newly_sacked = t.sb.update(t.snd.una, t.snd.max,
+                               std::span<const SackBlock>(seg.opts.sack.data(), seg.opts.sack_count));
+  }
+  if (acked > 0) {
+    on_new_ack(s, seg, acked);
+    (void)flight_before;
+  } else if (ack == t.snd.una && t.snd.una != t.snd.max) {
+    // RFC 5681 §2 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or, with
+    // SACK, any ACK that reports newly SACKed data (RFC 6675 §2 "duplicate acknowledgment").
+    const bool classic = seg.payload.empty() && !seg.fin() && !window_changed;
+    if (classic || newly_sacked > 0) on_dup_ack(s, seg, newly_sacked);
+  }
+
+  // Window update (RFC 9293 §3.10.7.4): only from a segment at least as new as the last one used.
+  if (t.snd.wl1 < seg.seq || (t.snd.wl1 == seg.seq && t.snd.wl2 <= ack)) {
+    const bool opened = seg_wnd > t.snd.wnd;
+    t.snd.wnd = seg_wnd;
+    t.snd.wl1 = seg.seq;
+    t.snd.wl2 = ack;
+    t.snd.max_wnd = std::max(t.snd.max_wnd, seg_wnd);
+    if (seg_wnd > 0 && opened) {
+      t.persist_count = 0;
+      t.timers.persist = kNever;
+      program(s);
+    }
+  }
+
+  // Our FIN acknowledged? It is the last sequence number sent.
+  const bool fin_acked = t.fin_sent && t.snd.una == t.snd.max;
+  switch (t.state) {
+    case TcpState::fin_wait_1:
+      if (fin_acked) {
+        set_state(s, TcpState::fin_wait_2);
+        t.timers.rto = kNever;
+        if (s.orphan) t.timers.linger = now + kFinWait2Timeout;
+        notify(s);
+      }
+      break;
+    case TcpState::closing:
+      if (fin_acked) enter_time_wait(s);
+      break;
+    case TcpState::last_ack:
+      if (fin_acked) {
+        finish(s);
+        return false;
+      }
+      break;
+    default:
+      break;
+  }
+  if (acked > 0 && !s.orphan) notify(s);  // send space freed
+  return true;
+}
+
+void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked) {
+  Tcb& t = s.tcb;
+  // RTT: timestamps give a sample from every ACK of new data (RFC 7323 §4.1); else time one
+  // segment at a time and drop the sample if it was retransmitted (Karn, RFC 6298 §3).
+  if (t.ts_ok && seg.opts.has_timestamps && seg.opts.ts.tsecr != 0) {
+    rtt_sample(s, std::chrono::milliseconds(static_cast<std::int32_t>(ts_now(s) - seg.opts.ts.tsecr)));
+  } else if (t.rtt_timing && seg.ack > t.rtt_seq) {
+    rtt_sample(s, now - t.rtt_start);
+    t.rtt_timing = false;
+  }
+  t.rto_count = 0;
+  t.first_rto_at = kNever;
+  const std::uint32_t flight_after = t.flight();
+  if (t.recovery == Recovery::fast) {
+    if (seg.ack >= t.recover) {
+      // Full ACK: recovery is over (RFC 6582 §3.2 step 3, RFC 6675 §5 step (A) end).
+      t.recovery = Recovery::none;
+      t.dupacks = 0;
+      t.cc.on_recovery_end(now);
+    } else if (!t.sack_ok) {
+      // NewReno partial ACK (RFC 6582 §3.2 step 4): resend the next hole, deflate cwnd by the
+      // amount acknowledged, add back one SMSS, and restart the RTO for the first partial ACK.
+      t.pend.retransmit_head = true;
+      const std::uint32_t cwnd = t.cc.cwnd();
+      const std::uint32_t deflated = cwnd > acked ? cwnd - acked : 0;
+      t.cc.set_cwnd(std::max(deflated + (acked >= t.snd.mss ? t.snd.mss : 0), t.snd.mss));
+    } else {
+      // RFC 6675: a partial ACK continues recovery; the HighRxt bookkeeping needs no change
+      // except that it may not fall behind SND.UNA.
+      if (t.high_rxt < t.snd.una - 1) t.high_rxt = t.snd.una - 1;
+    }
+  } else {
+    t.dupacks = 0;
+    t.cc.on_ack(acked, flight_after, t.rtt.srtt(), now);
+  }
+  restart_rto(s);
+  program(s);
+}
+
+void TcpLayer::Impl::on_dup_ack(Sock& s, const TcpRepr&, std::uint32_t newly_sacked) {
+  Tcb& t = s.tcb;
+  (void)newly_sacked;
+  if (t.recovery == Recovery::fast) {
+    // RFC 6582 §3.2 step 3 (NewReno): each further duplicate inflates cwnd by one SMSS.
+    // With SACK the scoreboard lowered `pipe` instead (RFC 6675).
+    if (!t.sack_ok) t.cc.set_cwnd(t.cc.cwnd() + t.snd.mss);
+    program(s);
+    return;
+  }
+  ++t.dupacks;
+  const bool enter = t.dupacks >= SackScoreboard::kDupThresh || (t.sack_ok && t.sb.loss_detected(t.snd.una, t.snd.mss));
+  // RFC 6582 §3.2 step 2 / RFC 6675 §5: only when the ACK covers more than "recover" (kept here
+  // as one past the highest octet sent), so one loss event is not answered twice.
+  if (!enter || t.snd.una < t.recover) return;
+  t.recovery = Recovery::fast;
+  t.recover = t.snd.max;
+  t.high_rxt = t.snd.una - 1;
+  t.rtt_timing = false;
+  ctr.inc(Counter::tcp_fast_retransmits);
+  t.cc.on_loss(t.flight(), now);
+  if (!t.sack_ok) t.cc.set_cwnd(t.cc.ssthresh() + 3 * t.snd.mss);  // RFC 6582 §3.2 step 2
+  t.pend.retransmit_head = true;  // RFC 5681 §3.2 step 2, RFC 6675 §5 step (4.3)
+  program(s);
+}
+
+void TcpLayer::Impl::retransmit(Sock& s, SeqNum seq, std::uint32_t len) {
+  Tcb& t = s.tcb;
+  const SeqNum end = t.data_end();
+  std::uint8_t flags = flag::kAck;
+  if (seq >= end) {
+    // Only the FIN is outstanding at `seq`.
+    if (!t.fin_sent) return;
+    len = 0;
+    flags |= flag::kFin;
+  } else {
+    len = std::min(len, end.since(seq));
+    if (seq + len == end && t.fin_sent) flags |= flag::kFin;
+    if (seq + len == end) flags |= flag::kPsh;
+  }
+  emit(s, flags, seq, len);
+  ctr.inc(Counter::tcp_retransmits);
+  ++t.total_retrans;
+  if (t.rtt_timing && t.rtt_seq >= seq && t.rtt_seq < seq + len + 1) t.rtt_timing = false;  // Karn
+  const SeqNum last = seq + len + ((flags & flag::kFin) ? 1 : 0);
+  if (last > t.snd.una && last - 1 > t.high_rxt) t.high_rxt = last - 1;
+}
+
+bool TcpLayer::Impl::send_recovery(Sock& s) {
+  Tcb& t = s.tcb;
+  bool sent = false;
+  if (t.pend.retransmit_head) {
+    t.pend.retransmit_head = false;
+    if (t.snd.una != t.snd.max) {
+      std::uint32_t len = t.snd.mss;
+      if (t.sack_ok) {
+        SeqNum lost;
+        std::uint32_t l = 0;
+        // The head is what is missing; stop it at the next SACKed byte.
+        if (t.sb.next_lost(t.snd.una, t.snd.una - 1, t.snd.mss, lost, l) && lost == t.snd.una) len = l;
+      }
+      retransmit(s, t.snd.una, len);
+      restart_rto(s);
+      sent = true;
+    }
+  }
+  if (!t.sack_ok || t.recovery != Recovery::fast) return sent;
+  // RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg().
+  for (int guard = 0; guard < 4096; ++guard) {
+    const std::uint32_t pipe = t.sb.pipe(t.snd.una, t.snd.max, t.high_rxt, t.snd.mss);
+    const std::uint32_t cwnd = t.cc.cwnd();
+    if (cwnd < pipe + t.snd.mss) break;
+    SeqNum seq;
+    std::uint32_t len = 0;
+    if (t.sb.next_lost(t.snd.una, t.high_rxt, t.snd.mss, seq, len)) {  // rule 1
+      retransmit(s, seq, len);
+      sent = true;
+      continue;
+    }
+    // Rule 2: new data, if the window allows.
+    if (send_one(s, cwnd - pipe) == 0) break;
+    sent = true;
+  }
+  return sent;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+void TcpLayer::Impl::on_timers(Sock& s) {
+  Tcb& t = s.tcb;
+  const std::uint32_t gen = s.gen;
+  const auto alive = [&] { return s.in_use && s.gen == gen; };
+  if (t.timers.linger <= now) {
+    t.timers.linger = kNever;
+    finish(s);  // TIME-WAIT over, or an orphaned FIN-WAIT-2 gave up
+    return;
+  }
+  if (t.timers.rto <= now) on_rto(s);
+  if (!alive()) return;
+  if (t.timers.delack <= now) {
+    t.timers.delack = kNever;
+    t.pend.ack_now = true;
+    program(s);
+  }
+  if (t.timers.persist <= now) on_persist(s);
+  if (!alive()) return;
+  if (t.timers.keepalive <= now) on_keepalive(s);
+}
+
+void TcpLayer::Impl::on_rto(Sock& s) {
+  Tcb& t = s.tcb;
+  t.timers.rto = kNever;
+  if (t.snd.una == t.snd.max) return;  // everything acknowledged meanwhile
+  if (t.first_rto_at == kNever) t.first_rto_at = now;
+  ++t.rto_count;
+  const unsigned limit = t.state == TcpState::syn_sent       ? cfg.syn_retries
+                         : t.state == TcpState::syn_received ? cfg.synack_retries
+                                                             : cfg.retries2;
+  const bool user_timeout = s.opt.user_timeout_ms != 0 &&
+                            now - t.first_rto_at >= std::chrono::milliseconds(s.opt.user_timeout_ms);
+  if (t.rto_count > limit || user_timeout) {
+    // Linux tcp_write_timeout: give up with ETIMEDOUT, no RST.
+    ctr.inc(Counter::tcp_conn_timeouts);
+    drop_conn(s, Errc::timed_out);
+    return;
+  }
+  ctr.inc(Counter::tcp_rto_expired);
+  t.rtt.backoff();  // RFC 6298 §5.5
+  t.rtt_timing = false;
+  if (t.state == TcpState::syn_sent || t.state == TcpState::syn_received) {
+    t.pend.syn = true;  // RFC 6298 §5.4 for the SYN / SYN-ACK
+    ctr.inc(Counter::tcp_retransmits);
+    ++t.total_retrans;
+    t.timers.rto = now + t.rtt.rto();
+    program(s);
+    return;
+  }
+  // RFC 5681 §3.1: ssthresh from the flight, cwnd to one segment; RFC 6582 §4: "recover" moves
+  // to SND.MAX so duplicate ACKs of the old flight do not start a fast retransmit.
+  t.cc.on_rto(t.flight(), now);
+  t.recovery = Recovery::none;
+  t.dupacks = 0;
+  t.recover = t.snd.max;
+  t.high_rxt = t.snd.una - 1;
+  // Go back N: resend from SND.UNA as cwnd allows (SACKed segments are skipped).
+  t.snd.nxt = t.snd.una;
+  retransmit(s, t.snd.una, t.snd.mss);
+  if (t.snd.nxt < t.high_rxt + 1) t.snd.nxt = seq_min(t.high_rxt + 1, t.snd.max);
+  t.timers.rto = now + t.rtt.rto();  // RFC 6298 §5.6
+  program(s);
+}
+
+void TcpLayer::Impl::on_persist(Sock& s) {
+  Tcb& t = s.tcb;
+  t.timers.persist = kNever;
+  if (!(t.snd.nxt < t.data_end() && t.snd.una == t.snd.max)) return;
+  if (t.probes_out >= cfg.retries2) {
+    ctr.inc(Counter::tcp_conn_timeouts);
+    drop_conn(s, Errc::timed_out);
+    return;
+  }
+  ++t.probes_out;
+  ++t.persist_count;
+  const SeqNum wnd_edge = t.snd.una + t.snd.wnd;
+  if (wnd_edge > t.snd.nxt) {
+    t.pend.force_push = true;  // some window: send what fits (SWS override, RFC 9293 §3.8.6.2.1)
+  } else {
+    t.pend.probe = true;
+    ctr.inc(Counter::tcp_zero_window_probes);
+  }
+  program(s);  // flush re-arms the persist timer with the backed-off interval
+}
+
+void TcpLayer::Impl::arm_keepalive(Sock& s) {
+  Tcb& t = s.tcb;
+  if (!s.opt.keepalive || !is_synchronized(t.state) || t.state == TcpState::time_wait) {
+    t.timers.keepalive = kNever;
+    return;
+  }
+  const Duration idle = s.opt.keepidle.count() ? s.opt.keepidle : cfg.keepalive_idle;
+  t.timers.keepalive = t.last_rcv + idle;
+}
+
+void TcpLayer::Impl::on_keepalive(Sock& s) {
+  Tcb& t = s.tcb;
+  t.timers.keepalive = kNever;
+  if (!s.opt.keepalive) return;
+  switch (t.state) {
+    case TcpState::established:
+    case TcpState::close_wait:
+    case TcpState::fin_wait_1:
+    case TcpState::fin_wait_2:
+      break;
+    default:
+      return;
+  }
+  const Duration idle = s.opt.keepidle.count() ? s.opt.keepidle : cfg.keepalive_idle;
+  const Duration intvl = s.opt.keepintvl.count() ? s.opt.keepintvl : cfg.keepalive_intvl;
+  const unsigned cnt = s.opt.keepcnt ? s.opt.keepcnt : cfg.keepalive_probes;
+  // Linux tcp_keepalive_timer: data in flight or queued is the RTO's or persist's business.
+  if (t.snd.una != t.snd.max || t.snd.nxt < t.data_end()) {
+    t.timers.keepalive = now + idle;
+    return;
+  }
+  const Duration elapsed = now - t.last_rcv;
+  if (elapsed < idle) {
+    t.timers.keepalive = t.last_rcv + idle;
+    return;
+  }
+  if (t.keepalive_count >= cnt) {
+    // RFC 9293 §3.8.4 / Linux: the peer is gone. Linux sends a RST and reports ETIMEDOUT.
+    ctr.inc(Counter::tcp_conn_timeouts);
+    emit(s, flag::kRst | flag::kAck, t.snd.max, 0);
+    ctr.inc(Counter::tcp_rst_tx);
+    drop_conn(s, Errc::timed_out);
+    return;
+  }
+  ++t.keepalive_count;
+  t.pend.probe = true;
+  ctr.inc(Counter::tcp_keepalive_probes);
+  t.timers.keepalive = now + intvl;
+  program(s);
+}
+
+void TcpLayer::Impl::rcv_autotune(Sock& s) {
+  Tcb& t = s.tcb;
+  // Linux tcp_rcv_space_adjust (dynamic right-sizing): once per receiver RTT, size the buffer for
+  // twice what the application read in that RTT plus slack, so the window never limits a sender
+  // the application keeps up with.
+  if (s.opt.rcvbuf != 0 || t.rcvq.capacity() == 0) return;
+  Duration rtt = t.rcv_rtt;
+  if (rtt.count() == 0) rtt = t.rtt.has_sample() ? t.rtt.srtt() : std::chrono::milliseconds(100);
+  if (now - t.drs_start < rtt) return;
+  const std::uint64_t copied = t.copied - t.drs_copied;
+  t.drs_start = now;
+  t.drs_copied = t.copied;
+  const std::uint64_t target = std::min<std::uint64_t>(4 * copied + 16ull * t.rcv.mss, cfg.rcvbuf_max);
+  if (target > t.rcvq.capacity()) t.rcvq.grow(std::bit_ceil(static_cast<std::size_t>(target)));
+}
+
+}  // namespace pno::tcp
