@@ -346,6 +346,16 @@ int main(int argc, char** argv) {
   pc.impair.on_tx = o.impair_dir != "rx";
   pc.impair.seed = o.impair_seed;
 
+  if (pmd != Pmd::eal) {
+    // Checked before EAL starts so a missing or down interface is reported plainly and at once.
+    std::string warn;
+    const std::string e = check_kernel_iface(o.iface, pmd, warn);
+    if (!e.empty()) {
+      std::fprintf(stderr, "pno-engine: %s\n", e.c_str());
+      return kExitFailure;
+    }
+  }
+
   install_signals();
 
   // ---- start
@@ -450,10 +460,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pno-engine: cannot write %s: %s\n", o.stats_file.c_str(), std::strerror(errno));
     rc = std::max(rc, kExitFailure);
   }
-  const bool leak = s.mbufs.engine_in_flight != 0 || s.mbufs.avail_now != s.mbufs.pool_size;
+  // A leak: the engine still holds mbufs, or fewer came back to the pool than were there once the
+  // port had started (what the PMD reserved for its rings at start is its own, not a leak).
+  const bool leak = s.mbufs.engine_in_flight != 0 || s.mbufs.leaked() != 0;
   if (o.stats || o.check_leaks || leak) {
-    std::printf("pno-engine: mbufs pool=%u returned=%u engine_in_flight=%lld%s\n", s.mbufs.pool_size,
-                s.mbufs.avail_now, static_cast<long long>(s.mbufs.engine_in_flight), leak ? " LEAK" : " (no leak)");
+    std::printf("pno-engine: mbufs pool=%u pmd_reserved=%lld returned=%u engine_in_flight=%lld leaked=%lld%s\n",
+                s.mbufs.pool_size, static_cast<long long>(s.mbufs.pmd_reserved()), s.mbufs.avail_now,
+                static_cast<long long>(s.mbufs.engine_in_flight), static_cast<long long>(s.mbufs.leaked()),
+                leak ? " LEAK" : " (no leak)");
   }
   std::fflush(stdout);
   port.reset();

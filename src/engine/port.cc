@@ -466,6 +466,11 @@ void Port::close() {
   for (std::uint16_t i = 0; i < tx_count_; ++i) free_mbuf(tx_pending_[i]);
   tx_count_ = 0;
   if (started_) {
+    // Let the PMD reap transmit completions it still holds (af_xdp keeps sent mbufs until then).
+    for (int i = 0; i < 4; ++i) {
+      rte_eth_tx_done_cleanup(port_id_, 0, 0);
+      rte_eth_tx_burst(port_id_, 0, nullptr, 0);
+    }
     rte_eth_dev_stop(port_id_);
     started_ = false;
   }

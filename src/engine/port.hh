@@ -5,6 +5,7 @@
 // The port is an object (no globals), so later several lcores can each own one queue of it.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -84,6 +85,13 @@ struct MbufStats {
   std::uint32_t avail_at_start = 0;  ///< after the port started (the PMD keeps some for its rings)
   std::uint32_t avail_now = 0;
   std::int64_t engine_in_flight = 0; ///< mbufs the engine holds: received+allocated-freed-sent
+  /// Mbufs the PMD took for its own rings when it started (af_xdp's fill ring keeps them even after
+  /// close; af_packet takes none).
+  [[nodiscard]] std::int64_t pmd_reserved() const { return std::int64_t{pool_size} - avail_at_start; }
+  /// After Port::close(): mbufs that left the pool during the run and never came back.
+  [[nodiscard]] std::int64_t leaked() const {
+    return std::max<std::int64_t>(0, std::int64_t{avail_at_start} - avail_now);
+  }
 };
 
 class Port final : public FrameSink {

@@ -38,10 +38,11 @@ bool write_stats_file(const std::string& path, const StatsSnapshot& s) {
     std::fprintf(f, "%.*s=%" PRIu64 "\n", static_cast<int>(kEngineCounterNames[i].size()),
                  kEngineCounterNames[i].data(), s.engine != nullptr ? s.engine->v[i] : 0);
   }
-  std::fprintf(f, "tcp_sockets=%zu\nmbuf_pool_size=%u\nmbuf_pool_avail_at_start=%u\nmbuf_pool_avail=%u\n"
-               "mbuf_engine_in_flight=%" PRId64 "\nmbuf_leaked=%" PRId64 "\n",
-               s.tcp_sockets, s.mbufs.pool_size, s.mbufs.avail_at_start, s.mbufs.avail_now, s.mbufs.engine_in_flight,
-               static_cast<std::int64_t>(s.mbufs.pool_size) - static_cast<std::int64_t>(s.mbufs.avail_now));
+  std::fprintf(f,
+               "tcp_sockets=%zu\nmbuf_pool_size=%u\nmbuf_pool_avail_at_start=%u\nmbuf_pool_avail=%u\n"
+               "mbuf_pmd_reserved=%" PRId64 "\nmbuf_engine_in_flight=%" PRId64 "\nmbuf_leaked=%" PRId64 "\n",
+               s.tcp_sockets, s.mbufs.pool_size, s.mbufs.avail_at_start, s.mbufs.avail_now, s.mbufs.pmd_reserved(),
+               s.mbufs.engine_in_flight, s.mbufs.leaked());
   return std::fclose(f) == 0;
 }
 
