@@ -276,14 +276,21 @@ void TcpLayer::Impl::input_synchronized(Sock& s, const SegIn& in) {
   }
 
   // Fourth, check the SYN bit (RFC 5961 §4): a SYN in a synchronized state gets a challenge ACK.
+  bool simultaneous_synack = false;
   if (seg.syn()) {
     if (t.state == TcpState::syn_received && seg.seq == t.rcv.irs && !seg.has_ack()) {
       t.pend.syn = true;  // our SYN-ACK was lost: send it again
       program(s);
       return;
     }
-    challenge_ack(s);
-    return;
+    // Simultaneous open: the peer's SYN-ACK of our SYN, in SYN-RECEIVED of an active open, is
+    // the handshake's last step, not an attack (Linux tcp_validate_incoming does the same).
+    simultaneous_synack = t.state == TcpState::syn_received && s.parent == kNoSlot && seg.has_ack() &&
+                          seg.seq + 1 == t.rcv.nxt && seg.ack == t.snd.max;
+    if (!simultaneous_synack) {
+      challenge_ack(s);
+      return;
+    }
   }
 
   // Fifth, check the ACK field.
@@ -314,6 +321,7 @@ void TcpLayer::Impl::input_synchronized(Sock& s, const SegIn& in) {
     t.snd.wl2 = seg.ack;
     const bool fin_queued = t.fin_queued;
     establish(s);
+    if (simultaneous_synack) t.pend.ack_now = true;  // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
     if (fin_queued) set_state(s, TcpState::fin_wait_1);  // close() in SYN-RECEIVED
     if (l != nullptr) accept_enqueue(*l, s);
     notify(s);

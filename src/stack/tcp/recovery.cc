@@ -146,7 +146,16 @@ void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked
     }
   } else {
     t.dupacks = 0;
-    t.cc.on_ack(acked, flight_after, t.rtt.srtt(), now);
+    // A stretch ACK (receivers coalescing a burst, GRO, ACK loss) counts as the ACKs of every
+    // two segments it covers, as Linux counts acked packets: slow start is not throttled to
+    // L = 2*SMSS per ACK (RFC 3465 §2.2) when the peer ACKs less often than every 2nd segment.
+    std::uint32_t left = acked;
+    const std::uint32_t step = 2 * t.snd.mss;
+    for (int i = 0; left > 0 && i < 256; ++i) {
+      const std::uint32_t chunk = std::min(left, step);
+      left -= chunk;
+      t.cc.on_ack(chunk, flight_after + left, t.rtt.srtt(), now);
+    }
   }
   restart_rto(s);
   program(s);

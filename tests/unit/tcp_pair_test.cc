@@ -1,0 +1,127 @@
+// End to end: two TcpLayers over a simulated link (delay, loss, reordering, duplication). Data must
+// arrive complete and in order, and both sides must close cleanly.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "stack/tcp/tcp_state.hh"
+#include "support/tcp_pair.hh"
+
+namespace pno::test {
+namespace {
+
+std::byte pattern(std::uint64_t i) { return std::byte((i * 131 + (i >> 11)) & 0xff); }
+
+struct Transfer {
+  TcpPair& p;
+  std::uint64_t total;
+  SocketId client = kInvalidSocket, listener = kInvalidSocket, server = kInvalidSocket;
+  std::uint64_t sent = 0, received = 0;
+  bool client_closed = false, eof = false, server_closed = false, corrupt = false;
+  std::vector<std::byte> buf = std::vector<std::byte>(256 * 1024);
+
+  void start() {
+    auto l = p.b.tcp->socket();
+    ASSERT_TRUE(l.ok());
+    listener = *l;
+    ASSERT_EQ(p.b.tcp->bind(listener, Endpoint{kPeerIp, 5001}), Errc::ok);
+    ASSERT_EQ(p.b.tcp->listen(listener, 128), Errc::ok);
+    auto c = p.a.tcp->socket();
+    ASSERT_TRUE(c.ok());
+    client = *c;
+    ASSERT_EQ(p.a.tcp->connect(client, Endpoint{kPeerIp, 5001}), Errc::in_progress);
+  }
+  void step() {
+    if (server == kInvalidSocket) {
+      auto s = p.b.tcp->accept(listener);
+      if (s.ok()) server = *s;
+    }
+    while (sent < total) {
+      const std::size_t n = std::min<std::uint64_t>(buf.size(), total - sent);
+      for (std::size_t i = 0; i < n; ++i) buf[i] = pattern(sent + i);
+      auto r = p.a.tcp->send(client, ByteSpan(buf.data(), n));
+      if (!r.ok()) break;
+      sent += *r;
+    }
+    if (getenv("PNO_TRACE") && sent > 0) {
+      static int k = 0;
+      if (++k % 20 == 0 && server != kInvalidSocket) {
+        auto i = p.a.tcp->info(client);
+        auto j = p.b.tcp->info(server);
+        if (i.ok() && j.ok())
+          std::printf("t=%.3f cwnd=%u ssth=%u snd_wnd=%u unacked=%u srtt=%u | rcv_wnd=%u rcvbuf=%d\n",
+                      std::chrono::duration<double>(p.now.time_since_epoch()).count() - 1000, (*i).snd_cwnd,
+                      (*i).snd_ssthresh, (*i).snd_wnd, (*i).unacked, (*i).rtt_us, (*j).rcv_wnd,
+                      *p.b.tcp->getsockopt(server, SockOpt::rcvbuf));
+      }
+    }
+    if (sent == total && !client_closed) {
+      client_closed = true;
+      EXPECT_EQ(p.a.tcp->close(client), Errc::ok);
+    }
+    if (server != kInvalidSocket && !eof) {
+      for (;;) {
+        auto r = p.b.tcp->recv(server, buf);
+        if (!r.ok()) break;
+        if (*r == 0) {
+          eof = true;
+          break;
+        }
+        for (std::size_t i = 0; i < *r; ++i) {
+          if (buf[i] != pattern(received + i)) corrupt = true;
+        }
+        received += *r;
+      }
+    }
+    if (eof && !server_closed) {
+      server_closed = true;
+      EXPECT_EQ(p.b.tcp->close(server), Errc::ok);
+    }
+  }
+};
+
+void bulk(const TcpConfig& cfg, const LinkConfig& link, std::uint64_t bytes, Duration limit) {
+  TcpPair p(cfg, link);
+  Transfer t{p, bytes};
+  t.start();
+  const Instant t0 = p.now;
+  const bool ok = p.run([&] { return t.server_closed; }, limit, [&] { t.step(); });
+  const double secs = std::chrono::duration<double>(p.now - t0).count();
+  std::printf("  %llu bytes in %.3f s virtual (%.1f Mbit/s), %llu retransmits, %llu RTOs, %llu dropped\n",
+              static_cast<unsigned long long>(bytes), secs, bytes * 8 / secs / 1e6,
+              static_cast<unsigned long long>(p.a.counters.get(Counter::tcp_retransmits)),
+              static_cast<unsigned long long>(p.a.counters.get(Counter::tcp_rto_expired)),
+              static_cast<unsigned long long>(p.dropped));
+  EXPECT_TRUE(ok) << "sent " << t.sent << " received " << t.received << " eof " << t.eof;
+  EXPECT_EQ(t.received, bytes);
+  EXPECT_FALSE(t.corrupt);
+  // Both sides finish: the client through TIME-WAIT, the server through LAST-ACK.
+  p.run([&] { return p.a.tcp->socket_count() == 0 && p.b.tcp->socket_count() == 1; }, std::chrono::seconds(200),
+        [&] {});
+  EXPECT_EQ(p.b.tcp->socket_count(), 1u);  // the listener
+  EXPECT_EQ(p.a.tcp->socket_count(), 0u);
+}
+
+TEST(TcpPair, established_bulk_clean_link) {
+  bulk(TcpConfig{}, LinkConfig{}, 8 << 20, std::chrono::seconds(60));
+}
+
+TEST(TcpPair, established_bulk_loss_sack_rfc6675) {
+  bulk(TcpConfig{}, LinkConfig{.loss = 0.02, .seed = 7}, 4 << 20, std::chrono::seconds(600));
+}
+
+TEST(TcpPair, established_bulk_loss_newreno_rfc6582) {
+  TcpConfig cfg;
+  cfg.sack = false;
+  cfg.timestamps = false;
+  bulk(cfg, LinkConfig{.loss = 0.02, .seed = 9}, 2 << 20, std::chrono::seconds(900));
+}
+
+TEST(TcpPair, established_bulk_reorder_duplicate) {
+  bulk(TcpConfig{}, LinkConfig{.loss = 0.01, .duplicate = 0.02, .reorder = 0.05, .seed = 3}, 4 << 20,
+       std::chrono::seconds(600));
+}
+
+}  // namespace
+}  // namespace pno::test
