@@ -53,7 +53,7 @@ void TcpLayer::Impl::init_child(Sock& l, Sock& c, const SegIn& in, SeqNum iss) {
   c.parent_gen = l.gen;
   Tcb& t = c.tcb;
   t.snd.iss = iss;
-  t.snd.una = t.snd.nxt = t.snd.max = iss;
+  t.snd.una = t.snd.nxt = t.snd.max = t.snd.sml = iss;
   t.recover = iss;
   t.rcv.irs = seg.seq;
   t.rcv.nxt = seg.seq + 1;

@@ -46,7 +46,12 @@ std::uint32_t TcpLayer::Impl::rcv_window(const Sock& s) const {
 std::uint16_t TcpLayer::Impl::window_field(Sock& s, bool syn) {
   Tcb& t = s.tcb;
   std::uint32_t w = rcv_window(s);
-  if (syn) return static_cast<std::uint16_t>(std::min<std::uint32_t>(w, 65535));  // RFC 7323 §2.2
+  if (syn) {
+    // RFC 7323 §2.2: the window of a <SYN> is not scaled.
+    const auto field = static_cast<std::uint16_t>(std::min<std::uint32_t>(w, 65535));
+    if (t.state == TcpState::syn_received) t.rcv.adv_edge = seq_max(t.rcv.adv_edge, t.rcv.nxt + field);
+    return field;
+  }
   const std::uint32_t cur = t.rcv.adv_edge > t.rcv.nxt ? t.rcv.adv_edge.since(t.rcv.nxt) : 0;
   if (w <= cur) {
     w = cur;  // never shrink the window (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4)
@@ -206,10 +211,11 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
     if (len < t.snd.max_wnd / 2) return 0;
   }
   if (len == avail && len < mss && !rexmit && !force && !t.fin_queued) {
-    // Nagle (RFC 9293 §3.7.4): a partial segment waits while data is unacknowledged, unless
-    // TCP_NODELAY; TCP_CORK / MSG_MORE hold it regardless.
+    // Nagle (RFC 9293 §3.7.4) in Minshall's form, as Linux: a partial segment waits while an
+    // earlier partial segment is unacknowledged, unless TCP_NODELAY; TCP_CORK / MSG_MORE hold it
+    // regardless.
     if (s.opt.cork || t.more) return 0;
-    if (!s.opt.nodelay && t.snd.una != t.snd.max) return 0;
+    if (!s.opt.nodelay && t.snd.sml > t.snd.una) return 0;
   }
   t.pend.force_push = false;
   if (rexmit && t.sack_ok && len > 0 && t.sb.is_sacked(t.snd.nxt) && t.sb.is_sacked(t.snd.nxt + len - 1)) {
@@ -235,6 +241,7 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
       t.rtt_start = m.now;
     }
   }
+  if (len < mss) t.snd.sml = seq + len;
   const std::uint32_t sent = len + (with_fin ? 1 : 0);
   t.snd.nxt += sent;
   if (with_fin) t.fin_sent = true;

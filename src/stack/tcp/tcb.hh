@@ -25,6 +25,7 @@ struct SendVars {
   SeqNum una{};        ///< SND.UNA: oldest unacknowledged
   SeqNum nxt{};        ///< SND.NXT: next to send (rewinds to una after an RTO: go-back-N)
   SeqNum max{};        ///< highest sequence number sent + 1 (what the peer may acknowledge)
+  SeqNum sml{};        ///< end of the last partial segment sent (Minshall's Nagle, like Linux)
   SeqNum wl1{};        ///< SND.WL1: SEG.SEQ of the last window update
   SeqNum wl2{};        ///< SND.WL2: SEG.ACK of the last window update
   SeqNum iss{};        ///< ISS

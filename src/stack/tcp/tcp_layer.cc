@@ -421,7 +421,7 @@ Errc TcpLayer::connect(SocketId id, Endpoint remote) {
   s.ever_connected = true;
   const FourTuple tuple{s.local, s.remote};
   t.snd.iss = m.isn.isn(tuple, m.now);
-  t.snd.una = t.snd.nxt = t.snd.max = t.snd.iss;
+  t.snd.una = t.snd.nxt = t.snd.max = t.snd.sml = t.snd.iss;
   t.recover = t.snd.iss;
   t.ts_offset = m.isn.ts_offset(tuple);
   t.rcv.wscale = m.cfg.window_scaling ? our_wscale(m.cfg, s.opt.rcvbuf) : 0;
@@ -481,8 +481,8 @@ Result<std::size_t> TcpLayer::recv(SocketId id, MutByteSpan buf, bool peek) {
   Sock& s = *sp;
   Tcb& t = s.tcb;
   if (t.state == TcpState::listen) return Errc::not_conn;
+  if (buf.empty()) return std::size_t{0};
   if (!t.rcvq.empty() && !t.rd_shut) {
-    if (buf.empty()) return std::size_t{0};
     const std::size_t n = t.rcvq.peek(0, buf);
     if (!peek) {
       t.rcvq.consume(n);
