@@ -1,0 +1,156 @@
+// Retransmission: RFC 6298 RTO (timing, backoff, Karn), RFC 5681 fast retransmit with RFC 6582
+// NewReno partial ACKs, RFC 6675 SACK recovery, retries2 -> ETIMEDOUT.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "stack/tcp/tcp_state.hh"
+#include "support/tcp_harness.hh"
+
+namespace pno::test {
+namespace {
+
+using tcp::TcpState;
+constexpr auto st(TcpState s) { return static_cast<std::uint8_t>(s); }
+
+TEST(TcpRecovery, established_rto_initial_1s_then_doubles_rfc6298_5_5) {
+  TcpHarness h;
+  h.established_passive();
+  h.write("data");
+  h.expect({.seq = h.nxt, .payload = bytes("data")});
+  // No RTT sample yet (the handshake's was taken, but we check backoff relative to the RTO):
+  const auto rto = std::chrono::microseconds((*h.tcp->info(h.conn)).rto_us);
+  h.advance(rto - 1ms);
+  h.expect_nothing();
+  h.advance(1ms);
+  h.expect({.seq = h.nxt, .payload = bytes("data")});
+  h.advance(2 * rto - 1ms);
+  h.expect_nothing();
+  h.advance(1ms);
+  h.expect({.seq = h.nxt, .payload = bytes("data")});
+  EXPECT_EQ(h.counters.get(Counter::tcp_rto_expired), 2u);
+}
+
+TEST(TcpRecovery, established_rtt_sample_sets_rto_rfc6298_2_3) {
+  TcpHarness h;
+  h.established_passive();
+  h.write("a");
+  h.expect({.seq = h.nxt});
+  h.advance(100ms);
+  h.send({.seq = h.peer_nxt, .ack = h.nxt + 1});
+  auto i = *h.tcp->info(h.conn);
+  // The handshake gave a first sample of ~0 (clamped to 100 us); SRTT = 7/8 SRTT + 1/8 R'.
+  EXPECT_NEAR(i.rtt_us, (7 * 100 + 100000) / 8, 2);
+  // RTO = SRTT + max(G, 4*RTTVAR), clamped at rto_min 200 ms.
+  EXPECT_GE(i.rto_us, 200000u);
+}
+
+TEST(TcpRecovery, established_karn_no_sample_from_retransmission_rfc6298_3) {
+  TcpHarness h;
+  h.established_passive();
+  const auto before = (*h.tcp->info(h.conn)).rtt_us;
+  h.write("a");
+  h.expect({.seq = h.nxt});
+  h.run_until(h.now + 5s);
+  h.drain();  // retransmissions
+  h.send({.seq = h.peer_nxt, .ack = h.nxt + 1});
+  // The ACK may be for either transmission: no sample (srtt unchanged).
+  EXPECT_EQ((*h.tcp->info(h.conn)).rtt_us, before);
+}
+
+TEST(TcpRecovery, established_retries2_exhausted_etimedout) {
+  TcpConfig cfg = plain_config();
+  cfg.retries2 = 3;
+  TcpHarness h(cfg);
+  h.established_passive();
+  h.write("a");
+  h.run_until(h.now + 200s);
+  EXPECT_EQ(h.state(), st(TcpState::closed));
+  EXPECT_EQ(h.tcp->take_error(h.conn), Errc::timed_out);
+  EXPECT_EQ(h.counters.get(Counter::tcp_conn_timeouts), 1u);
+}
+
+TEST(TcpRecovery, established_user_timeout_aborts) {
+  TcpHarness h;
+  h.established_passive();
+  EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::user_timeout, 3000), Errc::ok);
+  h.write("a");
+  h.run_until(h.now + 10s);
+  EXPECT_EQ(h.state(), st(TcpState::closed));
+  EXPECT_EQ(h.tcp->take_error(h.conn), Errc::timed_out);
+}
+
+/// ESTABLISHED with `n` full segments in flight, the first of them to be "lost".
+std::uint32_t send_segments(TcpHarness& h, int n) {
+  EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
+  h.write(std::string(static_cast<std::size_t>(n) * 1460, 'd'));
+  for (int i = 0; i < n; ++i) h.expect({.seq = h.nxt + static_cast<std::uint32_t>(i) * 1460, .len = 1460});
+  return h.nxt;
+}
+
+TEST(TcpRecovery, established_three_dupacks_fast_retransmit_rfc5681_3_2) {
+  TcpHarness h;
+  h.established_passive();
+  const std::uint32_t s = send_segments(h, 5);
+  // Segment 1 lost: the peer ACKs s for segments 2..4.
+  for (int i = 0; i < 2; ++i) {
+    h.send({.seq = h.peer_nxt, .ack = s});
+    h.expect_nothing();
+  }
+  h.send({.seq = h.peer_nxt, .ack = s});
+  h.expect({.seq = s, .len = 1460});
+  EXPECT_EQ(h.counters.get(Counter::tcp_fast_retransmits), 1u);
+  // NewReno partial ACK (segment 1 arrived, 3 missing too): resend the next hole at once.
+  h.send({.seq = h.peer_nxt, .ack = s + 2 * 1460});
+  h.expect({.seq = s + 2 * 1460, .len = 1460});
+  // Full ACK ends recovery.
+  h.send({.seq = h.peer_nxt, .ack = s + 5 * 1460});
+  h.expect_nothing();
+  EXPECT_EQ((*h.tcp->info(h.conn)).unacked, 0u);
+}
+
+TEST(TcpRecovery, established_sack_recovery_resends_only_holes_rfc6675) {
+  TcpConfig cfg = plain_config();
+  cfg.sack = true;
+  TcpHarness h(cfg);
+  h.syn_received({.sack_perm = true});
+  h.send({.seq = h.peer_nxt, .ack = h.nxt});
+  h.conn = *h.tcp->accept(h.listener);
+  const std::uint32_t s = send_segments(h, 8);
+  const std::uint32_t m = 1460;
+  // Segments 0 and 3 lost; the peer SACKs 1-2 and 4-7 over a few duplicate ACKs.
+  h.send({.seq = h.peer_nxt, .ack = s, .sack = {{s + m, s + 2 * m}}});
+  h.send({.seq = h.peer_nxt, .ack = s, .sack = {{s + m, s + 3 * m}}});
+  h.send({.seq = h.peer_nxt, .ack = s, .sack = {{s + 4 * m, s + 8 * m}, {s + m, s + 3 * m}}});
+  const auto out = h.drain();
+  ASSERT_GE(out.size(), 1u);
+  EXPECT_EQ(out[0].seq, s);  // the first hole
+  bool resent_sacked = false, resent_hole2 = false;
+  for (const Sent& x : out) {
+    if (x.seq == s + m || x.seq == s + 2 * m || x.seq >= s + 4 * m) resent_sacked = true;
+    if (x.seq == s + 3 * m) resent_hole2 = true;
+  }
+  EXPECT_FALSE(resent_sacked);
+  EXPECT_TRUE(resent_hole2);  // IsLost: more than 2 segments SACKed above it (RFC 6675 §4)
+  h.send({.seq = h.peer_nxt, .ack = s + 8 * m});
+  EXPECT_EQ((*h.tcp->info(h.conn)).unacked, 0u);
+}
+
+TEST(TcpRecovery, established_rto_goes_back_and_resets_cwnd_rfc5681_3_1) {
+  TcpHarness h;
+  h.established_passive();
+  const std::uint32_t s = send_segments(h, 4);
+  const auto rto = std::chrono::microseconds((*h.tcp->info(h.conn)).rto_us);
+  h.advance(rto);
+  const auto out = h.drain();
+  ASSERT_EQ(out.size(), 1u);  // cwnd = 1 segment after an RTO
+  EXPECT_EQ(out[0].seq, s);
+  EXPECT_EQ((*h.tcp->info(h.conn)).snd_cwnd, 1460u);
+  h.send({.seq = h.peer_nxt, .ack = s + 1460});
+  const auto next = h.drain();
+  ASSERT_GE(next.size(), 1u);
+  EXPECT_EQ(next[0].seq, s + 1460);  // go-back-N continues from the next unacked byte
+}
+
+}  // namespace
+}  // namespace pno::test
