@@ -108,11 +108,11 @@ class Ctx:
 
     # --- commands ---
     def run(self, cmd: list[str], timeout: float = 60, check: bool = True,
-            quiet: bool = False) -> subprocess.CompletedProcess:
+            quiet: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
         if not quiet:
             log("$ " + shlex.join(cmd))
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as e:
             raise TestFailure(f"command timed out after {timeout:.0f}s: {shlex.join(cmd)}\n"
                               f"{(e.stdout or b'')[-2000:]!r}") from None
@@ -296,7 +296,7 @@ class EngineTarget:
             self._help = p.stdout
         return re.search(re.escape(option) + r"\b", self._help) is not None
 
-    def _prepare(self, ctx: Ctx, gate: Path | None = None) -> list[str]:
+    def _prepare(self, ctx: Ctx) -> list[str]:
         # One run directory for the whole suite: a testbed left behind by a killed test is found
         # (and taken down) by the next one.
         run_dir = Path(self.opts.results) / ".testbed"
@@ -306,12 +306,6 @@ class EngineTarget:
         self.stats = {}
         self.env = dict(os.environ, PNO_RUN_DIR=str(run_dir), PNO_ENGINE=self.opts.engine)
         subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, timeout=60)
-        if gate is not None:
-            # The engine's client connects as soon as it starts; the gate holds the start until the
-            # Linux server in the (new) namespace listens.
-            self.env["PNO_ENGINE"] = str(Path(__file__).with_name("pno-engine-gate"))
-            self.env["PNO_GATE_ENGINE"] = self.opts.engine
-            self.env["PNO_GATE_FILE"] = str(gate)
         self.running = True
         ctx.on_cleanup(lambda: self.down(ctx))
         return ["--stats-file", str(self.stats_path), "--check-leaks"] + list(ctx.profile.impair) + ctx.engine_extra
@@ -338,7 +332,7 @@ class EngineTarget:
         p = subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
             log(f"testbed down: {p.stderr.strip()}")
-        if self.log_path and self.log_path.exists():
+        if self.log_path and self.log_path.exists() and self.log_path != self.saved_log:
             shutil.copyfile(self.log_path, self.saved_log)
             self.log_path = self.saved_log
         if self.stats_path and self.stats_path.exists():
@@ -346,56 +340,53 @@ class EngineTarget:
 
     def client(self, ctx: Ctx, before_start: Callable[[], None], send: int = 0, recv: int | None = None,
                timeout: float = 60, label: str = "client", expect_ok: bool = True) -> dict:
-        """Starts the engine as a client of a Linux server and returns its normalized result."""
-        gate = ctx.dir / "gate"
-        # --client-linger-ms: a short exchange must not end the engine before testbed sees it answer ARP.
-        args = self._prepare(ctx, gate) + ["--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--send-bytes", str(send),
-                                           "--client-timeout", str(timeout), "--client-linger-ms", "3000"]
+        """Runs the engine as a client of a Linux server (`testbed net`, engine in the foreground) and
+        returns its normalized result."""
+        args = self._prepare(ctx) + ["--connect", f"{PEER_IP}:{CLIENT_TEST_PORT}", "--send-bytes", str(send),
+                                     "--client-timeout", str(timeout)]
         if recv is not None:
             args += ["--recv-bytes", str(recv)]
-        log("$ scripts/testbed up " + shlex.join(args) + "   (engine held until the peer server listens)")
-        up = subprocess.Popen([self.testbed, "up"] + args, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        try:
-            ctx.sleep_until(lambda: subprocess.run(["ip", "netns", "exec", PEER_NS, "true"],
-                                                   capture_output=True).returncode == 0 or up.poll() is not None,
-                            20, "the testbed namespace")
-            ctx.sleep_until(lambda: subprocess.run(["ip", "netns", "exec", PEER_NS, "ip", "-o", "addr", "show",
-                                                    PEER_IF], capture_output=True, text=True).stdout.find(PEER_IP) >= 0
-                            or up.poll() is not None, 20, "the peer address")
-            ctx.wire_ready()
-            before_start()
-            gate.touch()
-            out, _ = up.communicate(timeout=60)
-        except BaseException:
-            gate.touch()
-            up.kill()
-            raise
-        if up.returncode != 0:
-            raise TestFailure(f"testbed up failed ({up.returncode}):\n{out[-3000:]}")
+        ctx.run([self.testbed, "net"], timeout=60, env=self.env)
+        ctx.wire_ready()
+        before_start()
+        self.log_path = ctx.dir / "engine.log"
+        cmd = [self.opts.engine, "--iface", ENGINE_IF, "--ip", f"{ENGINE_IP}/24"] + args
+        log("$ " + shlex.join(cmd))
         t0 = time.monotonic()
-        ctx.sleep_until(lambda: self.engine_pid() is None, timeout + 30, "the engine client to finish", step=0.2)
+        with open(self.log_path, "w") as out:
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = p.wait(timeout + 30)
+            except BaseException:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                raise
         ctx.save_nft()
         self.down(ctx)
-        text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        text = self.log_path.read_text(errors="replace")
+        if rc == 3:
+            raise TestFailure("engine exited with 3: mbuf leak")
         m = re.search(r"^pno-client: (.*)$", text, re.M)
         if not m:
-            raise TestFailure("engine printed no pno-client result line")
+            raise TestFailure(f"engine (exit {rc}) printed no pno-client result line")
         kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(1)))
-        conn = re.search(r"^pno-client-conn: (.*)$", text, re.M)
-        ckv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', conn.group(1))) if conn else {}
+        conn = re.search(r'^pno-client-conn: .* status=(\S+) error=(.*?) why="([^"]*)"', text, re.M)
+        ckv = {"error": conn.group(2), "why": conn.group(3)} if conn else {}
         secs = float(kv.get("seconds", "0"))
         res = {
-            "ok": kv.get("result") == "ok",
+            "ok": kv.get("result") == "ok" and rc == 0,
             "bytes_sent": int(kv.get("sent_bytes", 0)), "bytes_recv": int(kv.get("recv_bytes", 0)),
             "sha256_sent": kv.get("sent_sha256", ""), "sha256_recv": kv.get("recv_sha256", ""),
-            "secs": secs, "error": ckv.get("error", "") + " " + ckv.get("why", "").strip('"'),
+            "secs": secs, "error": (ckv.get("error", "") + " " + ckv.get("why", "").strip('"')).strip(),
             "mbytes_per_s": max(int(kv.get("sent_bytes", 0)), int(kv.get("recv_bytes", 0))) / secs / 1e6 if secs else 0,
         }
         res["reset"] = "reset" in res["error"].lower()
-        log(f"{label}: {summarize(res)} [{time.monotonic() - t0:.1f}s]")
+        log(f"{label}: exit {rc} {summarize(res)} [{time.monotonic() - t0:.1f}s]")
         if expect_ok and not res["ok"]:
-            raise TestFailure(f"{label} failed: {m.group(0)}")
+            raise TestFailure(f"{label} failed (exit {rc}): {m.group(0)}")
         return res
 
     def check_exit(self, ctx: Ctx) -> None:
