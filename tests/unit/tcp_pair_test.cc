@@ -125,3 +125,60 @@ TEST(TcpPair, established_bulk_reorder_duplicate) {
 
 }  // namespace
 }  // namespace pno::test
+
+namespace pno::test {
+namespace {
+
+TEST(TcpPair, listen_thousand_concurrent_echo_connections) {
+  TcpConfig cfg;
+  cfg.max_sockets = 4096;
+  TcpPair p(cfg, LinkConfig{.delay = std::chrono::milliseconds(1), .loss = 0.005, .seed = 11});
+  constexpr int kConns = 1000;
+  constexpr std::size_t kMsg = 3000;
+  auto l = p.b.tcp->socket();
+  ASSERT_EQ(p.b.tcp->bind(*l, Endpoint{kPeerIp, 7}), Errc::ok);
+  ASSERT_EQ(p.b.tcp->listen(*l, 4096), Errc::ok);
+  std::vector<SocketId> clients(kConns), servers;
+  std::vector<std::size_t> sent(kConns, 0), got(kConns, 0);
+  for (int i = 0; i < kConns; ++i) {
+    clients[i] = *p.a.tcp->socket();
+    ASSERT_EQ(p.a.tcp->connect(clients[i], Endpoint{kPeerIp, 7}), Errc::in_progress);
+  }
+  std::vector<std::byte> buf(65536);
+  const std::string msg(kMsg, 'e');
+  int done = 0;
+  const bool ok = p.run([&] { return done == kConns; }, std::chrono::seconds(120), [&] {
+    for (;;) {
+      auto s = p.b.tcp->accept(*l);
+      if (!s.ok()) break;
+      servers.push_back(*s);
+    }
+    for (SocketId s : servers) {  // echo
+      for (;;) {
+        auto r = p.b.tcp->recv(s, buf);
+        if (!r.ok() || *r == 0) break;
+        auto w = p.b.tcp->send(s, ByteSpan(buf.data(), *r));
+        EXPECT_TRUE(w.ok() && *w == *r);
+      }
+    }
+    for (int i = 0; i < kConns; ++i) {
+      if (sent[i] < kMsg) {
+        auto w = p.a.tcp->send(clients[i], as_bytes(msg).subspan(sent[i]));
+        if (w.ok()) sent[i] += *w;
+      }
+      if (got[i] < kMsg) {
+        auto r = p.a.tcp->recv(clients[i], buf);
+        if (r.ok()) {
+          got[i] += *r;
+          if (got[i] == kMsg) ++done;
+        }
+      }
+    }
+  });
+  EXPECT_TRUE(ok) << done << " of " << kConns << " echoed";
+  EXPECT_EQ(servers.size(), static_cast<std::size_t>(kConns));
+  EXPECT_EQ(p.a.tcp->socket_count(), static_cast<std::size_t>(kConns));
+}
+
+}  // namespace
+}  // namespace pno::test
