@@ -196,10 +196,21 @@ Errc BulkClient::start(tcp::TcpLayer& tcp, Instant now) {
   t0_ = now;
   conns_.resize(cfg_.conns);
   by_id_.reserve(cfg_.conns);
-  for (std::size_t i = 0; i < conns_.size(); ++i) {
-    Conn& c = conns_[i];
+  for (auto& c : conns_) {
     sha256_init(&c.sent_hash);
     sha256_init(&c.recv_hash);
+    c.t_start = now;
+  }
+  // One connection first: its SYN resolves the server's MAC. Thousands of SYNs at once would
+  // overflow the ARP pending queue and wait a whole RTO; the rest start once the first one is up.
+  open_next(tcp, now, 1);
+  return Errc::ok;
+}
+
+void BulkClient::open_next(tcp::TcpLayer& tcp, Instant now, std::size_t n) {
+  for (; n > 0 && started_ < conns_.size(); --n) {
+    const std::size_t i = started_++;
+    Conn& c = conns_[i];
     c.t_start = now;
     auto s = tcp.socket();
     if (!s) {
@@ -216,7 +227,6 @@ Errc BulkClient::start(tcp::TcpLayer& tcp, Instant now) {
     by_id_.emplace(c.id, i);
     if (auto le = tcp.local_endpoint(c.id); le) c.local = *le;
   }
-  return Errc::ok;
 }
 
 bool BulkClient::on_event(tcp::TcpLayer& tcp, const SocketEvent& ev, Instant now) {
@@ -232,6 +242,7 @@ bool BulkClient::on_event(tcp::TcpLayer& tcp, const SocketEvent& ev, Instant now
     if ((ev.ready & kWritable) == 0) return true;
     c.state = State::open;
     if (auto le = tcp.local_endpoint(c.id); le) c.local = *le;
+    open_next(tcp, now, conns_.size());
   }
   pump(tcp, c, now);
   return true;
@@ -303,14 +314,17 @@ void BulkClient::complete(tcp::TcpLayer& tcp, Conn& c, Instant now, Errc err, st
   }
   counters_.inc(err == Errc::ok ? EngineCounter::svc_closed : EngineCounter::svc_errors);
   ++finished_;
+  if (!stopping_ && finished_ == started_ && started_ < conns_.size()) open_next(tcp, now, conns_.size());
 }
 
 void BulkClient::on_tick(tcp::TcpLayer& tcp, Instant now) {
   if (done() || cfg_.timeout.count() <= 0 || now - t0_ < cfg_.timeout) return;
+  stopping_ = true;
   for (auto& c : conns_) complete(tcp, c, now, Errc::timed_out, "client timeout");
 }
 
 int BulkClient::finish(tcp::TcpLayer& tcp, Instant now) {
+  stopping_ = true;
   for (auto& c : conns_) complete(tcp, c, now, Errc::timed_out, "engine stopped");
   std::uint64_t sent = 0, received = 0;
   std::size_t ok = 0;

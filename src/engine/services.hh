@@ -130,6 +130,7 @@ class BulkClient final : public Service {
     sha256_ctx sent_hash{}, recv_hash{};
     std::array<std::uint8_t, SHA256_DIGEST_SIZE> sent_digest{}, recv_digest{};
   };
+  void open_next(tcp::TcpLayer& tcp, Instant now, std::size_t n);
   void pump(tcp::TcpLayer& tcp, Conn& c, Instant now);
   void complete(tcp::TcpLayer& tcp, Conn& c, Instant now, Errc err, std::string why);
 
@@ -138,6 +139,8 @@ class BulkClient final : public Service {
   std::vector<Conn> conns_;
   std::unordered_map<SocketId, std::size_t> by_id_;
   std::size_t finished_ = 0;
+  std::size_t started_ = 0;
+  bool stopping_ = false;
   Instant t0_{};
   std::vector<std::byte> buf_;
 };
