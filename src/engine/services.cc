@@ -102,6 +102,8 @@ void StreamServer::accept_all(tcp::TcpLayer& tcp) {
     auto r = tcp.accept(listener_);
     if (!r) return;  // again: queue empty (other errors: nothing to take either)
     counters_.inc(EngineCounter::svc_accepted);
+    // An echo must not sit on small replies waiting for ACKs (Nagle): request/response tests measure it.
+    if (mode_ == Mode::echo) tcp.setsockopt(*r, SockOpt::nodelay, 1);
     auto [it, inserted] = conns_.try_emplace(*r);
     if (inserted) pump(tcp, *r, it->second);
   }
