@@ -77,6 +77,7 @@ struct Options {
   std::uint32_t client_linger_ms = 500;
   // loop
   bool busy_poll = false;
+  bool keepalive = false;
   // impairment
   double impair_loss = 0, impair_reorder = 0, impair_dup = 0;
   std::uint32_t impair_reorder_gap = 1;
@@ -179,6 +180,8 @@ int main(int argc, char** argv) {
   g_svc->add_option("--echo-port", o.echo_port, "echo port");
   g_svc->add_flag("--discard", o.discard, "TCP discard server (RFC 863)");
   g_svc->add_option("--discard-port", o.discard_port, "discard port");
+  g_svc->add_flag("--keepalive", o.keepalive,
+                  "SO_KEEPALIVE on service and client connections (timing: --tcp-keepalive-*)");
 
   auto* g_cli = app.add_option_group("Client (engine connects to a server, then exits)");
   g_cli->add_option("--connect", o.connect, "server IP:PORT");
@@ -276,6 +279,7 @@ int main(int argc, char** argv) {
     if (!ep) return usage_error("--connect: '" + o.connect + "' is not IP:PORT");
     c.remote = *ep;
     c.conns = o.conns;
+    c.keepalive = o.keepalive;
     auto sb = parse_size(o.send_bytes);
     if (!sb) return usage_error("--send-bytes: '" + o.send_bytes + "' is not a size");
     c.send_bytes = *sb;
@@ -392,9 +396,10 @@ int main(int argc, char** argv) {
   {
     Stack stack(sc, *port, clock.now());
     Services services;
-    if (o.echo) services.add(std::make_unique<StreamServer>(StreamServer::Mode::echo, o.echo_port, ecounters));
+    if (o.echo) services.add(std::make_unique<StreamServer>(StreamServer::Mode::echo, o.echo_port, ecounters, o.keepalive));
     if (o.discard) {
-      services.add(std::make_unique<StreamServer>(StreamServer::Mode::discard, o.discard_port, ecounters));
+      services.add(std::make_unique<StreamServer>(StreamServer::Mode::discard, o.discard_port, ecounters,
+                                                   o.keepalive));
     }
 
     stack.announce();

@@ -74,8 +74,8 @@ int Services::finish(tcp::TcpLayer& tcp, Instant now) {
 
 // ------------------------------------------------------------------------------------- StreamServer
 
-StreamServer::StreamServer(Mode mode, std::uint16_t port, EngineCounters& counters)
-    : mode_(mode), port_(port), counters_(counters), scratch_(kScratch) {}
+StreamServer::StreamServer(Mode mode, std::uint16_t port, EngineCounters& counters, bool keepalive)
+    : mode_(mode), port_(port), keepalive_(keepalive), counters_(counters), scratch_(kScratch) {}
 
 Errc StreamServer::start(tcp::TcpLayer& tcp, Instant /*now*/) {
   auto s = tcp.socket();
@@ -104,6 +104,7 @@ void StreamServer::accept_all(tcp::TcpLayer& tcp) {
     counters_.inc(EngineCounter::svc_accepted);
     // An echo must not sit on small replies waiting for ACKs (Nagle): request/response tests measure it.
     if (mode_ == Mode::echo) tcp.setsockopt(*r, SockOpt::nodelay, 1);
+    if (keepalive_) tcp.setsockopt(*r, SockOpt::keepalive, 1);
     auto [it, inserted] = conns_.try_emplace(*r);
     if (inserted) pump(tcp, *r, it->second);
   }
@@ -221,6 +222,7 @@ void BulkClient::open_next(tcp::TcpLayer& tcp, Instant now, std::size_t n) {
     }
     c.id = *s;
     tcp.setsockopt(c.id, SockOpt::nodelay, 1);
+    if (cfg_.keepalive) tcp.setsockopt(c.id, SockOpt::keepalive, 1);
     const Errc e = tcp.connect(c.id, cfg_.remote);
     if (e != Errc::in_progress && e != Errc::ok) {
       complete(tcp, c, now, e, "connect");

@@ -65,7 +65,8 @@ class Services {
 class StreamServer final : public Service {
  public:
   enum class Mode : std::uint8_t { echo, discard };
-  StreamServer(Mode mode, std::uint16_t port, EngineCounters& counters);
+  /// `keepalive`: SO_KEEPALIVE on every accepted connection (timing from TcpConfig).
+  StreamServer(Mode mode, std::uint16_t port, EngineCounters& counters, bool keepalive = false);
   Errc start(tcp::TcpLayer& tcp, Instant now) override;
   bool on_event(tcp::TcpLayer& tcp, const SocketEvent& ev, Instant now) override;
   [[nodiscard]] const char* name() const override { return mode_ == Mode::echo ? "echo" : "discard"; }
@@ -84,6 +85,7 @@ class StreamServer final : public Service {
 
   Mode mode_;
   std::uint16_t port_;
+  bool keepalive_;
   EngineCounters& counters_;
   SocketId listener_ = kInvalidSocket;
   std::unordered_map<SocketId, Conn> conns_;
@@ -99,6 +101,7 @@ struct ClientConfig {
   bool shutdown_after_send = true;            ///< half-close once everything was sent
   Duration timeout = std::chrono::seconds(600);
   bool per_conn_lines = false;                ///< one line per connection (always when conns <= 16)
+  bool keepalive = false;                     ///< SO_KEEPALIVE on every connection
 };
 
 /// Connects `conns` times to `remote`, sends `send_bytes` pseudo-random bytes on each (stream i is
