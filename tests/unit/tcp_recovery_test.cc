@@ -152,5 +152,44 @@ TEST(TcpRecovery, established_rto_goes_back_and_resets_cwnd_rfc5681_3_1) {
   EXPECT_EQ(next[0].seq, s + 1460);  // go-back-N continues from the next unacked byte
 }
 
+TEST(TcpRecovery, established_segments_with_timestamps_and_sack_blocks_fit_the_mtu_rfc6691) {
+  // RFC 6691 §2 / Linux tcp_current_mss: the MSS counts no options, so every segment's payload is
+  // min(peer MSS, MTU - 40) minus the option bytes it carries: timestamps (12) and, while we hold
+  // out-of-order data, SACK blocks (4 + 8 per block). New data, fast retransmissions and RTO
+  // retransmissions all obey it (FakeIpv4 fails the test if a segment exceeds the MTU).
+  TcpConfig cfg = plain_config();
+  cfg.sack = true;
+  cfg.timestamps = true;
+  TcpHarness h(cfg);
+  h.syn_received({.mss = 1460, .sack_perm = true, .ts = {{1000, 0}}});
+  h.send({.seq = h.peer_nxt, .ack = h.nxt, .ts = {{1001, 0}}});
+  h.conn = *h.tcp->accept(h.listener);
+  ASSERT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
+  const std::uint32_t mss = 1460 - 12;
+  EXPECT_EQ((*h.tcp->info(h.conn)).snd_mss, mss);
+  h.write(std::string(4 * mss, 'd'));
+  const std::uint32_t s = h.nxt;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(h.expect({.seq = s + i * mss}).payload.size(), mss);
+  // The peer's data arrives with three holes: our segments now carry three SACK blocks (28 bytes).
+  const std::uint32_t p = h.peer_nxt;
+  for (int i = 1; i <= 3; ++i) {
+    h.send({.seq = p + 200 * i, .ack = s, .payload = Bytes(100, std::byte{1}), .ts = {{1002, 0}}});
+  }
+  const auto acks = h.drain();
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().opts.sack_count, 3);
+  // RTO: the retransmission of the first segment carries timestamps + 3 SACK blocks.
+  h.advance(std::chrono::microseconds((*h.tcp->info(h.conn)).rto_us));
+  const Sent r = h.expect({.seq = s});
+  EXPECT_EQ(r.opts.sack_count, 3);
+  EXPECT_EQ(r.payload.size(), mss - 28);
+  // The rest of the segment follows once the peer acknowledges the first part.
+  h.send({.seq = p, .ack = s + mss - 28, .payload = Bytes(100, std::byte{1}), .ts = {{1003, 0}}});
+  const auto out = h.drain();
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out[0].seq, s + mss - 28);
+  for (const Sent& x : out) EXPECT_LE(x.payload.size() + 12 + 4 + 8u * x.opts.sack_count, 1460u) << x.str();
+}
+
 }  // namespace
 }  // namespace pno::test

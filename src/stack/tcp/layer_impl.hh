@@ -152,6 +152,8 @@ struct TcpLayer::Impl {
   [[nodiscard]] std::uint32_t ts_now(const Sock& s) const;
   [[nodiscard]] std::uint32_t effective_mss(const Sock& s) const;  ///< payload per full segment
   [[nodiscard]] std::uint16_t our_mss() const;                      ///< MSS option we announce
+  /// Payload that fits in the next segment: effective MSS minus the SACK blocks it carries.
+  [[nodiscard]] std::uint32_t seg_room(const Sock& s) const;
   /// RST in answer to a segment no connection accepts (RFC 9293 §3.10.7.1).
   void send_rst_reply(const Ipv4RxInfo& ip, const wire::TcpRepr& seg);
   void send_raw(Ipv4Addr dst, const wire::TcpRepr& r);

@@ -174,7 +174,16 @@ std::uint32_t sack_opt_len(const Tcb& t) {
   const std::size_t blocks = std::min<std::size_t>(t.ooo.range_count(), t.ts_ok ? 3 : 4);
   return static_cast<std::uint32_t>(4 + 8 * blocks);
 }
+}  // namespace
 
+std::uint32_t TcpLayer::Impl::seg_room(const Sock& s) const {
+  // Linux tcp_current_mss: the full-segment payload minus the SACK blocks this segment will
+  // carry (timestamps are already out of snd.mss), so header + payload never exceed the MTU.
+  const Tcb& t = s.tcb;
+  return t.snd.mss - std::min(t.snd.mss - 64, sack_opt_len(t));
+}
+
+namespace {
 bool may_send_data(TcpState st) {
   switch (st) {
     case TcpState::established:
@@ -197,7 +206,7 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
   const SeqNum end = t.data_end();
   if (t.snd.nxt >= end) return 0;
   const std::uint32_t avail = end.since(t.snd.nxt);
-  const std::uint32_t mss = t.snd.mss - std::min(t.snd.mss - 64, sack_opt_len(t));
+  const std::uint32_t mss = m.seg_room(s);
   const SeqNum wnd_edge = t.snd.una + t.snd.wnd;
   const std::uint32_t usable = wnd_edge > t.snd.nxt ? wnd_edge.since(t.snd.nxt) : 0;
   std::uint32_t len = std::min({avail, mss, usable, room});

@@ -197,7 +197,7 @@ void TcpLayer::Impl::retransmit(Sock& s, SeqNum seq, std::uint32_t len) {
     len = 0;
     flags |= flag::kFin;
   } else {
-    len = std::min(len, end.since(seq));
+    len = std::min({len, end.since(seq), seg_room(s)});
     if (seq + len == end && t.fin_sent) flags |= flag::kFin;
     if (seq + len == end) flags |= flag::kPsh;
   }
