@@ -140,7 +140,8 @@ TEST_F(Arp, RetriesEveryIntervalThenDropsQueueAndCounts_Rfc1122_2_3_2_1) {
   EXPECT_EQ(netif->arp().queued(kPeerIp), 0u);
   EXPECT_EQ(netif->arp().size(), 0u);
   EXPECT_EQ(netif->next_deadline(), kNever);
-  EXPECT_EQ(netif->arp().pool_free(), 4 * cfg.arp.max_queued_per_dest) << "pool buffers leaked";
+  EXPECT_EQ(netif->arp().pool_free(), cfg.arp.queue_small_packets + cfg.arp.queue_large_packets)
+      << "pool buffers leaked";
   // A later packet starts a fresh resolution.
   send_l4(kPeerIp, tagged(3));
   expect_arp(1, MacAddr::broadcast());
@@ -269,9 +270,11 @@ struct RecordingArpSender : net::ArpSender {
 TEST(ArpCache, SharedPoolExhaustionIsCountedAsOverflow) {
   ArpConfig cfg;
   cfg.max_queued_per_dest = 8;
+  cfg.queue_small_packets = 3;
+  cfg.queue_large_packets = 0;
   Counters ctr;
   RecordingArpSender tx;
-  net::ArpCache cache(cfg, 1500, ctr, tx, /*pool_packets=*/3);
+  net::ArpCache cache(cfg, 1500, ctr, tx);
   const Instant t = instant_from_ns(0);
   EXPECT_TRUE(cache.enqueue(kPeerIp, tagged(1), {}, t));
   EXPECT_TRUE(cache.enqueue(kOtherIp, tagged(2), {}, t));
@@ -286,6 +289,58 @@ TEST(ArpCache, SharedPoolExhaustionIsCountedAsOverflow) {
   EXPECT_EQ(tx.sent[1].second, tagged(3));
   EXPECT_EQ(cache.pool_free(), 2u);
   EXPECT_TRUE(cache.enqueue(kOtherIp, tagged(5), {}, t));
+}
+
+TEST(ArpCache, BurstOfSmallPacketsToOneFreshNeighbourIsQueuedWhole) {
+  // A thousand connect()s to one unresolved neighbour: every SYN waits in a small buffer and all
+  // leave in order once the reply comes; the large pool stays free for full-size packets.
+  ArpConfig cfg;
+  Counters ctr;
+  RecordingArpSender tx;
+  net::ArpCache cache(cfg, 1500, ctr, tx);
+  const Instant t = instant_from_ns(0);
+  const std::size_t free_before = cache.pool_free();
+  const Bytes syn(60, std::byte{0x45});
+  for (int i = 0; i < 1000; ++i) {
+    Bytes p = syn;
+    p[4] = std::byte(i & 0xff);
+    p[5] = std::byte(i >> 8);
+    ASSERT_TRUE(cache.enqueue(kPeerIp, p, {}, t)) << i;
+  }
+  Bytes big(1500, std::byte{7});
+  EXPECT_TRUE(cache.enqueue(kPeerIp, big, {}, t));
+  EXPECT_EQ(ctr.get(Counter::arp_queue_overflow), 0u);
+  EXPECT_EQ(cache.queued(kPeerIp), 1001u);
+  EXPECT_EQ(tx.requests.size(), 1u);
+  EXPECT_TRUE(cache.update(kPeerIp, kPeerMac, t));
+  ASSERT_EQ(tx.sent.size(), 1001u);
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(tx.sent[static_cast<std::size_t>(i)].second.size(), 60u);
+    EXPECT_EQ(tx.sent[static_cast<std::size_t>(i)].second[4], std::byte(i & 0xff));
+    EXPECT_EQ(tx.sent[static_cast<std::size_t>(i)].second[5], std::byte(i >> 8));
+  }
+  EXPECT_EQ(tx.sent[1000].second, big);
+  EXPECT_EQ(cache.pool_free(), free_before);
+}
+
+TEST(ArpCache, SmallPacketsSpillIntoLargeBuffersButNotTheReverse) {
+  ArpConfig cfg;
+  cfg.queue_small_packets = 1;
+  cfg.queue_large_packets = 2;
+  Counters ctr;
+  RecordingArpSender tx;
+  net::ArpCache cache(cfg, 1500, ctr, tx);
+  const Instant t = instant_from_ns(0);
+  EXPECT_TRUE(cache.enqueue(kPeerIp, Bytes(60, std::byte{1}), {}, t));   // small buffer
+  EXPECT_TRUE(cache.enqueue(kPeerIp, Bytes(60, std::byte{2}), {}, t));   // spills into a large one
+  EXPECT_TRUE(cache.enqueue(kPeerIp, Bytes(1000, std::byte{3}), {}, t)); // the last large one
+  EXPECT_FALSE(cache.enqueue(kPeerIp, Bytes(1000, std::byte{4}), {}, t));
+  EXPECT_EQ(ctr.get(Counter::arp_queue_overflow), 1u);
+  EXPECT_TRUE(cache.update(kPeerIp, kPeerMac, t));
+  ASSERT_EQ(tx.sent.size(), 3u);
+  EXPECT_EQ(tx.sent[1].second, Bytes(60, std::byte{2}));
+  EXPECT_EQ(tx.sent[2].second, Bytes(1000, std::byte{3}));
+  EXPECT_EQ(cache.pool_free(), 3u);
 }
 
 TEST(ArpCache, FullTableEvictsStalestResolvedEntryButNeverAPendingOne) {
@@ -319,7 +374,7 @@ TEST(ArpCache, ManyEntriesSurviveRemovalsInTheProbeChains) {
   cfg.max_retries = 0;
   Counters ctr;
   RecordingArpSender tx;
-  net::ArpCache cache(cfg, 64, ctr, tx, 256);
+  net::ArpCache cache(cfg, 64, ctr, tx);
   const Instant t = instant_from_ns(0);
   auto ip = [](int i) { return Ipv4Addr{0xc6120000u + static_cast<std::uint32_t>(i) * 256u}; };
   for (int i = 0; i < 64; ++i) {
@@ -343,7 +398,7 @@ TEST(ArpCache, RandomInsertFailCyclesKeepEveryLiveEntryFindable) {
   cfg.max_retries = 0;
   Counters ctr;
   RecordingArpSender tx;
-  net::ArpCache cache(cfg, 64, ctr, tx, 128);
+  net::ArpCache cache(cfg, 64, ctr, tx);
   std::uint32_t rng = 12345;
   auto next = [&] {
     rng = rng * 1664525u + 1013904223u;
@@ -371,5 +426,5 @@ TEST(ArpCache, RandomInsertFailCyclesKeepEveryLiveEntryFindable) {
     // Age out the rest so the next round evicts them.
     t += cfg.entry_ttl;
   }
-  EXPECT_EQ(cache.pool_free(), 128u);
+  EXPECT_EQ(cache.pool_free(), cfg.queue_small_packets + cfg.queue_large_packets);
 }

@@ -2,6 +2,9 @@
 // Stack::poll, and TCP reached through NetIf in both directions (including waiting for ARP).
 #include <gtest/gtest.h>
 
+#include <set>
+#include <vector>
+
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"
 #include "support/frames.hh"
@@ -137,4 +140,28 @@ TEST_F(StackTest, TcpReplyToUnresolvedPeerWaitsForArpThenFlows) {
   ASSERT_TRUE(t);
   EXPECT_EQ(t->flags & (kTcpSyn | kTcpAck), kTcpSyn | kTcpAck);
   EXPECT_EQ(t->ack, 5001u);
+}
+
+TEST_F(StackTest, ThousandConnectsToAnUnresolvedNeighbourAllSendTheirSynAfterArp) {
+  // Each SYN waits in the ARP queue; none is lost (a lost SYN costs a 1 s retransmission).
+  std::vector<SocketId> socks;
+  for (int i = 0; i < 1000; ++i) {
+    auto s = stack.tcp().socket();
+    ASSERT_TRUE(s);
+    ASSERT_EQ(stack.tcp().connect(*s, {kPeerIp, 7}), Errc::in_progress);
+    socks.push_back(*s);
+  }
+  stack.poll(at(1ms));
+  ASSERT_EQ(sink.size(), 1u);  // the ARP request only
+  sink.clear();
+  rx(arp_reply_frame(kPeerMac, kPeerIp, kLocalMac, kLocalIp), 2ms);
+  std::set<std::uint16_t> ports;
+  while (!sink.empty()) {
+    const auto t = decode_tcp(pop_ipv4(kPeerMac));
+    ASSERT_TRUE(t);
+    EXPECT_EQ(t->flags, kTcpSyn);
+    ports.insert(t->sport);
+  }
+  EXPECT_EQ(ports.size(), 1000u);
+  EXPECT_EQ(count(Counter::arp_queue_overflow), 0u);
 }

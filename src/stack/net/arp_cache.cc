@@ -6,21 +6,47 @@
 
 namespace pno::net {
 
-ArpCache::ArpCache(const ArpConfig& cfg, std::size_t max_packet_len, Counters& counters, ArpSender& sender,
-                   std::size_t pool_packets)
+ArpCache::ArpCache(const ArpConfig& cfg, std::size_t max_packet_len, Counters& counters, ArpSender& sender)
     : cfg_(cfg), max_packet_len_(max_packet_len), counters_(counters), sender_(sender) {
   // Load factor <= 1/2 keeps linear-probing chains short.
   const std::size_t cap = std::bit_ceil(std::max<std::size_t>(16, 2 * std::max<std::size_t>(1, cfg_.max_entries)));
   table_.resize(cap);
   mask_ = cap - 1;
-  if (pool_packets == 0) pool_packets = 4 * cfg_.max_queued_per_dest;
-  pool_.resize(pool_packets);
-  pool_data_.resize(pool_packets * max_packet_len_);
-  for (std::size_t i = 0; i < pool_packets; ++i) {
-    pool_[i].next = i + 1 < pool_packets ? static_cast<std::uint32_t>(i + 1) : kNil;
+  // Small buffers only help if they are smaller than a full one.
+  const std::size_t small_len = std::min(kArpSmallPacket, max_packet_len_);
+  small_slots_ = cfg_.queue_small_packets;
+  const std::size_t n = small_slots_ + cfg_.queue_large_packets;
+  pool_.resize(n);
+  pool_data_.resize(small_slots_ * small_len + cfg_.queue_large_packets * max_packet_len_);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    pool_[i].offset = off;
+    off += i < small_slots_ ? small_len : max_packet_len_;
   }
-  pool_free_head_ = pool_packets ? 0 : kNil;
-  pool_free_count_ = pool_packets;
+  for (std::size_t i = n; i-- > 0;) pool_put(static_cast<std::uint32_t>(i));
+}
+
+std::uint32_t ArpCache::pool_take(std::size_t len) {
+  std::uint32_t* head = nullptr;
+  if (len <= std::min(kArpSmallPacket, max_packet_len_) && small_free_head_ != kNil) {
+    head = &small_free_head_;
+  } else if (len <= max_packet_len_ && large_free_head_ != kNil) {
+    head = &large_free_head_;
+  } else {
+    return kNil;
+  }
+  const std::uint32_t s = *head;
+  *head = pool_[s].next;
+  pool_[s].next = kNil;
+  --pool_free_count_;
+  return s;
+}
+
+void ArpCache::pool_put(std::uint32_t s) {
+  std::uint32_t& head = s < small_slots_ ? small_free_head_ : large_free_head_;
+  pool_[s].next = head;
+  head = s;
+  ++pool_free_count_;
 }
 
 std::size_t ArpCache::home(Ipv4Addr ip) const {
@@ -130,15 +156,13 @@ bool ArpCache::enqueue(Ipv4Addr ip, ByteSpan packet, const TxMeta& meta, Instant
     fresh = true;
   }
   bool queued = false;
-  if (e->state == State::incomplete && e->q_len < cfg_.max_queued_per_dest && pool_free_head_ != kNil &&
-      packet.size() <= max_packet_len_) {
-    const std::uint32_t s = pool_free_head_;
-    pool_free_head_ = pool_[s].next;
-    --pool_free_count_;
-    pool_[s].next = kNil;
+  const std::uint32_t s = e->state == State::incomplete && e->q_len < cfg_.max_queued_per_dest
+                              ? pool_take(packet.size())
+                              : kNil;
+  if (s != kNil) {
     pool_[s].len = static_cast<std::uint32_t>(packet.size());
     pool_[s].meta = meta;
-    std::memcpy(pool_data_.data() + std::size_t{s} * max_packet_len_, packet.data(), packet.size());
+    std::memcpy(pool_data_.data() + pool_[s].offset, packet.data(), packet.size());
     if (e->q_tail == kNil) {
       e->q_head = s;
     } else {
@@ -171,11 +195,8 @@ void ArpCache::make_reachable(Entry& e, const MacAddr& mac, Instant now) {
   while (e.q_head != kNil) {
     const std::uint32_t s = e.q_head;
     e.q_head = pool_[s].next;
-    sender_.arp_send_queued(mac, ByteSpan(pool_data_.data() + std::size_t{s} * max_packet_len_, pool_[s].len),
-                            pool_[s].meta);
-    pool_[s].next = pool_free_head_;
-    pool_free_head_ = s;
-    ++pool_free_count_;
+    sender_.arp_send_queued(mac, ByteSpan(pool_data_.data() + pool_[s].offset, pool_[s].len), pool_[s].meta);
+    pool_put(s);
   }
   e.q_tail = kNil;
   e.q_len = 0;
@@ -185,9 +206,7 @@ void ArpCache::drop_queue(Entry& e, Counter reason) {
   while (e.q_head != kNil) {
     const std::uint32_t s = e.q_head;
     e.q_head = pool_[s].next;
-    pool_[s].next = pool_free_head_;
-    pool_free_head_ = s;
-    ++pool_free_count_;
+    pool_put(s);
     counters_.inc(reason);
   }
   e.q_tail = kNil;

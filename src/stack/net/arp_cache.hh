@@ -37,10 +37,10 @@ class ArpSender {
 
 class ArpCache {
  public:
-  /// `max_packet_len`: largest IPv4 packet that can be queued (the MTU). `pool_packets`: queued
-  /// packets held across all destinations; 0 means 4 * max_queued_per_dest.
-  ArpCache(const ArpConfig& cfg, std::size_t max_packet_len, Counters& counters, ArpSender& sender,
-           std::size_t pool_packets = 0);
+  /// `max_packet_len`: largest IPv4 packet that can be queued (the MTU). Queued packets share two
+  /// pools across all destinations (cfg.queue_small_packets buffers of kArpSmallPacket bytes,
+  /// cfg.queue_large_packets of max_packet_len), so a burst of SYNs costs small buffers only.
+  ArpCache(const ArpConfig& cfg, std::size_t max_packet_len, Counters& counters, ArpSender& sender);
   ArpCache(const ArpCache&) = delete;
   ArpCache& operator=(const ArpCache&) = delete;
 
@@ -92,6 +92,7 @@ class ArpCache {
   struct PoolSlot {
     std::uint32_t next = kNil;
     std::uint32_t len = 0;
+    std::size_t offset = 0;  ///< into pool_data_
     TxMeta meta;
   };
 
@@ -104,6 +105,9 @@ class ArpCache {
   void make_reachable(Entry& e, const MacAddr& mac, Instant now);
   void drop_queue(Entry& e, Counter reason);
   void set_resolving(bool on);
+  /// Takes a free buffer that holds `len` bytes (small first), or kNil.
+  std::uint32_t pool_take(std::size_t len);
+  void pool_put(std::uint32_t slot);
 
   ArpConfig cfg_;
   std::size_t max_packet_len_;
@@ -121,7 +125,9 @@ class ArpCache {
 
   std::vector<std::byte> pool_data_;
   std::vector<PoolSlot> pool_;
-  std::uint32_t pool_free_head_ = kNil;
+  std::size_t small_slots_ = 0;           ///< slots [0, small_slots_) are small, the rest large
+  std::uint32_t small_free_head_ = kNil;
+  std::uint32_t large_free_head_ = kNil;
   std::size_t pool_free_count_ = 0;
 };
 
