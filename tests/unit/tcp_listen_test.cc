@@ -1,0 +1,198 @@
+// Passive open and port management: accept-queue overflow as Linux (drop the final ACK, drop new
+// SYNs), SYN-ACK retransmission and tcp_synack_retries, RST to a closed port (RFC 9293 §3.10.7.1),
+// ephemeral ports (RFC 6056), and SO_REUSEADDR with a TIME-WAIT connection.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "support/tcp_script.hh"
+
+namespace pno::test {
+namespace {
+
+using tcp::TcpState;
+using namespace std::chrono_literals;
+
+/// A SYN from `port`; returns the SYN-ACK's ISS.
+std::uint32_t syn_from(TcpHarness& h, std::uint16_t port) {
+  h.send({.flags = kTcpSyn, .seq = kPeerIss, .mss = 1460, .sport = port});
+  return h.expect({.flags = kTcpSyn | kTcpAck, .ack = kPeerIss + 1, .dport = port}).seq;
+}
+
+void ack_from(TcpHarness& h, std::uint16_t port, std::uint32_t iss) {
+  h.send({.seq = kPeerIss + 1, .ack = iss + 1, .sport = port});
+}
+
+TEST(TcpListen, AcceptQueueFull_FinalAckDroppedThenRetriedAfterAccept_Linux) {
+  TcpHarness h;
+  h.listen(kLocalPort, 1);  // Linux queues backlog + 1
+  const std::uint32_t a = syn_from(h, 2001);
+  ack_from(h, 2001, a);
+  const std::uint32_t b = syn_from(h, 2002);
+  const std::uint32_t c = syn_from(h, 2003);
+  ack_from(h, 2002, b);
+  ack_from(h, 2003, c);  // queue full: dropped, C stays in SYN-RECEIVED
+  h.expect_nothing();
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_listen_overflow), 1u);
+  EXPECT_EQ(h.counters.get(Counter::tcp_conn_passive_opens), 2u);
+  // A new SYN while the queue is full gets no SYN-ACK at all.
+  h.send({.flags = kTcpSyn, .seq = kPeerIss, .mss = 1460, .sport = 2004});
+  h.expect_nothing();
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_listen_overflow), 2u);
+  // C's SYN-ACK is retransmitted after 1 s; the application accepts meanwhile; C's next ACK fits.
+  h.advance(1s);
+  h.expect({.flags = kTcpSyn | kTcpAck, .seq = c, .dport = 2003});
+  Endpoint peer{};
+  ASSERT_TRUE(h.tcp->accept(h.listener, &peer).ok());
+  EXPECT_EQ(peer.port, 2001);
+  ack_from(h, 2003, c);
+  ASSERT_TRUE(h.tcp->accept(h.listener, &peer).ok());
+  EXPECT_EQ(peer.port, 2002);
+  ASSERT_TRUE(h.tcp->accept(h.listener, &peer).ok());
+  EXPECT_EQ(peer.port, 2003);
+  EXPECT_EQ(h.tcp->accept(h.listener).error(), Errc::again);
+  EXPECT_FALSE(h.tcp->readiness(h.listener) & kReadable);
+}
+
+TEST(TcpListen, SynAckRetransmittedAt1_3_7_15_31sThenDroppedSilently_Rfc6298_Linux) {
+  TcpHarness h;  // synack_retries = 5
+  h.listen();
+  const std::uint32_t iss = syn_from(h, 3000);
+  const Instant t0 = h.now;
+  for (const int at : {1, 3, 7, 15, 31}) {
+    h.run_until(t0 + std::chrono::seconds(at) - 1ms);
+    h.expect_nothing();
+    h.run_until(t0 + std::chrono::seconds(at));
+    h.expect({.flags = kTcpSyn | kTcpAck, .seq = iss, .ack = kPeerIss + 1, .dport = 3000});
+  }
+  EXPECT_EQ(h.tcp->socket_count(), 2u);
+  h.run_until(t0 + 63s);
+  h.expect_nothing();  // no RST: the peer never answered
+  EXPECT_EQ(h.tcp->socket_count(), 1u);
+  // The listener is unharmed, and a very late ACK finds nothing: RST.
+  ack_from(h, 3000, iss);
+  h.expect({.flags = kTcpRst, .seq = iss + 1, .dport = 3000});
+}
+
+TEST(TcpListen, ClosedPort_RstSeqAckRules_Rfc9293_3_10_7_1) {
+  TcpHarness h;
+  // A SYN with data: ACK = SEG.SEQ + SEG.LEN counts SYN and payload.
+  h.send({.flags = kTcpSyn, .seq = 1000, .payload = bytes("hello"), .dport = 81});
+  Sent r = h.expect({.flags = kTcpRst | kTcpAck, .seq = 0, .ack = 1006, .window = 0, .len = 0, .sport = 81});
+  EXPECT_FALSE(r.opts.has_mss || r.opts.has_timestamps || r.opts.sack_count);
+  // FIN+ACK with data: <SEQ=SEG.ACK><CTL=RST>, no ACK bit.
+  h.send({.flags = kTcpFin | kTcpAck, .seq = 1000, .ack = 0xfffffff0u, .payload = bytes("x"), .dport = 81});
+  h.expect({.flags = kTcpRst, .seq = 0xfffffff0u, .len = 0});
+  EXPECT_EQ(h.counters.get(Counter::tcp_rst_tx), 2u);
+}
+
+TEST(TcpListen, BoundButNotListening_SynGetsRst_Rfc9293_3_10_7_1) {
+  TcpHarness h;
+  auto s = h.tcp->socket();
+  ASSERT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, 82}), Errc::ok);
+  h.send({.flags = kTcpSyn, .seq = 5, .dport = 82});
+  h.expect({.flags = kTcpRst | kTcpAck, .seq = 0, .ack = 6});
+}
+
+TEST(TcpListen, EphemeralPorts_UniqueAndInRangeAcrossManyConnects_Rfc6056) {
+  TcpConfig cfg = plain_config();
+  cfg.max_sockets = 1024;
+  TcpHarness h(cfg);
+  std::set<std::uint16_t> ports;
+  for (int i = 0; i < 500; ++i) {
+    auto s = h.tcp->socket();
+    ASSERT_TRUE(s.ok());
+    ASSERT_EQ(h.tcp->connect(*s, Endpoint{kPeerIp, kPeerPort}), Errc::in_progress);
+    const auto local = h.tcp->local_endpoint(*s);
+    ASSERT_TRUE(local.ok());
+    EXPECT_GE((*local).port, cfg.ephemeral_lo);
+    EXPECT_LE((*local).port, cfg.ephemeral_hi);
+    EXPECT_TRUE(ports.insert((*local).port).second) << "port " << (*local).port << " given twice";
+  }
+  // Every SYN leaves from its own port.
+  std::set<std::uint16_t> wire;
+  for (const Sent& s : h.drain()) wire.insert(s.sport);
+  EXPECT_EQ(wire, ports);
+}
+
+TEST(TcpListen, EphemeralPorts_ExhaustedRangeEaddrnotavail_Linux) {
+  TcpConfig cfg = plain_config();
+  cfg.ephemeral_lo = 40000;
+  cfg.ephemeral_hi = 40009;
+  TcpHarness h(cfg);
+  std::set<std::uint16_t> ports;
+  for (int i = 0; i < 10; ++i) {
+    auto s = h.tcp->socket();
+    ASSERT_EQ(h.tcp->connect(*s, Endpoint{kPeerIp, kPeerPort}), Errc::in_progress);
+    ports.insert((*h.tcp->local_endpoint(*s)).port);
+  }
+  EXPECT_EQ(ports.size(), 10u);
+  auto s = h.tcp->socket();
+  EXPECT_EQ(h.tcp->connect(*s, Endpoint{kPeerIp, kPeerPort}), Errc::addr_not_avail);
+  // Another destination may reuse the same local ports (the 4-tuple differs).
+  EXPECT_EQ(h.tcp->connect(*s, Endpoint{kPeerIp, kPeerPort + 1}), Errc::in_progress);
+}
+
+/// A listener on kLocalPort with SO_REUSEADDR, as servers set it.
+SocketId reuse_listener(TcpHarness& h) {
+  auto s = h.tcp->socket();
+  EXPECT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseaddr, 1), Errc::ok);
+  EXPECT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::ok);
+  EXPECT_EQ(h.tcp->listen(*s, 16), Errc::ok);
+  h.listener = *s;
+  return *s;
+}
+
+TEST(TcpListen, ReuseAddr_RebindWhileTimeWaitAndNewSynReusesTuple_Linux_Rfc6191) {
+  TcpConfig cfg = plain_config();
+  cfg.msl = 5s;
+  TcpHarness h(cfg);
+  reuse_listener(h);
+  h.established_passive();
+  // The server closes first: its side goes through TIME-WAIT on port 80.
+  ASSERT_EQ(h.tcp->close(h.conn), Errc::ok);
+  h.expect({.flags = kTcpFin | kTcpAck});
+  h.send({.flags = kTcpFin | kTcpAck, .seq = h.peer_nxt, .ack = h.nxt + 1});
+  h.expect({.flags = kTcpAck, .ack = h.peer_nxt + 1});
+  ASSERT_EQ(h.tcp->close(h.listener), Errc::ok);
+  ASSERT_EQ(h.tcp->socket_count(), 1u);  // the TIME-WAIT connection
+  // Restart: without SO_REUSEADDR the port is busy, with it the bind succeeds.
+  auto plain = h.tcp->socket();
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+  const SocketId l2 = reuse_listener(h);
+  EXPECT_NE(l2, kInvalidSocket);
+  // The same client reconnects from the same port with a higher ISN: the TIME-WAIT gives way.
+  h.send({.flags = kTcpSyn, .seq = h.peer_nxt + 100000, .mss = 1460});
+  h.expect({.flags = kTcpSyn | kTcpAck, .ack = h.peer_nxt + 100001});
+  // After 2*MSL the plain socket may bind too... except the new listener holds the port now.
+  h.run_until(h.now + 10s);
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+}
+
+TEST(TcpListen, ReuseAddr_TimeWaitExpiresThenPlainBindSucceeds_Linux) {
+  TcpConfig cfg = plain_config();
+  cfg.msl = 5s;
+  TcpHarness h(cfg);
+  reuse_listener(h);
+  h.established_passive();
+  ASSERT_EQ(h.tcp->close(h.conn), Errc::ok);
+  h.expect({.flags = kTcpFin | kTcpAck});
+  h.send({.flags = kTcpFin | kTcpAck, .seq = h.peer_nxt, .ack = h.nxt + 1});
+  h.drain();
+  ASSERT_EQ(h.tcp->close(h.listener), Errc::ok);
+  auto plain = h.tcp->socket();
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+  h.run_until(h.now + 10s);
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::ok);
+}
+
+TEST(TcpListen, SecondListenerOnPortEaddrinuseEvenWithReuseAddr_Linux) {
+  TcpHarness h;
+  reuse_listener(h);
+  auto s = h.tcp->socket();
+  ASSERT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseaddr, 1), Errc::ok);
+  EXPECT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+}
+
+}  // namespace
+}  // namespace pno::test
