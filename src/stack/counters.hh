@@ -60,6 +60,9 @@ namespace pno {
   X(tcp_retransmits, "TCP segments retransmitted")                                       \
   X(tcp_rto_expired, "retransmission timeouts")                                          \
   X(tcp_fast_retransmits, "fast retransmits / SACK recovery entries")                    \
+  X(tcp_loss_probes, "tail loss probes sent (RFC 8985 section 7)")                       \
+  X(tcp_rack_marks, "holes marked lost after the reordering window (RFC 8985)")          \
+  X(tcp_lost_retransmits, "retransmissions detected lost (data sent later was SACKed)")  \
   X(tcp_drop_truncated, "TCP header truncated or data offset invalid")                   \
   X(tcp_drop_bad_checksum, "TCP checksum wrong")                                         \
   X(tcp_drop_bad_flags, "illegal TCP flag combination")                                  \

@@ -78,10 +78,22 @@ TEST(TcpCongestion, RenoSlowStartWithDelayedAcksGrowsByAckedBytes_Rfc3465_2_2) {
   EXPECT_EQ(cc.state().cwnd, 40 * kMss);
 }
 
-TEST(TcpCongestion, RenoSlowStartIncreaseLimitedToTwoSmssPerAck_Rfc3465_2_3) {
+TEST(TcpCongestion, RenoSlowStartStretchAckCountsEveryAckedByte_Rfc3465_2_2) {
+  // Linux tcp_slow_start counts every packet acked; no per-ACK limit L (RFC 3465 §2.3 allows
+  // L up to the acked amount), so a stretch ACK grows cwnd like the ACKs it replaces.
   NewReno cc(kMss);
   cc.on_ack(5 * kMss, 5 * kMss, 50ms, t0);  // stretch ACK of 5 segments
-  EXPECT_EQ(cc.state().cwnd, 12 * kMss);  // +L, L = 2*SMSS
+  EXPECT_EQ(cc.state().cwnd, 15 * kMss);
+}
+
+TEST(TcpCongestion, RenoSlowStartStretchAckStopsAtSsthreshRestGoesToAvoidance_Rfc5681_3_1) {
+  NewReno cc(kMss);
+  loss_at(cc, 24, t0);       // ssthresh 12 MSS
+  cc.on_rto(24 * kMss, t0);  // cwnd 1 MSS, ssthresh 12 MSS
+  cc.on_ack(10 * kMss, 0, 50ms, t0);
+  EXPECT_EQ(cc.state().cwnd, 11 * kMss);
+  cc.on_ack(13 * kMss, 0, 50ms, t0);  // 1 MSS to reach ssthresh, 12 MSS = one cwnd: +1 MSS
+  EXPECT_EQ(cc.state().cwnd, 13 * kMss);
 }
 
 TEST(TcpCongestion, RenoCongestionAvoidanceAddsOneMssPerRtt_Rfc5681_3_1) {

@@ -14,11 +14,13 @@ inline bool cwnd_validated(const CcState& s, std::uint32_t acked, std::uint32_t 
   return 2 * (std::uint64_t{flight} + acked) >= s.cwnd;
 }
 
-/// Slow start with appropriate byte counting: cwnd += min(acked, L), L = 2*SMSS
-/// (RFC 5681 §3.1 eq. 2, RFC 3465 §2.2), never past ssthresh. Returns the part of the increase
-/// left over once cwnd reached ssthresh, which the caller feeds to congestion avoidance.
+/// Slow start with byte counting (RFC 3465 §2.2): cwnd += acked, never past ssthresh. Like Linux's
+/// tcp_slow_start, which counts every packet an ACK covers, there is no per-ACK limit L: a stretch
+/// ACK (GRO, ACK thinning, ACK loss) grows cwnd as much as the ACKs it replaces, so a receiver that
+/// ACKs rarely does not slow the sender down. Returns the part of the increase left over once cwnd
+/// reached ssthresh, which the caller feeds to congestion avoidance.
 inline std::uint32_t slow_start(CcState& s, std::uint32_t acked) {
-  const std::uint32_t inc = std::min<std::uint64_t>(acked, 2ull * s.mss);
+  const std::uint32_t inc = acked;
   const std::uint32_t room = s.ssthresh > s.cwnd ? s.ssthresh - s.cwnd : 0;
   if (inc <= room) {
     s.cwnd = std::min(s.cwnd + inc, kMaxCwnd);

@@ -28,13 +28,12 @@ void NewReno::on_ack(std::uint32_t acked_bytes, std::uint32_t bytes_in_flight, D
     if (acked_bytes == 0) return;
   }
   // Congestion avoidance with byte counting, RFC 3465 §2.1: +1 SMSS once a full cwnd of bytes
-  // has been acked, i.e. +1 SMSS per RTT; at most one SMSS per ACK (RFC 5681 §3.1).
+  // has been acked, i.e. +1 SMSS per RTT. As in slow start, every byte an ACK covers counts
+  // (Linux tcp_cong_avoid_ai), so a stretch ACK may add more than one SMSS.
   bytes_acked_ca_ += acked_bytes;
-  if (bytes_acked_ca_ >= s_.cwnd) {
+  while (bytes_acked_ca_ >= s_.cwnd && s_.cwnd < kMaxCwnd) {
     bytes_acked_ca_ -= s_.cwnd;
     s_.cwnd = std::min(s_.cwnd + s_.mss, kMaxCwnd);
-    // A stretch ACK must not bank several increments for the following ACKs.
-    bytes_acked_ca_ = std::min(bytes_acked_ca_, s_.cwnd - 1);
   }
 }
 

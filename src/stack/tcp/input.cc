@@ -443,8 +443,11 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
     }
     t.rcvq.write_at(off, data);
     ctr.inc(Counter::tcp_ooo_segments);
-    t.pend.ack_now = true;
     t.quickacks = std::max(t.quickacks, kMaxQuickAcks / 2);
+    // One duplicate ACK per out-of-order segment, sent now rather than at the next flush: several
+    // segments taken in one poll must not collapse into one ACK, or the sender never counts
+    // three duplicates (RFC 5681 §4.2 "immediate duplicate ACK", RFC 5681 §3.2).
+    emit(s, wire::tcp_flag::kAck, t.snd.max, 0);
   }
   program(s);
 }

@@ -171,6 +171,14 @@ struct TcpLayer::Impl {
   void on_new_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t acked);
   void on_dup_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t newly_sacked);
   bool send_recovery(Sock& s);
+  /// Loss detection after the scoreboard took an ACK: lost retransmissions, reordering timer.
+  void detect_losses(Sock& s);
+  /// Enters fast recovery if loss is known (3 duplicate ACKs, IsLost(SND.UNA), or time-based marks).
+  void maybe_enter_recovery(Sock& s);
+  void on_reo_timer(Sock& s);
+  void on_tlp(Sock& s);
+  /// Arms or cancels the tail loss probe after a flush (RFC 8985 §7.2).
+  void arm_tlp(Sock& s);
   void restart_rto(Sock& s);
   void on_timers(Sock& s);
   void on_rto(Sock& s);

@@ -242,8 +242,11 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
     m.ctr.inc(Counter::tcp_retransmits);
     ++t.total_retrans;
     if (t.rtt_timing && t.rtt_seq >= seq) t.rtt_timing = false;  // Karn
+    // Going back after an RTO: these octets are retransmitted (RFC 6675 HighRxt, counted by pipe).
+    if (seq + len - 1 > t.high_rxt) t.high_rxt = seq + len - 1;
   } else {
     m.ctr.inc(Counter::tcp_tx_bytes, len);
+    t.tlp_rearm = true;
     if (!t.ts_ok && !t.rtt_timing) {
       t.rtt_timing = true;
       t.rtt_seq = seq;
@@ -268,9 +271,17 @@ bool TcpLayer::Impl::send_data(Sock& s) {
     t.cc.on_idle_restart();
   }
   bool sent = false;
+  // RFC 3042 limited transmit: each of the first two duplicate ACKs lets one segment of new data
+  // out. With SACK the same comes from counting the flight as RFC 6675's pipe (SACKed octets are
+  // not in flight; after an RTO, skipped SACKed segments use no cwnd, RFC 6675 §5.1).
+  const bool use_pipe = t.sack_ok && !t.sb.empty();
+  const std::uint32_t limited =
+      !use_pipe && t.recovery == Recovery::none && t.snd.nxt == t.snd.max ? std::min(t.dupacks, 2u) * t.snd.mss : 0;
   for (int guard = 0; guard < 4096; ++guard) {
-    const std::uint32_t flight = t.snd.nxt.since(t.snd.una);
-    const std::uint32_t cwnd = t.cc.cwnd();
+    const std::uint32_t flight =
+        use_pipe ? t.sb.pipe(t.snd.una, t.snd.nxt, t.high_rxt, t.snd.mss, seq_max(t.lost_end, t.snd.una))
+                 : t.snd.nxt.since(t.snd.una);
+    const std::uint32_t cwnd = t.cc.cwnd() + (t.snd.nxt == t.snd.max ? limited : 0);
     const std::uint32_t room = cwnd > flight ? cwnd - flight : 0;
     if (send_one(s, room) == 0) break;
     sent = true;
@@ -345,6 +356,7 @@ void TcpLayer::Impl::flush(Sock& s) {
   if (t.recovery != Recovery::fast || !t.sack_ok) send_data(s);
   send_fin_if_due(s);
   if (t.pend.ack_now) emit(s, flag::kAck, t.snd.max, 0);
+  arm_tlp(s);
   // Persist timer (RFC 9293 §3.8.6.1): data waiting, nothing in flight that an ACK could open the
   // window with, and nothing sent: probe the window later.
   const bool waiting = t.snd.nxt < t.data_end() && t.snd.una == t.snd.max && may_send_data(t.state);

@@ -58,18 +58,39 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
     if (t.snd.nxt < t.snd.una) t.snd.nxt = t.snd.una;
   }
   std::uint32_t newly_sacked = 0;
+  bool dsack = false;
   if (t.sack_ok && (seg.opts.sack_count > 0 || !t.sb.empty())) {
+    // RFC 2883 §4: a first block below the cumulative ACK, or inside the second, reports a
+    // duplicate (D-SACK); the scoreboard ignores it, the tail loss probe response uses it.
+    if (seg.opts.sack_count > 0) {
+      const SackBlock& b0 = seg.opts.sack[0];
+      dsack = b0.left < ack || (seg.opts.sack_count > 1 && seg.opts.sack[1].left <= b0.left &&
+                                b0.right <= seg.opts.sack[1].right);
+    }
     newly_sacked = t.sb.update(t.snd.una, t.snd.max,
                                std::span<const SackBlock>(seg.opts.sack.data(), seg.opts.sack_count));
   }
   if (acked > 0) {
     on_new_ack(s, seg, acked);
-    (void)flight_before;
   } else if (ack == t.snd.una && t.snd.una != t.snd.max) {
     // RFC 5681 §2 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or, with
     // SACK, any ACK that reports newly SACKed data (RFC 6675 §2 "duplicate acknowledgment").
     const bool classic = seg.payload.empty() && !seg.fin() && !window_changed;
     if (classic || newly_sacked > 0) on_dup_ack(s, seg, newly_sacked);
+  }
+  if (t.tlp_out && t.snd.una >= t.tlp_end && acked > 0) {
+    // RFC 8985 §7.4: the probe is acknowledged. If it was a retransmission and no D-SACK says the
+    // original arrived too, it repaired a loss: reduce cwnd as for any loss (Linux
+    // tcp_process_tlp_ack), outside a recovery that already did.
+    t.tlp_out = false;
+    if (t.tlp_rxt && !dsack && t.recovery == Recovery::none) {
+      t.cc.on_loss(std::min(t.tlp_flight, flight_before), now);
+      t.cc.on_recovery_end(now);
+    }
+  }
+  if (t.sack_ok && t.snd.una != t.snd.max) {
+    if (acked > 0 || newly_sacked > 0) detect_losses(s);
+    maybe_enter_recovery(s);
   }
 
   // Window update (RFC 9293 §3.10.7.4): only from a segment at least as new as the last one used.
@@ -131,7 +152,7 @@ void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked
       // Full ACK: recovery is over (RFC 6582 §3.2 step 3, RFC 6675 §5 step (A) end).
       t.recovery = Recovery::none;
       t.dupacks = 0;
-      t.cc.on_recovery_end(now);
+      if (t.recovery_reduced) t.cc.on_recovery_end(now);
     } else if (!t.sack_ok) {
       // NewReno partial ACK (RFC 6582 §3.2 step 4): resend the next hole, deflate cwnd by the
       // amount acknowledged, add back one SMSS, and restart the RTO for the first partial ACK.
@@ -146,24 +167,20 @@ void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked
     }
   } else {
     t.dupacks = 0;
-    // A stretch ACK (receivers coalescing a burst, GRO, ACK loss) counts as the ACKs of every
-    // two segments it covers, as Linux counts acked packets: slow start is not throttled to
-    // L = 2*SMSS per ACK (RFC 3465 §2.2) when the peer ACKs less often than every 2nd segment.
-    std::uint32_t left = acked;
-    const std::uint32_t step = 2 * t.snd.mss;
-    for (int i = 0; left > 0 && i < 256; ++i) {
-      const std::uint32_t chunk = std::min(left, step);
-      left -= chunk;
-      t.cc.on_ack(chunk, flight_after + left, t.rtt.srtt(), now);
-    }
+    // Every byte acknowledged counts (congestion.hh): a stretch ACK grows cwnd like the ACKs it
+    // stands for.
+    t.cc.on_ack(acked, flight_after, t.rtt.srtt(), now);
   }
+  if (t.high_rxt < t.snd.una - 1) t.high_rxt = t.snd.una - 1;  // HighRxt never lags SND.UNA
+  if (t.recovery == Recovery::none) t.rescue_done = false;
+  if (t.lost_end < t.snd.una) t.lost_end = t.snd.una;
+  t.tlp_rearm = true;
   restart_rto(s);
   program(s);
 }
 
-void TcpLayer::Impl::on_dup_ack(Sock& s, const TcpRepr&, std::uint32_t newly_sacked) {
+void TcpLayer::Impl::on_dup_ack(Sock& s, const TcpRepr&, std::uint32_t) {
   Tcb& t = s.tcb;
-  (void)newly_sacked;
   if (t.recovery == Recovery::fast) {
     // RFC 6582 §3.2 step 3 (NewReno): each further duplicate inflates cwnd by one SMSS.
     // With SACK the scoreboard lowered `pipe` instead (RFC 6675).
@@ -172,18 +189,94 @@ void TcpLayer::Impl::on_dup_ack(Sock& s, const TcpRepr&, std::uint32_t newly_sac
     return;
   }
   ++t.dupacks;
-  const bool enter = t.dupacks >= SackScoreboard::kDupThresh || (t.sack_ok && t.sb.loss_detected(t.snd.una, t.snd.mss));
-  // RFC 6582 §3.2 step 2 / RFC 6675 §5: only when the ACK covers more than "recover" (kept here
-  // as one past the highest octet sent), so one loss event is not answered twice.
-  if (!enter || t.snd.una < t.recover) return;
+  // RFC 3042 limited transmit: the first two duplicate ACKs may each clock out one new segment
+  // (send_data allows cwnd + dupacks * SMSS), so a small window still gets its third dup ACK.
+  program(s);
+  if (!t.sack_ok) maybe_enter_recovery(s);  // with SACK process_ack does it after loss detection
+}
+
+void TcpLayer::Impl::maybe_enter_recovery(Sock& s) {
+  Tcb& t = s.tcb;
+  if (t.recovery != Recovery::none || t.snd.una == t.snd.max) return;
+  const bool lost = t.dupacks >= SackScoreboard::kDupThresh ||
+                    (t.sack_ok && (t.sb.loss_detected(t.snd.una, t.snd.mss) || t.lost_end > t.snd.una));
+  if (!lost) return;
+  // RFC 6582 §3.2 step 2 / §4: without SACK, only when the ACK covers more than "recover", so
+  // duplicate ACKs of a flight that was already answered (by recovery or an RTO) do not cause a
+  // second reduction. With SACK the scoreboard tells which segments are lost, so a loss among
+  // the retransmissions after an RTO starts recovery instead of waiting for another RTO (as
+  // Linux in its Loss state).
+  if (!t.sack_ok && t.snd.una < t.recover) return;
+  // Losses within a flight already answered (by an RTO, or a recovery that ended early) reduce
+  // cwnd once only: recovery then just repairs them with the cwnd it has (RFC 6582 §4 spirit).
+  const bool reduce = !(t.snd.una < t.recover);
   t.recovery = Recovery::fast;
+  t.recovery_reduced = reduce;
   t.recover = t.snd.max;
-  t.high_rxt = t.snd.una - 1;
+  // After an RTO the octets resent going back stay counted as retransmitted.
+  if (reduce) t.high_rxt = t.snd.una - 1;
+  t.rxt_mark = t.snd.max;
+  t.rescue_done = false;
   t.rtt_timing = false;
+  t.timers.tlp = kNever;
   ctr.inc(Counter::tcp_fast_retransmits);
-  t.cc.on_loss(t.flight(), now);
-  if (!t.sack_ok) t.cc.set_cwnd(t.cc.ssthresh() + 3 * t.snd.mss);  // RFC 6582 §3.2 step 2
+  // ssthresh from what is really in flight: after an RTO, SND.MAX - SND.UNA still counts data
+  // already known lost, and cwnd is the better measure (Linux uses cwnd).
+  if (reduce) {
+    t.cc.on_loss(std::min(t.flight(), std::max(t.cc.cwnd(), 2 * t.snd.mss)), now);
+    if (!t.sack_ok) t.cc.set_cwnd(t.cc.ssthresh() + 3 * t.snd.mss);  // RFC 6582 §3.2 step 2
+  }
   t.pend.retransmit_head = true;  // RFC 5681 §3.2 step 2, RFC 6675 §5 step (4.3)
+  program(s);
+}
+
+void TcpLayer::Impl::detect_losses(Sock& s) {
+  Tcb& t = s.tcb;
+  if (t.sb.empty()) {
+    t.timers.reo = kNever;
+    return;
+  }
+  const SeqNum high_sacked = t.sb.high_sacked();
+  // A retransmission is lost when data first sent after it has been SACKed (RFC 8985 §6.2 with
+  // sequence order for time order): start a new round from SND.UNA with everything retransmitted
+  // so far marked lost, so NextSeg resends it instead of waiting for the RTO.
+  if (t.recovery == Recovery::fast && t.high_rxt >= t.snd.una && high_sacked > t.rxt_mark) {
+    SeqNum seq;
+    std::uint32_t len = 0;
+    if (t.sb.next_hole(t.snd.una, t.snd.mss, seq, len) && seq <= t.high_rxt) {
+      ctr.inc(Counter::tcp_lost_retransmits);
+      t.lost_end = seq_max(t.lost_end, t.high_rxt + 1);
+      t.high_rxt = t.snd.una - 1;
+      t.rxt_mark = t.snd.max;
+    }
+  }
+  // RFC 8985 §6.2: a hole below SACKed data (sent before it) is lost once it stayed a hole for
+  // the reordering window, RACK.reo_wnd = RACK.min_RTT / 4 (SRTT / 4 here).
+  SeqNum seq;
+  std::uint32_t len = 0;
+  const SeqNum from = seq_max(t.lost_end, t.snd.una);
+  if (!t.sb.next_hole(from, t.snd.mss, seq, len)) {
+    t.timers.reo = kNever;
+    return;
+  }
+  if (t.timers.reo == kNever) {
+    const Duration srtt = t.rtt.has_sample() ? t.rtt.srtt() : std::chrono::milliseconds(100);
+    t.reo_end = high_sacked;
+    t.timers.reo = now + std::max<Duration>(srtt / 4, std::chrono::milliseconds(1));
+  }
+}
+
+void TcpLayer::Impl::on_reo_timer(Sock& s) {
+  Tcb& t = s.tcb;
+  t.timers.reo = kNever;
+  if (!t.sack_ok || t.snd.una == t.snd.max || !is_synchronized(t.state)) return;
+  if (t.reo_end > t.lost_end && t.reo_end <= t.snd.max) {
+    t.lost_end = t.reo_end;
+    ctr.inc(Counter::tcp_rack_marks);
+  }
+  if (t.lost_end < t.snd.una) t.lost_end = t.snd.una;
+  maybe_enter_recovery(s);
+  detect_losses(s);  // holes above reo_end get their own window
   program(s);
 }
 
@@ -207,6 +300,7 @@ void TcpLayer::Impl::retransmit(Sock& s, SeqNum seq, std::uint32_t len) {
   if (t.rtt_timing && t.rtt_seq >= seq && t.rtt_seq < seq + len + 1) t.rtt_timing = false;  // Karn
   const SeqNum last = seq + len + ((flags & flag::kFin) ? 1 : 0);
   if (last > t.snd.una && last - 1 > t.high_rxt) t.high_rxt = last - 1;
+  t.rxt_mark = t.snd.max;
 }
 
 bool TcpLayer::Impl::send_recovery(Sock& s) {
@@ -229,20 +323,46 @@ bool TcpLayer::Impl::send_recovery(Sock& s) {
   }
   if (!t.sack_ok || t.recovery != Recovery::fast) return sent;
   // RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg().
+  const SeqNum lost_end = seq_max(t.lost_end, t.snd.una);
   for (int guard = 0; guard < 4096; ++guard) {
-    const std::uint32_t pipe = t.sb.pipe(t.snd.una, t.snd.max, t.high_rxt, t.snd.mss);
+    const std::uint32_t pipe = t.sb.pipe(t.snd.una, t.snd.max, t.high_rxt, t.snd.mss, lost_end);
     const std::uint32_t cwnd = t.cc.cwnd();
     if (cwnd < pipe + t.snd.mss) break;
     SeqNum seq;
     std::uint32_t len = 0;
-    if (t.sb.next_lost(t.snd.una, t.high_rxt, t.snd.mss, seq, len)) {  // rule 1
+    if (t.sb.next_lost(t.snd.una, t.high_rxt, t.snd.mss, seq, len, lost_end)) {  // rule 1
       retransmit(s, seq, len);
       sent = true;
       continue;
     }
     // Rule 2: new data, if the window allows.
-    if (send_one(s, cwnd - pipe) == 0) break;
-    sent = true;
+    if (send_one(s, cwnd - pipe) > 0) {
+      sent = true;
+      continue;
+    }
+    // Rule 3: a hole below the highest SACKed octet, lost or not yet known lost.
+    if (t.sb.next_hole(seq_max(t.snd.una, t.high_rxt + 1), t.snd.mss, seq, len)) {
+      retransmit(s, seq, len);
+      sent = true;
+      continue;
+    }
+    // Rule 4, rescue retransmission: once per recovery, the segment holding the highest
+    // outstanding octet (the tail that no SACK can reveal as lost). HighRxt is not updated.
+    if (!t.rescue_done || t.rescue_rxt < t.snd.una) {
+      const SeqNum hs = t.sb.high_sacked();
+      const SeqNum end = t.snd.max;
+      if (hs < end && end.since(hs) > 0) {
+        const std::uint32_t l = std::min(end.since(hs), t.snd.mss);
+        const SeqNum keep = t.high_rxt;
+        t.rescue_done = true;
+        t.rescue_rxt = t.recover;
+        retransmit(s, end - l, l);
+        t.high_rxt = keep;
+        sent = true;
+        continue;
+      }
+    }
+    break;
   }
   return sent;
 }
@@ -260,6 +380,9 @@ void TcpLayer::Impl::on_timers(Sock& s) {
     return;
   }
   if (t.timers.rto <= now) on_rto(s);
+  if (!alive()) return;
+  if (t.timers.reo <= now) on_reo_timer(s);
+  if (t.timers.tlp <= now) on_tlp(s);
   if (!alive()) return;
   if (t.timers.delack <= now) {
     t.timers.delack = kNever;
@@ -306,11 +429,71 @@ void TcpLayer::Impl::on_rto(Sock& s) {
   t.dupacks = 0;
   t.recover = t.snd.max;
   t.high_rxt = t.snd.una - 1;
+  t.lost_end = t.snd.una;
+  t.rescue_done = false;
+  t.tlp_out = false;
+  t.timers.reo = kNever;
+  t.timers.tlp = kNever;
   // Go back N: resend from SND.UNA as cwnd allows (SACKed segments are skipped).
   t.snd.nxt = t.snd.una;
   retransmit(s, t.snd.una, t.snd.mss);
   if (t.snd.nxt < t.high_rxt + 1) t.snd.nxt = seq_min(t.high_rxt + 1, t.snd.max);
   t.timers.rto = now + t.rtt.rto();  // RFC 6298 §5.6
+  program(s);
+}
+
+void TcpLayer::Impl::arm_tlp(Sock& s) {
+  Tcb& t = s.tcb;
+  // RFC 8985 §7.2 (and Linux tcp_schedule_loss_probe): with SACK, in the open state, data in
+  // flight, no probe outstanding, and not retransmitting after an RTO.
+  const bool eligible = t.sack_ok && t.recovery == Recovery::none && !t.tlp_out && t.rto_count == 0 &&
+                        t.snd.una != t.snd.max && t.snd.nxt == t.snd.max && t.timers.rto != kNever &&
+                        is_synchronized(t.state) && t.state != TcpState::syn_received;
+  if (!eligible) {
+    t.timers.tlp = kNever;
+    return;
+  }
+  if (t.timers.tlp != kNever && !t.tlp_rearm) return;
+  t.tlp_rearm = false;
+  // PTO = 2 * SRTT, plus the worst-case delayed ACK when one segment is out; never after the RTO.
+  Duration pto = std::chrono::seconds(1);
+  if (t.rtt.has_sample()) {
+    pto = 2 * t.rtt.srtt();
+    pto += t.flight() <= t.snd.mss ? std::chrono::milliseconds(200) : std::chrono::milliseconds(2);
+  }
+  t.timers.tlp = std::min(now + pto, t.timers.rto);
+}
+
+void TcpLayer::Impl::on_tlp(Sock& s) {
+  Tcb& t = s.tcb;
+  t.timers.tlp = kNever;
+  if (!t.sack_ok || t.recovery != Recovery::none || t.tlp_out || t.snd.una == t.snd.max) return;
+  if (t.timers.rto <= now) return;
+  // RFC 8985 §7.3: send one new segment if the windows allow, else retransmit the last one, so
+  // the ACK it draws (with SACK) reveals any loss in the tail without waiting for the RTO.
+  const std::uint32_t flight = t.flight();
+  const SeqNum max_before = t.snd.max;
+  bool rxt = false;
+  if (send_one(s, t.snd.mss) == 0 || t.snd.max == max_before) {
+    const SeqNum end = t.data_end();
+    std::uint32_t len = 0;
+    SeqNum seq = end;
+    if (end > t.snd.una) {
+      len = std::min(end.since(t.snd.una), seg_room(s));
+      seq = end - len;
+    }
+    if (len == 0 && !t.fin_sent) return;
+    const SeqNum keep = t.high_rxt;
+    retransmit(s, seq, len);
+    t.high_rxt = keep;
+    rxt = true;
+  }
+  ctr.inc(Counter::tcp_loss_probes);
+  t.tlp_out = true;
+  t.tlp_rxt = rxt;
+  t.tlp_end = t.snd.max;
+  t.tlp_flight = flight;
+  restart_rto(s);  // §7.3: the RTO runs from the probe
   program(s);
 }
 

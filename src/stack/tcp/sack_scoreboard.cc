@@ -107,7 +107,8 @@ std::uint32_t SackScoreboard::sacked_bytes() const {
 
 SeqNum SackScoreboard::high_sacked() const { return count_ > 0 ? ranges_[count_ - 1].right : snd_una_; }
 
-std::uint32_t SackScoreboard::pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss) const {
+std::uint32_t SackScoreboard::pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss,
+                                   SeqNum lost_end) const {
   // RFC 6675 §4 SetPipe(): for each non-SACKed octet S1 in [snd_una, snd_nxt):
   //   (a) +1 if !IsLost(S1)   (b) +1 if S1 <= HighRxt.
   // Walk holes from the top, accumulating what is SACKed above each.
@@ -120,7 +121,11 @@ std::uint32_t SackScoreboard::pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_r
     lo = seq_max(lo, snd_una);
     hi = seq_min(hi, snd_nxt);
     if (lo < hi) {
-      if (!lost_given(ranges_above, bytes_above, smss)) pipe += hi.since(lo);
+      if (!lost_given(ranges_above, bytes_above, smss)) {
+        // Octets below lost_end are lost regardless of IsLost.
+        const SeqNum from = seq_min(seq_max(lo, lost_end), hi);
+        pipe += hi.since(from);
+      }
       const SeqNum rhi = seq_min(hi, rxt_end);
       if (lo < rhi) pipe += rhi.since(lo);
     }
@@ -133,7 +138,7 @@ std::uint32_t SackScoreboard::pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_r
 }
 
 bool SackScoreboard::next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t smss, SeqNum& seq,
-                               std::uint32_t& len) const {
+                               std::uint32_t& len, SeqNum lost_end) const {
   // RFC 6675 §4 NextSeg() rule 1: the lowest non-SACKed S2 with (1.a) S2 > HighRxt,
   // (1.b) S2 below the highest SACKed octet, (1.c) IsLost(S2). Holes below the highest SACKed
   // octet all end at a SACKed range, so ascending order finds the smallest S2.
@@ -142,15 +147,35 @@ bool SackScoreboard::next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t sm
   std::uint64_t bytes_above = sacked_bytes();
   for (std::size_t k = 0; k < count_; ++k) {
     const SeqNum lo = seq_max(k == 0 ? snd_una : ranges_[k - 1].right, start);
-    const SeqNum hi = ranges_[k].left;
+    SeqNum hi = ranges_[k].left;
     if (lo < hi) {
-      // IsLost only falls as we go up: the first hole that is not lost ends the search.
-      if (!lost_given(count_ - k, bytes_above, smss)) return false;
+      // IsLost only falls as we go up: the first hole that is not lost (and not below lost_end)
+      // ends the search.
+      if (!lost_given(count_ - k, bytes_above, smss) && !(lo < lost_end)) return false;
+      if (!lost_given(count_ - k, bytes_above, smss)) hi = seq_min(hi, lost_end);
       seq = lo;
       len = std::min(smss, hi.since(lo));
       return true;
     }
     bytes_above -= ranges_[k].right.since(ranges_[k].left);
+  }
+  return false;
+}
+
+}  // namespace pno::tcp
+
+namespace pno::tcp {
+
+bool SackScoreboard::next_hole(SeqNum from, std::uint32_t smss, SeqNum& seq, std::uint32_t& len) const {
+  if (count_ == 0 || smss == 0) return false;
+  for (std::size_t k = 0; k < count_; ++k) {
+    const SeqNum lo = seq_max(k == 0 ? snd_una_ : ranges_[k - 1].right, from);
+    const SeqNum hi = ranges_[k].left;
+    if (lo < hi) {
+      seq = lo;
+      len = std::min(smss, hi.since(lo));
+      return true;
+    }
   }
   return false;
 }

@@ -31,11 +31,25 @@ class SackScoreboard {
   /// the highest octet retransmitted in this recovery, i.e. seq + len - 1 of the highest
   /// retransmission; pass snd_una - 1 (anything below snd_una) while nothing was retransmitted.
   /// Non-SACKed octets count once unless IsLost, plus once more if <= high_rxt.
-  [[nodiscard]] std::uint32_t pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss) const;
+  [[nodiscard]] std::uint32_t pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss) const {
+    return pipe(snd_una, snd_nxt, high_rxt, smss, snd_una);
+  }
+  /// As above, with every non-SACKed octet below `lost_end` lost whatever IsLost says (losses found
+  /// by time, RFC 8985 RACK, or lost retransmissions).
+  [[nodiscard]] std::uint32_t pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_rxt, std::uint32_t smss,
+                                   SeqNum lost_end) const;
   /// NextSeg rule 1, RFC 6675 §4: the first not-SACKed, lost sequence number at or above
   /// max(snd_una, high_rxt+1)... returns true and sets `seq`/`len` (len <= smss, stopping at the
   /// next SACKed byte) if there is one.
-  bool next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t smss, SeqNum& seq, std::uint32_t& len) const;
+  bool next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t smss, SeqNum& seq, std::uint32_t& len) const {
+    return next_lost(snd_una, high_rxt, smss, seq, len, snd_una);
+  }
+  /// As above, with non-SACKed octets below `lost_end` lost whatever IsLost says.
+  bool next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t smss, SeqNum& seq, std::uint32_t& len,
+                 SeqNum lost_end) const;
+  /// NextSeg rule 3, RFC 6675 §4: the first non-SACKed octet at or above `from` and below the
+  /// highest SACKed octet, lost or not; `len` <= smss stops at the next SACKed byte.
+  bool next_hole(SeqNum from, std::uint32_t smss, SeqNum& seq, std::uint32_t& len) const;
   /// Whether the scoreboard says loss happened (enter recovery, RFC 6675 §5 step C).
   [[nodiscard]] bool loss_detected(SeqNum snd_una, std::uint32_t smss) const { return is_lost(snd_una, smss); }
   void clear() { count_ = 0; }

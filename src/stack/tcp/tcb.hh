@@ -67,8 +67,12 @@ struct Timers {
   Instant persist = kNever;    ///< zero-window probe, RFC 9293 §3.8.6.1
   Instant keepalive = kNever;  ///< RFC 9293 §3.8.4
   Instant linger = kNever;     ///< TIME-WAIT 2*MSL, or orphaned FIN-WAIT-2 timeout
+  Instant reo = kNever;        ///< RACK reordering window over, RFC 8985 §6.2
+  Instant tlp = kNever;        ///< tail loss probe timeout (PTO), RFC 8985 §7.2
   [[nodiscard]] Instant earliest() const {
     Instant t = rto;
+    if (reo < t) t = reo;
+    if (tlp < t) t = tlp;
     if (delack < t) t = delack;
     if (persist < t) t = persist;
     if (keepalive < t) t = keepalive;
@@ -137,6 +141,21 @@ struct Tcb {
   unsigned dupacks = 0;
   SeqNum recover{};             ///< RFC 6582 "recover" / RFC 6675 RecoveryPoint
   SeqNum high_rxt{};            ///< RFC 6675 HighRxt (last octet retransmitted in this recovery)
+  bool recovery_reduced = false; ///< this recovery reduced cwnd (restore ssthresh at its end)
+  SeqNum rescue_rxt{};          ///< RFC 6675 RescueRxt (valid while rescue_done)
+  bool rescue_done = false;
+  // Time-based loss detection in RFC 8985's spirit on a sequence-ordered scoreboard: a hole below
+  // SACKed data that stays a hole for the reordering window is lost; a retransmission is lost
+  // once data first sent after it is SACKed.
+  SeqNum lost_end{};            ///< non-SACKed octets below this are lost
+  SeqNum rxt_mark{};            ///< SND.MAX when the latest retransmission of this round went out
+  SeqNum reo_end{};             ///< highest SACKed octet + 1 when the reordering timer was armed
+  // Tail loss probe, RFC 8985 §7.
+  bool tlp_out = false;         ///< a probe is outstanding (one per tail)
+  bool tlp_rxt = false;         ///< ... and it was a retransmission
+  bool tlp_rearm = false;       ///< data sent or acknowledged since the PTO was last armed
+  SeqNum tlp_end{};             ///< SND.MAX when the probe was sent
+  std::uint32_t tlp_flight = 0; ///< flight when the probe was sent (cwnd response, §7.4.2)
   bool rtt_timing = false;      ///< Karn-filtered timing of one segment (no timestamps)
   SeqNum rtt_seq{};
   Instant rtt_start{};
