@@ -80,7 +80,7 @@ TEST(TcpTeardown, CloseWait_CloseSendsFinLastAckThenFreedOnAck_Rfc9293_3_10_4) {
   const std::size_t before = h.tcp->socket_count();
   EXPECT_EQ(h.tcp->close(h.conn), Errc::ok);
   h.expect({.flags = kTcpFin | kTcpAck, .seq = h.nxt, .ack = h.peer_nxt, .len = 0});
-  EXPECT_EQ(h.state(), st(TcpState::last_ack));
+  EXPECT_EQ(h.tcp->socket_count(), before);  // LAST-ACK, held by the protocol
   h.send({.seq = h.peer_nxt, .ack = h.nxt + 1});
   h.expect_nothing();
   EXPECT_EQ(h.tcp->socket_count(), before - 1);
@@ -164,11 +164,13 @@ TEST(TcpTeardown, SynReceived_CloseSendsFinOnceSynAcked_Rfc9293_3_10_4) {
     }
   }
   EXPECT_TRUE(fin) << "no FIN after close() in SYN-RECEIVED";
-  EXPECT_EQ(h.state(), st(TcpState::fin_wait_1));
-  // The peer ACKs our FIN and sends its own: TIME-WAIT.
+  // The peer ACKs our FIN and sends its own: TIME-WAIT (the closed id is gone; the protocol holds
+  // the connection for 2*MSL).
   h.send({.flags = kTcpFin | kTcpAck, .seq = h.peer_nxt, .ack = h.nxt + 1});
   h.expect({.flags = kTcpAck, .seq = h.nxt + 1, .ack = h.peer_nxt + 1});
-  EXPECT_EQ(h.state(), st(TcpState::time_wait));
+  EXPECT_EQ(h.tcp->socket_count(), 1u);
+  h.run_until(h.now + 2 * h.cfg.msl);
+  EXPECT_EQ(h.tcp->socket_count(), 0u);
 }
 
 TEST(TcpTeardown, SynReceived_CloseThenRtoResendsSynAckNotData_Rfc6298_5_4) {
@@ -192,7 +194,7 @@ TEST(TcpTeardown, FinWait1_CloseAfterShutdownSendsNothingAndCompletes_Rfc9293_3_
   EXPECT_EQ(h.tcp->close(h.conn), Errc::ok);
   h.expect_nothing();  // the FIN is already out
   h.send({.seq = h.peer_nxt, .ack = h.nxt});
-  EXPECT_EQ(h.state(), st(TcpState::fin_wait_2));
+  h.expect_nothing();
   h.send({.flags = kTcpFin | kTcpAck, .seq = h.peer_nxt, .ack = h.nxt});
   h.expect({.flags = kTcpAck, .seq = h.nxt, .ack = h.peer_nxt + 1});
   h.run_until(h.now + 10s);
@@ -214,7 +216,6 @@ TEST(TcpTeardown, Closing_CloseThenAckEntersTimeWaitAndIsFreed_Rfc9293_3_6) {
   EXPECT_EQ(h.tcp->close(h.conn), Errc::ok);
   h.expect_nothing();
   h.send({.seq = h.peer_nxt, .ack = h.nxt});
-  EXPECT_EQ(h.state(), st(TcpState::time_wait));
   h.expect_nothing();
   const Instant tw = h.now;
   h.run_until(tw + 10s - 1ms);
