@@ -82,7 +82,10 @@ void TcpLayer::Impl::update_ts_recent(Sock& s, const TcpRepr& seg) {
   Tcb& t = s.tcb;
   // RFC 7323 §4.3 (2): remember the newest TSval of a segment covering Last.ACK.sent.
   if (!t.ts_ok || !seg.opts.has_timestamps) return;
-  if (static_cast<std::int32_t>(seg.opts.ts.tsval - t.ts_recent) >= 0 && seg.seq <= t.last_ack_sent) {
+  // §5.5: a TS.Recent idle for more than 24 days is invalid, so any accepted TSval replaces it
+  // (Linux tcp_replace_ts_recent after tcp_paws_check).
+  const bool newer = static_cast<std::int32_t>(seg.opts.ts.tsval - t.ts_recent) >= 0 || now - t.ts_recent_at > kPawsIdle;
+  if (newer && seg.seq <= t.last_ack_sent) {
     t.ts_recent = seg.opts.ts.tsval;
     t.ts_recent_at = now;
   }
@@ -188,7 +191,8 @@ void TcpLayer::Impl::input_syn_sent(Sock& s, const SegIn& in) {
   if (!seg.syn()) return;
   t.rcv.irs = seg.seq;
   t.rcv.nxt = seg.seq + 1;
-  t.rcv.adv_edge = t.rcv.nxt;
+  // What our SYN offered (unscaled, RFC 7323 §2.2): data riding on the SYN-ACK fits in it.
+  t.rcv.adv_edge = t.rcv.nxt + std::min<std::uint32_t>(rcv_window(s), 65535);
   t.last_ack_sent = t.rcv.nxt;
   take_options(s, seg);
   // The window of a <SYN> is never scaled (RFC 7323 §2.2).
@@ -293,8 +297,11 @@ void TcpLayer::Impl::input_synchronized(Sock& s, const SegIn& in) {
     }
   }
 
-  // Fifth, check the ACK field.
-  if (!seg.has_ack()) return;
+  // Fifth, check the ACK field: without it the segment is dropped (and counted).
+  if (!seg.has_ack()) {
+    ctr.inc(Counter::tcp_drop_bad_flags);
+    return;
+  }
   if (t.state == TcpState::syn_received) {
     if (!(t.snd.una < seg.ack && seg.ack <= t.snd.max)) {
       ctr.inc(Counter::tcp_drop_bad_ack);
@@ -394,7 +401,10 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
   const std::size_t used = t.rcvq.size();
   const std::size_t space = cap > used ? cap - used : 0;
   const std::size_t off = seq.since(t.rcv.nxt);
-  if (off >= space) {
+  // RFC 9293 §3.10.7.4: with RCV.WND = 0 no data is acceptable (only the ACK is processed), even
+  // if reads made buffer space we have not announced yet (Linux TCPZeroWindowDrop).
+  const bool zero_window = !(t.rcv.adv_edge > t.rcv.nxt);
+  if (off >= space || zero_window) {
     t.pend.ack_now = true;  // beyond our buffer (e.g. a zero-window probe): ACK shows the window
     program(s);
     return;

@@ -45,6 +45,7 @@ struct Sock {
   bool in_use = false;
   bool orphan = false;         ///< user closed it (or never accepted): no events, freed when CLOSED
   bool bound = false;
+  bool autobound = false;      ///< port picked by connect(): other destinations may share it
   bool hashed = false;         ///< in the 4-tuple table
   bool ever_connected = false; ///< SYN-SENT or later was reached (recv/send errors differ)
   Endpoint local{}, remote{};
@@ -113,7 +114,9 @@ struct TcpLayer::Impl {
   bool hash(Sock& s);
   void unhash(Sock& s);
   [[nodiscard]] bool tuple_in_use(std::uint16_t local_port, Endpoint remote) const;
-  [[nodiscard]] bool port_bound(std::uint16_t port, const Sock* except, bool reuseaddr) const;
+  /// `explicit_only`: ignore ports connect() picked itself (only the 4-tuple must be unique).
+  [[nodiscard]] bool port_bound(std::uint16_t port, const Sock* except, bool reuseaddr,
+                                bool explicit_only = false) const;
 
   void set_state(Sock& s, TcpState st);
   void notify(Sock& s);

@@ -183,7 +183,7 @@ std::uint16_t TcpLayer::Impl::pick_ephemeral(Endpoint remote) {
     const auto port = static_cast<std::uint16_t>(lo + (offset + port_counter + i) % n);
     if (listeners.contains(port)) continue;
     if (remote.port != 0 ? tuple_in_use(port, remote) : port_bound(port, nullptr, false)) continue;
-    if (remote.port != 0 && port_bound(port, nullptr, true)) continue;  // someone bound it explicitly
+    if (remote.port != 0 && port_bound(port, nullptr, true, true)) continue;  // someone bound it explicitly
     port_counter += i + 1;
     return port;
   }

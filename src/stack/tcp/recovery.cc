@@ -282,6 +282,7 @@ void TcpLayer::Impl::on_reo_timer(Sock& s) {
 
 void TcpLayer::Impl::retransmit(Sock& s, SeqNum seq, std::uint32_t len) {
   Tcb& t = s.tcb;
+  if (seq < t.data_base()) return;  // only the SYN lies there: it has its own path
   const SeqNum end = t.data_end();
   std::uint8_t flags = flag::kAck;
   if (seq >= end) {

@@ -32,7 +32,9 @@ Sock* TcpLayer::Impl::lookup(SocketId id) {
   const std::uint32_t slot = id & kSlotMask;
   if (id == kInvalidSocket || slot >= slots) return nullptr;
   Sock& s = at(slot);
-  if (!s.in_use || s.gen != (id >> kSlotBits)) return nullptr;
+  // Orphans (closed by the user, or not yet accepted) finish their protocol work through the slot;
+  // their ids are dead to the API, as a closed fd (EBADF).
+  if (!s.in_use || s.gen != (id >> kSlotBits) || s.orphan) return nullptr;
   return &s;
 }
 
@@ -78,7 +80,7 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   const bool in_pending = s.in_pending, event_queued = s.event_queued;
   s.tcb = Tcb(cfg);
   s.opt = SockOptions{};
-  s.orphan = s.bound = s.hashed = s.ever_connected = s.in_accept_queue = false;
+  s.orphan = s.bound = s.autobound = s.hashed = s.ever_connected = s.in_accept_queue = false;
   s.local = s.remote = Endpoint{};
   s.so_error = Errc::ok;
   s.backlog = 0;
@@ -111,12 +113,13 @@ bool TcpLayer::Impl::tuple_in_use(std::uint16_t local_port, Endpoint remote) con
   return conns.find(ConnTable::key(local_port, remote)) != ConnTable::kNone;
 }
 
-bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reuseaddr) const {
+bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reuseaddr, bool explicit_only) const {
   // Linux inet_csk_bind_conflict: two sockets may share a port only if both set SO_REUSEADDR and
   // neither listens. Binds are rare, so a scan is fine here.
   for (std::uint32_t i = 0; i < slots; ++i) {
     const Sock& o = at(i);
     if (!o.in_use || &o == except || !o.bound || o.local.port != port) continue;
+    if (explicit_only && o.autobound) continue;
     if (o.tcb.state == TcpState::listen) return true;
     if (!(reuseaddr && o.opt.reuseaddr)) return true;
   }
@@ -223,6 +226,10 @@ void TcpLayer::Impl::start_close(Sock& s) {
   if (t.fin_queued) return;
   switch (t.state) {
     case TcpState::syn_received:
+      // RFC 9293 §3.10.4: queue the FIN until ESTABLISHED; the ACK of our SYN moves us to
+      // FIN-WAIT-1 (input.cc) and the FIN follows the SYN.
+      t.fin_queued = true;
+      break;
     case TcpState::established:
       t.fin_queued = true;
       set_state(s, TcpState::fin_wait_1);
@@ -411,6 +418,7 @@ Errc TcpLayer::connect(SocketId id, Endpoint remote) {
     if (p == 0) return Errc::addr_not_avail;
     s.local = Endpoint{m.ip.local_addr(), p};
     s.bound = true;
+    s.autobound = true;
   } else if (m.tuple_in_use(s.local.port, remote)) {
     return Errc::addr_not_avail;
   }
