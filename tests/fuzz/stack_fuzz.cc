@@ -89,6 +89,13 @@ class Harness {
     cfg.tcp.keepalive_idle = std::chrono::seconds(5);
     cfg.tcp.keepalive_intvl = std::chrono::seconds(1);
     cfg.tcp.keepalive_probes = 2;
+    // Small tables and buffers: cheap to build per input, and full windows/buffers are easy to reach.
+    cfg.tcp.max_sockets = 64;
+    cfg.tcp.syn_backlog = 8;
+    cfg.tcp.rcvbuf_initial = 8 * 1024;
+    cfg.tcp.rcvbuf_max = 64 * 1024;
+    cfg.tcp.sndbuf_initial = 16 * 1024;
+    cfg.tcp.sndbuf_max = 64 * 1024;
     stack_.emplace(cfg, sink_, now_);
   }
 
@@ -408,7 +415,7 @@ class Harness {
     const std::size_t ci = in_.ConsumeIntegralInRange<std::size_t>(0, conns_.size() - 1);
     PeerConn& c = conns_[ci];
     if (c.sock != kInvalidSocket) {
-      std::vector<std::byte> data(in_.ConsumeIntegralInRange<std::size_t>(1, 200000), std::byte{0x5a});
+      std::vector<std::byte> data(in_.ConsumeIntegralInRange<std::size_t>(1, 70000), std::byte{0x5a});
       (void)stack_->tcp().send(c.sock, {data.data(), data.size()});
     }
     step(std::chrono::microseconds(100));

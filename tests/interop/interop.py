@@ -68,12 +68,12 @@ class Profile:
 
 PROFILES = {
     "clean": Profile("clean"),
-    "loss1": Profile("loss1", loss_pct=1, scale=1 / 16, slack=3),
-    "loss5": Profile("loss5", loss_pct=5, scale=1 / 64, slack=6),
+    "loss1": Profile("loss1", loss_pct=1, scale=1 / 16, slack=2),
+    "loss5": Profile("loss5", loss_pct=5, scale=1 / 256, slack=3),
     "reorder": Profile("reorder", impair=("--impair-reorder", "5", "--impair-reorder-gap", "3"), scale=1 / 16,
-                       slack=3),
-    "dup": Profile("dup", impair=("--impair-dup", "5"), scale=1 / 16, slack=3),
-    "delay": Profile("delay", impair=("--impair-delay", "2000", "--impair-jitter", "500"), scale=1 / 16, slack=3),
+                       slack=2),
+    "dup": Profile("dup", impair=("--impair-dup", "5"), scale=1 / 16, slack=2),
+    "delay": Profile("delay", impair=("--impair-delay", "2000", "--impair-jitter", "500"), scale=1 / 16, slack=2),
 }
 
 
@@ -533,7 +533,7 @@ def t_echo(ctx: Ctx, tgt) -> None:
     """Linux client => engine echo: 1 GiB (less under faults) each way, equal sha256."""
     n = ctx.scaled(1 << 30)
     r = ctx.loadgen(PEER_NS, ["stream", "--connect", engine_ep(ECHO_PORT), "--bytes", str(n), "--seed", "11",
-                              "--timeout", str(ctx.tmo(150))], ctx.tmo(150), "echo")
+                              "--timeout", str(ctx.tmo(60))], ctx.tmo(60), "echo")
     expect(r["sha256_sent"] == r["sha256_recv"] and r["bytes_recv"] == n, "echo: data differs")
     ctx.metrics["echo_mbytes_per_s"] = r["mbytes_per_s"]
     ctx.post_checks.append(lambda: expect(tgt.kind != "engine" or tgt.counter("tcp_rx_bytes") >= n,
@@ -563,7 +563,7 @@ def t_conns(ctx: Ctx, tgt) -> None:
     """1,000 concurrent connections to the echo, each verified, all open at once."""
     n = 1000
     r = ctx.loadgen(PEER_NS, ["conns", "--connect", engine_ep(ECHO_PORT), "--n", str(n), "--bytes", "8192",
-                              "--timeout", str(ctx.tmo(90))], ctx.tmo(90), "conns")
+                              "--timeout", str(ctx.tmo(60))], ctx.tmo(60), "conns")
     expect(r["verified"] == n and r["peak_open"] == n, f"conns: {r['verified']} verified, peak {r['peak_open']}")
     ctx.metrics["conns_secs"] = r["secs"]
     if tgt.kind == "engine":
@@ -628,7 +628,7 @@ def t_client_send(ctx: Ctx, tgt) -> None:
     n = ctx.scaled(1 << 30)
     srv = []
     r = tgt.client(ctx, lambda: srv.append(start_peer_server(ctx, "sink", count=1)), send=n,
-                   timeout=ctx.tmo(150), label="client_send")
+                   timeout=ctx.tmo(60), label="client_send")
     s = finish_peer_server(ctx, srv[0])
     expect(s["bytes_recv"] == n and s["sha256_recv"] == r["sha256_sent"] and r["bytes_sent"] == n,
            f"sink got {s['bytes_recv']} bytes sha {s['sha256_recv']}, engine sent {r['bytes_sent']} "
@@ -642,7 +642,7 @@ def t_client_recv(ctx: Ctx, tgt) -> None:
     n = ctx.scaled(1 << 30)
     srv = []
     r = tgt.client(ctx, lambda: srv.append(start_peer_server(ctx, "source", count=1, extra=["--bytes", str(n)])),
-                   recv=n, timeout=ctx.tmo(150), label="client_recv")
+                   recv=n, timeout=ctx.tmo(60), label="client_recv")
     s = finish_peer_server(ctx, srv[0])
     expect(s["bytes_sent"] == n and s["sha256_sent"] == r["sha256_recv"] and r["bytes_recv"] == n,
            f"source sent {s['bytes_sent']} sha {s['sha256_sent']}, engine got {r['bytes_recv']} "
