@@ -308,7 +308,24 @@ class EngineTarget:
         subprocess.run([self.testbed, "down"], env=self.env, capture_output=True, timeout=60)
         self.running = True
         ctx.on_cleanup(lambda: self.down(ctx))
-        return ["--stats-file", str(self.stats_path), "--check-leaks"] + list(ctx.profile.impair) + ctx.engine_extra
+        # --stats with interval 0: counters at exit in the log, and on SIGUSR1 (live_counters()).
+        return ["--stats-file", str(self.stats_path), "--check-leaks", "--stats", "--stats-interval", "0"] + \
+            list(ctx.profile.impair) + ctx.engine_extra
+
+    def live_counters(self) -> dict[str, int]:
+        """The running engine's counters now (SIGUSR1 makes it print a pno-stats line)."""
+        pid = self.engine_pid()
+        if pid is None or self.log_path is None:
+            return {}
+        before = self.log_path.read_text(errors="replace").count("pno-stats:")
+        os.kill(pid, signal.SIGUSR1)
+        for _ in range(40):
+            text = self.log_path.read_text(errors="replace")
+            if text.count("pno-stats:") > before:
+                line = [x for x in text.splitlines() if x.startswith("pno-stats:")][-1]
+                return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+            time.sleep(0.05)
+        return {}
 
     def up(self, ctx: Ctx, extra: list[str]) -> None:
         args = self._prepare(ctx) + ["--echo", "--discard"]
@@ -607,8 +624,9 @@ def t_vanish(ctx: Ctx, tgt) -> None:
     nft_blackhole(ctx)
     t0 = time.monotonic()
     if tgt.kind == "engine":
-        # The timeout shows up in the engine's counters at exit; wait out idle + probes + margin.
-        time.sleep(hold)
+        # Ask the running engine for its counters until the connection has timed out.
+        ctx.sleep_until(lambda: tgt.live_counters().get("tcp_conn_timeouts", 0) >= 1, hold, "the engine's keepalive "
+                        "to time the connection out (tcp_conn_timeouts)", step=0.5)
         ctx.post_checks.append(lambda: expect(tgt.counter("tcp_keepalive_probes") >= KEEPALIVE["cnt"],
                                               f"tcp_keepalive_probes={tgt.counter('tcp_keepalive_probes')}"))
         ctx.post_checks.append(lambda: expect(tgt.counter("tcp_conn_timeouts") >= 1,
