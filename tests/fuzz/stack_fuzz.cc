@@ -134,6 +134,15 @@ class Harness {
       conns_[1].peer_nxt += 1;
       step(std::chrono::microseconds(10));
     }
+    // PNO_FUZZ_DEBUG=1: show that the scripted handshakes reached ESTABLISHED (state 1), so fuzzed
+    // segments land on established connections rather than on the demux's RST path.
+    if (std::getenv("PNO_FUZZ_DEBUG") != nullptr) {
+      for (const auto& c : conns_) {
+        auto info = tcp.info(c.sock);
+        std::fprintf(stderr, "stack_fuzz: conn %u->%u state %d snd_nxt(peer view) %u\n", c.peer_port, c.our_port,
+                     info ? static_cast<int>(info.value().state) : -1, c.stack_nxt);
+      }
+    }
   }
 
   void run() {
