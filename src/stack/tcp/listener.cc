@@ -52,9 +52,7 @@ void TcpLayer::Impl::init_child(Sock& l, Sock& c, const SegIn& in, SeqNum iss) {
   c.parent = slot_of(l);
   c.parent_gen = l.gen;
   Tcb& t = c.tcb;
-  t.snd.iss = iss;
-  t.snd.una = t.snd.nxt = t.snd.max = t.snd.sml = iss;
-  t.recover = iss;
+  t.init_send(iss);
   t.rcv.irs = seg.seq;
   t.rcv.nxt = seg.seq + 1;
   t.rcv.adv_edge = t.rcv.nxt;
@@ -66,7 +64,6 @@ void TcpLayer::Impl::init_child(Sock& l, Sock& c, const SegIn& in, SeqNum iss) {
   t.snd.wnd = seg.window;  // unscaled in a <SYN> (RFC 7323 §2.2)
   t.snd.max_wnd = t.snd.wnd;
   t.snd.wl1 = seg.seq;
-  t.snd.wl2 = iss;
 }
 
 void TcpLayer::Impl::input_listen(Sock& l, const SegIn& in) {

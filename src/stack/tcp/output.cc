@@ -224,7 +224,9 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
     // earlier partial segment is unacknowledged, unless TCP_NODELAY; TCP_CORK / MSG_MORE hold it
     // regardless.
     if (s.opt.cork || t.more) return 0;
-    if (!s.opt.nodelay && t.snd.sml > t.snd.una) return 0;
+    // Linux tcp_minshall_check also requires SND.SML <= SND.NXT, so a mark 2^31 bytes old does
+    // not read as outstanding.
+    if (!s.opt.nodelay && t.snd.sml > t.snd.una && t.snd.sml <= t.snd.nxt) return 0;
   }
   t.pend.force_push = false;
   if (rexmit && t.sack_ok && len > 0 && t.sb.is_sacked(t.snd.nxt) && t.sb.is_sacked(t.snd.nxt + len - 1)) {

@@ -172,6 +172,9 @@ void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked
     t.cc.on_ack(acked, flight_after, t.rtt.srtt(), now);
   }
   if (t.high_rxt < t.snd.una - 1) t.high_rxt = t.snd.una - 1;  // HighRxt never lags SND.UNA
+  // "recover" is only ever compared with SND.UNA: keeping it from lagging behind SND.UNA changes no
+  // decision, and stops it from reading as ahead of SND.UNA after 2^31 bytes (modular compare).
+  if (t.recover < t.snd.una) t.recover = t.snd.una;
   if (t.recovery == Recovery::none) t.rescue_done = false;
   if (t.lost_end < t.snd.una) t.lost_end = t.snd.una;
   t.tlp_rearm = true;

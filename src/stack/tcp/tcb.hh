@@ -178,6 +178,17 @@ struct Tcb {
   Tcb(const TcpConfig& cfg)
       : rtt(cfg.rto_initial, cfg.rto_min, cfg.rto_max), cc(cfg.congestion, 536) {}
 
+  /// Sets the ISS and every send-side sequence variable derived from it. The recovery marks must
+  /// start at the ISS too: SeqNum compares modulo 2^32, so a mark left at 0 lies "ahead" of
+  /// SND.UNA for half of all ISSs and would read as known loss (spurious fast retransmits).
+  void init_send(SeqNum iss) {
+    snd.iss = iss;
+    snd.una = snd.nxt = snd.max = snd.sml = iss;
+    snd.wl2 = iss;
+    recover = iss;
+    high_rxt = iss - 1;
+    lost_end = rxt_mark = reo_end = tlp_end = rescue_rxt = rtt_seq = iss;
+  }
   /// Bytes in flight by sequence space (SYN and FIN included).
   [[nodiscard]] std::uint32_t flight() const { return snd.max.since(snd.una); }
   /// SYN still unacknowledged: data offsets are shifted by one.

@@ -428,9 +428,7 @@ Errc TcpLayer::connect(SocketId id, Endpoint remote) {
   s.so_error = Errc::ok;
   s.ever_connected = true;
   const FourTuple tuple{s.local, s.remote};
-  t.snd.iss = m.isn.isn(tuple, m.now);
-  t.snd.una = t.snd.nxt = t.snd.max = t.snd.sml = t.snd.iss;
-  t.recover = t.snd.iss;
+  t.init_send(m.isn.isn(tuple, m.now));
   t.ts_offset = m.isn.ts_offset(tuple);
   t.rcv.wscale = m.cfg.window_scaling ? our_wscale(m.cfg, s.opt.rcvbuf) : 0;
   t.rtt_timing = true;  // time the SYN (Karn: cancelled if it is retransmitted)
