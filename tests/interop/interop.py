@@ -384,9 +384,9 @@ class EngineTarget:
         ctx.save_nft()
         self.down(ctx)
         text = self.log_path.read_text(errors="replace")
-        if rc == 3:
-            raise TestFailure("engine exited with 3: mbuf leak")
         m = re.search(r"^pno-client: (.*)$", text, re.M)
+        if rc == 3:
+            raise TestFailure("engine exited with 3 (mbuf leak); client: " + (m.group(0) if m else "no result line"))
         if not m:
             raise TestFailure(f"engine (exit {rc}) printed no pno-client result line")
         kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(1)))
