@@ -1,0 +1,154 @@
+// The host side of the host<->engine channel: the only API the shim (libpno.so) uses to reach the
+// engine. Everything below it — the attach protocol, the shared region, the rings, the doorbells —
+// is private to src/channel/ and defined by the contract header (contract.hh).
+//
+// One HostChannel per process family: a forked child keeps using the region it inherited (the
+// mapping is MAP_SHARED), so sockets inherited across fork work in parent and child alike. The
+// engine cleans up a family's sockets when the last process holding the attach connection exits.
+//
+// Threading: every method is thread-safe and may be called from several processes of the family
+// at once. The data path (send, recv, readiness, readable_bytes) makes no system call unless the
+// engine is asleep and must be woken. Nothing here calls malloc after attach() returns, and no
+// method takes a lock that a signal handler re-entering the same method on another socket could
+// deadlock on (per-socket locks are spin locks held only for a copy).
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "stack/addr.hh"
+#include "stack/errc.hh"
+#include "stack/socket.hh"
+#include "stack/time.hh"
+
+namespace pno::channel {
+
+/// A socket of this process family, as the engine knows it: an index into the region's socket
+/// table with a generation, so a stale handle never reaches a reused slot. 0 is never valid.
+using HostSocket = std::uint32_t;
+inline constexpr HostSocket kNoSocket = 0;
+
+/// What the engine told us at attach time.
+struct EngineInfo {
+  std::uint32_t abi_version = 0;
+  std::uint32_t max_sockets = 0;      ///< socket slots in this process family's region
+  std::uint32_t stream_ring_bytes = 0;  ///< size of each per-socket send and receive ring
+  std::uint8_t n_addrs = 0;
+  std::array<Ipv4Cidr, 8> addrs{};    ///< the engine's interface addresses and their subnets
+
+  /// True when `a` is one of the engine's own addresses.
+  [[nodiscard]] bool is_local(Ipv4Addr a) const;
+  /// True when a connection to `a` leaves through the engine (on one of its subnets).
+  [[nodiscard]] bool routes(Ipv4Addr a) const;
+};
+
+/// A thread's way to sleep until the engine has news for this process family. The shim adds fd()
+/// (an eventfd the engine writes) and control_fd() (hangs up when the engine dies) to whatever the
+/// thread sleeps in: poll(), or the kernel epoll set behind an emulated epoll instance.
+///
+///   ch.arm(w);                         // from now on, any engine progress wakes w.fd()
+///   if (!conditions_hold()) poll({..., w.fd(), ch.control_fd()}, timeout);
+///   ch.disarm(w);                      // resets w.fd() if it was written
+class Waiter {
+ public:
+  [[nodiscard]] int fd() const { return fd_; }
+  [[nodiscard]] std::uint32_t index() const { return index_; }
+
+ private:
+  friend class HostChannel;
+  int fd_ = -1;
+  std::uint32_t index_ = 0;
+};
+
+class HostChannel {
+ public:
+  /// Connects to the engine's attach socket (a path; works across network namespaces), checks the
+  /// ABI version, maps the region. On failure returns nullptr and writes a one-line reason into
+  /// `why` (e.g. "engine at /run/pno/engine.sock refused ABI version 1: engine speaks 2").
+  static std::unique_ptr<HostChannel> attach(const char* path, std::span<char> why);
+  ~HostChannel();
+  HostChannel(const HostChannel&) = delete;
+  HostChannel& operator=(const HostChannel&) = delete;
+
+  [[nodiscard]] const EngineInfo& engine() const;
+  /// False once the engine has gone away (its end of the attach connection hung up). Every call on
+  /// a socket then fails: conn_reset for data calls, not_conn/pipe as Linux would, never a hang.
+  [[nodiscard]] bool alive() const;
+  /// The attach connection: POLLHUP/POLLIN on it means the engine died.
+  [[nodiscard]] int control_fd() const;
+  /// True for every fd the channel itself holds (the shim must keep the app from closing or dup2-ing
+  /// over them; they are kept at high numbers, close-on-exec).
+  [[nodiscard]] bool owns_fd(int fd) const;
+
+  // --- control calls: one command on the command ring, answered on the completion ring. They
+  // block the calling thread (briefly spinning, then sleeping) until the engine answers.
+  Result<HostSocket> socket();
+  Errc bind(HostSocket s, Endpoint local);
+  Errc listen(HostSocket s, int backlog);
+  /// Takes one connection from the listener's accept queue, which the engine fills ahead of time
+  /// (no command on this path). Errc::again when empty. `peer` filled if non-null.
+  Result<HostSocket> accept(HostSocket listener, Endpoint* peer);
+  /// Starts the handshake: Errc::in_progress, then completion shows as kWritable (success) or
+  /// kError with take_error() (failure), as a non-blocking Linux connect does.
+  Errc connect(HostSocket s, Endpoint remote);
+  Errc shutdown(HostSocket s, ShutdownHow how);
+  Errc setsockopt(HostSocket s, SockOpt opt, int value);
+  Result<int> getsockopt(HostSocket s, SockOpt opt);
+  Result<Endpoint> local_endpoint(HostSocket s);
+  Result<Endpoint> peer_endpoint(HostSocket s);
+  Result<TcpInfo> info(HostSocket s);
+  /// SO_ERROR: the pending asynchronous error, cleared by reading it.
+  Errc take_error(HostSocket s);
+
+  /// Reference counting across dup() and fork(): the shim calls retain() once per new descriptor
+  /// that refers to `s`, and close() once per descriptor closed. The engine closes the socket (FIN,
+  /// or RST when unread data is pending or linger is 0) when the last reference goes.
+  void retain(HostSocket s);
+  Errc close(HostSocket s);
+
+  // --- data path: no system call, no command; bytes go through the socket's stream rings.
+  /// Copies as much of `iov` as fits into the send ring. Errc::again when the ring is full, pipe
+  /// after shutdown(write) or when the connection is gone, not_conn before it is established.
+  /// `more`: MSG_MORE (hold a partial segment back, as TCP_CORK does for one call).
+  Result<std::size_t> send(HostSocket s, std::span<const iovec> iov, bool more = false);
+  /// sendfile(): reads up to `count` bytes of `in_fd` (at *offset if non-null, advancing it; else at
+  /// the file position) straight into the send ring. Same errors as send(); file errors as errno.
+  Result<std::size_t> send_file(HostSocket s, int in_fd, off_t* offset, std::size_t count);
+  /// Copies received bytes into `iov`. 0 means EOF; Errc::again when nothing is there yet;
+  /// `peek` (MSG_PEEK) leaves the bytes in place. A reset connection gives conn_reset once.
+  Result<std::size_t> recv(HostSocket s, std::span<const iovec> iov, bool peek = false);
+  /// FIONREAD.
+  [[nodiscard]] Result<std::size_t> readable_bytes(HostSocket s) const;
+  /// Current readiness (Ready bits = EPOLLIN/OUT/ERR/HUP/RDHUP), computed from the shared state.
+  [[nodiscard]] std::uint32_t readiness(HostSocket s) const;
+  /// Changes every time the engine changes anything that may alter readiness of `s` (new bytes,
+  /// window opened, connection accepted, FIN, error). Edge-triggered epoll compares it.
+  [[nodiscard]] std::uint32_t event_seq(HostSocket s) const;
+  /// Sockets whose event_seq changed since the previous call, for scalable epoll: returns how many
+  /// were written to `out`; `overflowed` set when more changed than fit (then rescan all).
+  std::size_t drain_changed(std::span<HostSocket> out, bool& overflowed);
+
+  // --- waiting (see Waiter)
+  /// The calling thread's waiter, created and registered with the engine on first use (the one
+  /// allocation/system-call path after attach). nullptr if the engine is gone or the table is full.
+  Waiter* thread_waiter();
+  void arm(Waiter& w);
+  void disarm(Waiter& w);
+
+  /// In a forked child, before anything else: drops the parent's waiters (they belong to the
+  /// parent's threads) and resets locks the parent's other threads may have held.
+  void after_fork_child();
+
+ private:
+  HostChannel();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pno::channel
