@@ -246,6 +246,8 @@ std::uint32_t TcpLayer::Impl::send_one(Sock& s, std::uint32_t room) {
     if (t.rtt_timing && t.rtt_seq >= seq) t.rtt_timing = false;  // Karn
     // Going back after an RTO: these octets are retransmitted (RFC 6675 HighRxt, counted by pipe).
     if (seq + len - 1 > t.high_rxt) t.high_rxt = seq + len - 1;
+    // A go-back segment may reach past SND.MAX (its room grew): those octets are new.
+    if (seq + len > t.snd.max) m.ctr.inc(Counter::tcp_tx_bytes, (seq + len).since(t.snd.max));
   } else {
     m.ctr.inc(Counter::tcp_tx_bytes, len);
     t.tlp_rearm = true;

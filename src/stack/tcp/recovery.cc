@@ -286,7 +286,12 @@ void TcpLayer::Impl::on_reo_timer(Sock& s) {
 void TcpLayer::Impl::retransmit(Sock& s, SeqNum seq, std::uint32_t len) {
   Tcb& t = s.tcb;
   if (seq < t.data_base()) return;  // only the SYN lies there: it has its own path
-  const SeqNum end = t.data_end();
+  // Only octets sent before are sent again (Linux retransmits skbs of its rtx queue, never past
+  // SND.NXT). A retransmission that ran past SND.MAX (room grows when SACK blocks no longer ride
+  // on our segments) would carry new data outside the congestion window, and SND.MAX would not
+  // cover it: the peer's ACK of those octets then reads as an ACK of unsent data, which is
+  // dropped (RFC 9293 §3.10.7.4) with the data it carries, on every retransmission, for good.
+  const SeqNum end = seq_min(t.data_end(), t.snd.max);
   std::uint8_t flags = flag::kAck;
   if (seq >= end) {
     // Only the FIN is outstanding at `seq`.
@@ -479,7 +484,9 @@ void TcpLayer::Impl::on_tlp(Sock& s) {
   const SeqNum max_before = t.snd.max;
   bool rxt = false;
   if (send_one(s, t.snd.mss) == 0 || t.snd.max == max_before) {
-    const SeqNum end = t.data_end();
+    // §7.3: else the highest-sequence segment sent so far, not the tail of the queue (data that
+    // the windows held back was never sent).
+    const SeqNum end = seq_min(t.data_end(), t.snd.max);
     std::uint32_t len = 0;
     SeqNum seq = end;
     if (end > t.snd.una) {

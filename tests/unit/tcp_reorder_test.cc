@@ -1,0 +1,85 @@
+// Sending and receiving under reordering: what is retransmitted (never past SND.MAX), what a tail
+// loss probe resends, and which reordered segments the timestamp checks let through (PAWS with
+// Linux's tolerance for disordered ACKs). Each of these once stalled a Linux peer for good.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "support/tcp_script.hh"
+
+namespace pno::test {
+namespace {
+
+TcpConfig sack_ts_config() {
+  TcpConfig cfg = plain_config();
+  cfg.sack = true;
+  cfg.timestamps = true;
+  return cfg;
+}
+
+// A segment sent while SACK blocks rode on our segments is shorter than a full one. Once the
+// blocks are gone, its retransmission must still end where the original ended: octets past
+// SND.MAX were never sent, and the peer's ACK of them would be "an ACK of something not yet sent"
+// (RFC 9293 §3.10.7.4: send an ACK, drop the segment) on every retransmission, for good.
+TEST(TcpReorder, RtoRetransmissionEndsAtSndMaxWhenSackBlocksAreGone_Rfc9293_3_10_7_4) {
+  TcpHarness h(sack_ts_config());
+  accept_with(h, {.window = 1436, .mss = 1460, .sack_perm = true, .ts = {{1000, 0}}}, {.window = 1436});
+  ASSERT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
+  const std::uint32_t mss = 1460 - 12;  // timestamps on every segment
+  const std::uint32_t p = h.peer_nxt;
+  // The peer's data arrives with a hole: our segments carry one SACK block (12 bytes).
+  h.send({.seq = p + 100, .ack = h.nxt, .window = 1436, .payload = pattern(100, 100), .ts = {{1002, 0}}});
+  EXPECT_EQ(h.expect({.flags = kTcpAck, .ack = p}).opts.sack_count, 1);
+  const std::uint32_t s = h.nxt;
+  h.write(std::string(3 * mss, 'd'));
+  const Sent first = h.expect({.seq = s, .len = mss - 12});
+  EXPECT_EQ(first.opts.sack_count, 1);
+  h.expect_nothing();  // the peer's window (1436) is full
+  // The hole fills: no more SACK blocks, full segments have 12 bytes more room.
+  h.send({.seq = p, .ack = s, .window = 1436, .payload = pattern(100), .ts = {{1003, 0}}});
+  EXPECT_EQ(h.expect({.flags = kTcpAck, .ack = p + 200}).opts.sack_count, 0);
+  h.expect_nothing();
+  // RTO: the retransmission resends what was sent, no more.
+  h.advance(rto(h));
+  const Sent r = h.expect({.seq = s});
+  EXPECT_EQ(r.opts.sack_count, 0);
+  EXPECT_EQ(r.payload.size(), mss - 12) << "retransmission reaches past SND.MAX: " << r.str();
+  // The peer acknowledges everything it received; that ACK is acceptable and the transfer goes on.
+  const std::uint32_t got = s + static_cast<std::uint32_t>(r.payload.size());
+  h.send({.seq = p + 200, .ack = got, .window = 1436, .ts = {{1004, r.opts.ts.tsval}}});
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_ack), 0u);
+  EXPECT_EQ(info(h).unacked, 0u);
+  h.expect({.seq = got, .len = 1436});
+}
+
+// RFC 8985 §7.3: when no new segment may be sent, the probe is the highest-sequence segment sent
+// so far. Data the peer's window holds back was never sent and is no probe.
+TEST(TcpReorder, TailLossProbeResendsLastSentSegmentWhenWindowLimited_Rfc8985_7_3) {
+  TcpConfig cfg = plain_config();
+  cfg.sack = true;
+  TcpHarness h(cfg);
+  accept_with(h, {.mss = 1460, .sack_perm = true}, {.window = 2 * kMss});
+  ASSERT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
+  // One exchange for an RTT sample (10 ms), so the probe timeout is 2 * SRTT, well before the RTO.
+  h.write(std::string(100, 'a'));
+  h.expect({.seq = h.nxt, .len = 100});
+  h.advance(std::chrono::milliseconds(10));
+  h.send({.seq = h.peer_nxt, .ack = h.nxt + 100, .window = 2 * kMss});
+  h.nxt += 100;
+  h.drain();
+  const std::uint32_t s = h.nxt;
+  h.write(std::string(10 * kMss, 'd'));
+  h.expect({.seq = s, .len = kMss});
+  h.expect({.seq = s + kMss, .len = kMss});
+  h.expect_nothing();  // window full
+  h.run_until(h.now + std::chrono::milliseconds(300));
+  const auto out = h.drain();
+  ASSERT_FALSE(out.empty()) << "no tail loss probe";
+  EXPECT_EQ(out[0].seq, s + kMss) << out[0].str();
+  EXPECT_EQ(out[0].payload.size(), kMss);
+  for (const Sent& x : out) EXPECT_LE(x.seq + x.payload.size(), s + 2 * kMss) << "never-sent data: " << x.str();
+  EXPECT_EQ(h.counters.get(Counter::tcp_loss_probes), 1u);
+}
+
+}  // namespace
+}  // namespace pno::test
