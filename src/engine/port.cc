@@ -8,6 +8,7 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_pool_ops.h>
 #include <rte_mempool.h>
 #include <unistd.h>
 
@@ -56,6 +57,46 @@ bool hugepages_usable(std::uint32_t pages_needed) {
     if (type == "hugetlbfs") return true;
   }
   return false;
+}
+
+constexpr unsigned kPoolCache = 256;
+
+/// An mbuf pool whose objects lie back to back from the first one on. The af_xdp PMD (DPDK 22.11)
+/// registers the pool as its UMEM assuming exactly that layout: base of the first chunk plus
+/// populated_size * object size. A default pool keeps objects inside pages, which with 4 KiB pages
+/// (--no-huge) leaves a gap after every object, so the upper part of the pool lies outside the UMEM:
+/// fill-ring and tx descriptors pointing there are rejected by the kernel, the buffers are lost, and
+/// once the engine holds enough mbufs at once (a delay line) to reach them, rx and tx stop for good.
+/// AF_XDP copies into the UMEM by virtual address, so objects need no IOVA contiguity.
+rte_mempool* create_packed_pool(const char* name, unsigned n, int socket) {
+  const unsigned priv = 0;
+  const std::uint16_t room = RTE_MBUF_DEFAULT_BUF_SIZE;
+  rte_mempool* mp = rte_mempool_create_empty(name, n, sizeof(rte_mbuf) + priv + room, kPoolCache,
+                                             sizeof(rte_pktmbuf_pool_private), socket,
+                                             RTE_MEMPOOL_F_NO_IOVA_CONTIG);
+  if (mp == nullptr) return nullptr;
+  rte_pktmbuf_pool_private pp{};
+  pp.mbuf_data_room_size = room;
+  pp.mbuf_priv_size = priv;
+  if (rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), nullptr) != 0) {
+    rte_mempool_free(mp);
+    return nullptr;
+  }
+  rte_pktmbuf_pool_init(mp, &pp);
+  if (rte_mempool_populate_default(mp) < 0) {
+    rte_mempool_free(mp);
+    return nullptr;
+  }
+  rte_mempool_obj_iter(mp, rte_pktmbuf_init, nullptr);
+  // Check the layout the PMD relies on rather than trust it: one chunk, objects packed.
+  const rte_mempool_memhdr* hdr = STAILQ_FIRST(&mp->mem_list);
+  const std::size_t obj = mp->header_size + mp->elt_size + mp->trailer_size;
+  if (mp->nb_mem_chunks != 1 || hdr == nullptr || hdr->len < std::size_t{mp->populated_size} * obj) {
+    rte_mempool_free(mp);
+    rte_errno = EFAULT;
+    return nullptr;
+  }
+  return mp;
 }
 
 }  // namespace
@@ -240,7 +281,9 @@ bool Port::setup(std::string& err) {
   int socket = rte_eth_dev_socket_id(port_id_);
   if (socket < 0) socket = SOCKET_ID_ANY;
   const std::string pool_name = "pno_mbufs_p" + std::to_string(port_id_);
-  pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), cfg_.nb_mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+  pool_ = cfg_.pmd == Pmd::af_xdp ? create_packed_pool(pool_name.c_str(), cfg_.nb_mbufs, socket)
+                                  : rte_pktmbuf_pool_create(pool_name.c_str(), cfg_.nb_mbufs, kPoolCache, 0,
+                                                            RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (pool_ == nullptr) {
     err = "cannot create the mbuf pool (" + std::to_string(cfg_.nb_mbufs) + " mbufs): " + rte_strerror(rte_errno);
     return false;

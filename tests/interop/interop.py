@@ -73,9 +73,7 @@ PROFILES = {
     "reorder": Profile("reorder", impair=("--impair-reorder", "5", "--impair-reorder-gap", "3"), scale=1 / 16,
                        slack=2),
     "dup": Profile("dup", impair=("--impair-dup", "5"), scale=1 / 16, slack=2),
-    # Delay runs on af_packet: with af_xdp the port stops moving frames for good once the engine holds
-    # received and sent mbufs for milliseconds (see src/engine/README.md, "Notes on the veth PMDs").
-    "delay": Profile("delay", impair=("--pmd", "af_packet", "--impair-delay", "2000", "--impair-jitter", "500"),
+    "delay": Profile("delay", impair=("--impair-delay", "2000", "--impair-jitter", "500"),
                      scale=1 / 16, slack=2),
 }
 
