@@ -83,3 +83,74 @@ TEST(TcpReorder, TailLossProbeResendsLastSentSegmentWhenWindowLimited_Rfc8985_7_
 
 }  // namespace
 }  // namespace pno::test
+
+namespace pno::test {
+namespace {
+
+TcpConfig ts_config() {
+  TcpConfig cfg = plain_config();
+  cfg.timestamps = true;
+  return cfg;
+}
+
+// A retransmission (TSval 1005) fills the hole at RCV.NXT and makes 1005 TS.Recent; the original
+// segment after it was sent a tick earlier (1004) and arrives late. That is reordering, not a
+// replay: Linux keeps one tick of slack (TCP_PAWS_WINDOW), and dropping it costs the peer a
+// retransmission. Two ticks older is still a PAWS drop (RFC 7323 §5.3 R1).
+TEST(TcpReorder, Paws_SegmentOneTickOlderThanTsRecentIsAccepted_Rfc7323_5_3_LinuxPawsWindow) {
+  TcpHarness h(ts_config());
+  accept_with(h, {.ts = {{1000, 0}}});
+  const std::uint32_t p = h.peer_nxt;
+  h.send({.seq = p, .ack = h.nxt, .payload = bytes("aaaa"), .ts = {{1005, 0}}});
+  EXPECT_EQ(h.expect({.flags = kTcpAck, .ack = p + 4}).opts.ts.tsecr, 1005u);
+  h.send({.seq = p + 4, .ack = h.nxt, .payload = bytes("bbbb"), .ts = {{1004, 0}}});
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_paws), 0u);
+  const Sent a = h.expect({.flags = kTcpAck, .ack = p + 8});
+  EXPECT_EQ(a.opts.ts.tsecr, 1005u) << "an older TSval never becomes TS.Recent";
+  EXPECT_EQ(h.read(), "aaaabbbb");
+  h.send({.seq = p + 8, .ack = h.nxt, .payload = bytes("cccc"), .ts = {{1003, 0}}});
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_paws), 1u);
+  h.expect({.flags = kTcpAck, .ack = p + 8});
+  EXPECT_EQ(h.read(), "");
+}
+
+// Duplicate ACKs reordered among themselves: the later one (newer TSval) sets TS.Recent, the
+// earlier one arrives after it. Linux (tcp_disordered_ack) processes such a pure duplicate ACK at
+// RCV.NXT that updates no window; dropping it lost a duplicate ACK, so three duplicates no longer
+// triggered fast retransmit (RFC 5681 §3.2) and recovery waited for the RTO.
+TEST(TcpReorder, Paws_ReorderedDuplicateAckStillCountsForFastRetransmit_Rfc5681_3_2_LinuxDisorderedAck) {
+  TcpConfig cfg = ts_config();
+  cfg.congestion = CongestionAlgo::new_reno;
+  TcpHarness h(cfg);
+  accept_with(h, {.mss = 1460, .ts = {{1000, 0}}});
+  const std::uint32_t mss = 1460 - 12;
+  const std::uint32_t s = send_full(h, 4, mss);
+  const std::uint32_t p = h.peer_nxt;
+  // Segment 0 is lost; 1-3 draw duplicate ACKs, the second overtaken by the third.
+  h.send({.seq = p, .ack = s, .ts = {{1010, 0}}});
+  h.send({.seq = p, .ack = s, .ts = {{1012, 0}}});
+  h.expect_nothing();
+  h.send({.seq = p, .ack = s, .ts = {{1011, 0}}});
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_paws), 0u);
+  const Sent r = h.expect({.seq = s, .len = mss});
+  EXPECT_EQ(h.counters.get(Counter::tcp_fast_retransmits), 1u) << r.str();
+}
+
+// Not every old pure ACK is reordering: one that would update the window, or one older than an
+// RTO's worth of ticks, is still dropped by PAWS (RFC 7323 §5.3 R1) and answered with an ACK.
+TEST(TcpReorder, Paws_OldAckThatWouldUpdateTheWindowIsStillDropped_Rfc7323_5_3) {
+  TcpHarness h(ts_config());
+  accept_with(h, {.ts = {{1000, 0}}});
+  const std::uint32_t p = h.peer_nxt;
+  const std::uint32_t s = send_full(h, 2, 1460 - 12);
+  h.send({.seq = p, .ack = s, .window = 30000, .ts = {{1010, 0}}});
+  h.send({.seq = p, .ack = s, .window = 40000, .ts = {{1005, 0}}});  // opens the window
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_paws), 1u);
+  EXPECT_EQ(info(h).snd_wnd, 30000u);
+  h.send({.seq = p, .ack = s, .window = 30000, .ts = {{1010u - 5000u, 0}}});  // 5 s old, RTO 1 s
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_paws), 2u);
+  h.expect({.flags = kTcpAck, .ack = p});
+}
+
+}  // namespace
+}  // namespace pno::test

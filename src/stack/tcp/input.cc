@@ -96,9 +96,21 @@ bool TcpLayer::Impl::check_paws(Sock& s, const TcpRepr& seg) {
   // RFC 7323 §5.3 R1: a non-RST segment whose TSval is older than TS.Recent is a duplicate from
   // an earlier incarnation of the sequence space. §5.5: TS.Recent older than 24 days is void.
   if (!t.ts_ok || !seg.opts.has_timestamps || seg.rst()) return true;
-  if (static_cast<std::int32_t>(seg.opts.ts.tsval - t.ts_recent) >= 0) return true;
+  const std::int32_t behind = static_cast<std::int32_t>(t.ts_recent - seg.opts.ts.tsval);
+  // One tick of slack, as Linux (tcp_paws_discard): reordering across a clock tick is no replay.
+  if (behind <= kPawsWindow) return true;
   if (now - t.ts_recent_at > kPawsIdle) return true;
-  return false;
+  // Linux tcp_disordered_ack: a pure duplicate ACK at RCV.NXT that would not update the window,
+  // overtaken by a newer segment and less than an RTO's worth of ticks old, is reordering (for
+  // which RFC 7323 §5.3 gives no reason to drop it: it carries no data to protect). Dropping it
+  // would lose the SACK information and duplicate-ACK count that loss recovery needs.
+  if (!seg.has_ack() || seg.syn() || seg.fin() || !seg.payload.empty()) return false;
+  if (seg.seq != t.rcv.nxt || seg.ack != t.snd.una) return false;
+  const std::uint32_t wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
+  const bool may_update_window = t.snd.wl1 < seg.seq || (t.snd.wl1 == seg.seq && (wnd > t.snd.wnd || wnd == 0));
+  if (may_update_window) return false;
+  const auto rto_ticks = std::chrono::duration_cast<std::chrono::milliseconds>(t.rtt.rto()).count();
+  return behind <= rto_ticks;
 }
 
 bool TcpLayer::Impl::acceptable(const Sock& s, const TcpRepr& seg) const {

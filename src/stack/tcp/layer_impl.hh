@@ -28,6 +28,9 @@ inline constexpr unsigned kMaxQuickAcks = 16;
 inline constexpr Duration kFinWait2Timeout = std::chrono::seconds(60);
 /// RFC 7323 §5.5: ts_recent older than 24 days is invalid.
 inline constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
+/// PAWS slack in the peer's timestamp ticks (Linux TCP_PAWS_WINDOW): segments sent within the same
+/// tick or the next may arrive in either order.
+inline constexpr std::int32_t kPawsWindow = 1;
 /// Out-of-window duplicate ACKs at most this often per connection (Linux tcp_invalid_ratelimit).
 inline constexpr Duration kOowAckInterval = std::chrono::milliseconds(500);
 /// RFC 5961 §7: challenge ACKs per second for the whole stack (Linux tcp_challenge_ack_limit).
