@@ -1,0 +1,340 @@
+// What crosses the host<->engine "PCIe link": the attach messages, the shared region's layout, and
+// the records of its rings. Both ends include this header and nothing else of each other. Every
+// field the host writes is untrusted input for the engine (see dma.hh and README.md).
+//
+// All structures are plain, trivially copyable, fixed-size records with explicit padding; atomics
+// are applied to their fields with std::atomic_ref (host) or DmaChannel word accesses (engine).
+// Indices are free-running 32-bit counters (ring position = index & (entries - 1)); each ring's
+// producer and consumer indices sit on separate cache lines, written by one side each.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace pno::channel::contract {
+
+/// Bumped on every incompatible change of anything in this header.
+inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::uint64_t kRegionMagic = 0x314e414843'4f4e50ULL;  // "PNOCHAN1" (little endian)
+inline constexpr std::uint32_t kAttachMagic = 0x504e4f41;              // "PNOA"
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr char kDefaultSocketPath[] = "/run/pno/engine.sock";
+
+// ------------------------------------------------------------------------------------ attach socket
+// SOCK_SEQPACKET over a path-named Unix socket. The host sends AttachRequest; the engine answers
+// AttachReply with SCM_RIGHTS [region memfd, doorbell eventfd] on success, without fds on refusal.
+// Later the host registers waiters: WaiterRegister + SCM_RIGHTS [eventfd] -> WaiterReply.
+
+enum class AttachStatus : std::uint32_t { ok = 0, version_mismatch = 1, refused = 2, no_resources = 3 };
+
+struct AttachRequest {
+  std::uint32_t magic = kAttachMagic;
+  std::uint32_t abi_version = kAbiVersion;
+  std::uint32_t pid = 0;
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(AttachRequest) == 16);
+
+struct AttachReply {
+  std::uint32_t magic = kAttachMagic;
+  std::uint32_t abi_version = kAbiVersion;  ///< the version the engine speaks
+  AttachStatus status = AttachStatus::ok;
+  std::uint32_t reserved = 0;
+  std::uint64_t region_bytes = 0;
+  char why[160] = {};                       ///< NUL-terminated reason on refusal
+};
+static_assert(sizeof(AttachReply) == 184);
+
+enum class CtlOp : std::uint32_t { register_waiter = 1, unregister_waiter = 2 };
+
+struct WaiterRegister {
+  std::uint32_t magic = kAttachMagic;
+  CtlOp op = CtlOp::register_waiter;
+  std::uint32_t index = 0;  ///< waiter table entry the host claimed
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(WaiterRegister) == 16);
+
+struct WaiterReply {
+  std::uint32_t magic = kAttachMagic;
+  std::int32_t err = 0;  ///< errno value, 0 on success
+};
+static_assert(sizeof(WaiterReply) == 8);
+
+// ------------------------------------------------------------------------------------- the region
+//
+//   offset 0        RegionHeader (4 KiB): engine-written description + host locks/flags
+//   cmd_off         command ring      (host -> engine)  RingIndices + Command[cmd_entries]
+//   cpl_off         completion ring   (engine -> host)  RingIndices + Completion[cpl_entries]
+//   kick_off        kick ring         (host -> engine)  RingIndices + u32 slot index[kick_entries]
+//   changed_off     changed ring      (engine -> host)  RingIndices + u32 HostSocket[changed_entries]
+//   waiters_off     WaiterEntry[max_waiters]           (host-written arm words)
+//   replies_off     ReplySlot[kReplySlots]             (host only: completions sorted by tag)
+//   slots_off       SocketSlot[max_sockets]
+//   data_off        per socket i: send ring at data_off + i*2*R, receive ring right after (R bytes)
+
+/// One ring's indices: consumer (head) and producer (tail) on their own cache lines.
+struct alignas(kCacheLine) RingIndices {
+  std::uint32_t head = 0;  ///< next entry the consumer reads; written by the consumer only
+  std::uint8_t pad0[kCacheLine - 4] = {};
+  std::uint32_t tail = 0;  ///< next entry the producer writes; written by the producer only
+  std::uint8_t pad1[kCacheLine - 4] = {};
+};
+static_assert(sizeof(RingIndices) == 2 * kCacheLine);
+static_assert(offsetof(RingIndices, tail) == kCacheLine);
+
+/// A host-side spin lock word (0 free, else the holder's pid). One per cache line.
+struct alignas(kCacheLine) LockWord {
+  std::uint32_t owner = 0;
+  std::uint8_t pad[kCacheLine - 4] = {};
+};
+static_assert(sizeof(LockWord) == kCacheLine);
+
+struct AddrRecord {
+  std::uint32_t addr = 0;  ///< host byte order
+  std::uint8_t prefix_len = 0;
+  std::uint8_t pad[3] = {};
+};
+
+struct alignas(kCacheLine) RegionHeader {
+  // line 0-2: written by the engine before the region is handed over, read-only afterwards.
+  std::uint64_t magic = kRegionMagic;
+  std::uint32_t abi_version = kAbiVersion;
+  std::uint32_t reserved0 = 0;
+  std::uint64_t region_bytes = 0;
+  std::uint32_t max_sockets = 0;
+  std::uint32_t stream_ring_bytes = 0;
+  std::uint32_t max_waiters = 0;
+  std::uint32_t cmd_entries = 0;
+  std::uint32_t cpl_entries = 0;
+  std::uint32_t kick_entries = 0;
+  std::uint32_t changed_entries = 0;
+  std::uint32_t n_addrs = 0;
+  std::uint64_t cmd_off = 0, cpl_off = 0, kick_off = 0, changed_off = 0;
+  std::uint64_t waiters_off = 0, replies_off = 0, slots_off = 0, data_off = 0;
+  AddrRecord addrs[8] = {};
+
+  // Engine-written, live.
+  alignas(kCacheLine) std::uint32_t engine_sleeping = 0;  ///< 1: ring the doorbell after producing
+  std::uint32_t changed_overflow = 0;   ///< bumped when the changed ring was full (host rescans)
+
+  // Host-written, live.
+  alignas(kCacheLine) std::uint32_t armed_waiters = 0;  ///< waiters armed right now (engine hint)
+  std::uint32_t waiter_hwm = 0;         ///< 1 + highest waiter index ever claimed
+  std::uint32_t changed_overflow_seen = 0;
+  std::uint32_t reply_alloc = 0;        ///< host-only: next reply tag to try
+
+  // Host-only spin locks that serialise the host's producers/consumers (threads and processes).
+  LockWord cmd_lock, cpl_lock, kick_lock, changed_lock, ctl_lock;
+};
+static_assert(std::is_trivially_copyable_v<RegionHeader>);
+static_assert(offsetof(RegionHeader, engine_sleeping) == 3 * kCacheLine);
+static_assert(offsetof(RegionHeader, armed_waiters) == 4 * kCacheLine);
+static_assert(offsetof(RegionHeader, cmd_lock) == 5 * kCacheLine);
+static_assert(sizeof(RegionHeader) <= 4096);
+inline constexpr std::size_t kHeaderBytes = 4096;
+
+// ------------------------------------------------------------------------------- commands/results
+
+enum class Op : std::uint16_t {
+  nop = 0,
+  socket = 1,
+  bind = 2,
+  listen = 3,
+  connect = 4,
+  shutdown = 5,
+  close = 6,
+  setsockopt = 7,
+  getsockopt = 8,
+  local_endpoint = 9,
+  peer_endpoint = 10,
+  info = 11,
+  take_error = 12,
+};
+
+/// host -> engine. `sock` is a HostSocket handle (index + 1 in the low 16 bits, generation above).
+struct Command {
+  Op op = Op::nop;
+  std::uint16_t tag = 0;   ///< echoed in the completion: the host's reply slot
+  std::uint32_t sock = 0;
+  std::uint32_t addr = 0;  ///< bind/connect: IPv4 host order
+  std::uint16_t port = 0;
+  std::uint16_t how = 0;   ///< shutdown: ShutdownHow; setsockopt/getsockopt: SockOpt
+  std::int32_t value = 0;  ///< listen: backlog; setsockopt: value
+  std::uint8_t pad[44] = {};
+};
+static_assert(sizeof(Command) == 64);
+static_assert(std::is_trivially_copyable_v<Command>);
+
+/// engine -> host. `value`: socket handle, option value or endpoint (addr << 16 | port);
+/// `payload` carries TcpInfo for Op::info.
+struct Completion {
+  std::uint16_t tag = 0;
+  Op op = Op::nop;
+  std::int32_t err = 0;    ///< errno value, 0 on success
+  std::int64_t value = 0;
+  std::uint8_t payload[112] = {};
+};
+static_assert(sizeof(Completion) == 128);
+static_assert(std::is_trivially_copyable_v<Completion>);
+
+/// Host-only: a blocked control call's mailbox. Whoever drains the completion ring files each
+/// completion into the slot its tag names.
+inline constexpr std::uint32_t kReplySlots = 256;
+struct alignas(kCacheLine) ReplySlot {
+  std::uint32_t state = 0;  ///< 0 free, 1 waiting, 2 answered
+  std::uint32_t pad0 = 0;
+  Completion cpl;
+};
+static_assert(sizeof(ReplySlot) == 192);
+
+// ----------------------------------------------------------------------------------- waiter table
+
+struct alignas(kCacheLine) WaiterEntry {
+  std::uint32_t in_use = 0;  ///< host: claimed by a thread (registered with the engine)
+  std::uint32_t armed = 0;   ///< host: 0 idle, else an arm generation the engine wakes once
+  std::uint8_t pad[kCacheLine - 8] = {};
+};
+static_assert(sizeof(WaiterEntry) == kCacheLine);
+
+// ------------------------------------------------------------------------------------ socket slots
+
+enum class SlotState : std::uint32_t { free = 0, open = 1, listening = 2, connecting = 3, connected = 4, closed = 5 };
+
+/// Engine-published socket flags (SocketSlot::flags).
+enum SlotFlag : std::uint32_t {
+  kFlagSendable = 1u << 0,   ///< established and not shut for writing: send ring bytes will go out
+  kFlagRxEof = 1u << 1,      ///< every byte before the peer's FIN is in the receive ring
+  kFlagError = 1u << 2,      ///< `err` holds a pending asynchronous error
+  kFlagSendClosed = 1u << 3, ///< send side gone (shutdown or connection over): send() gives EPIPE
+  kFlagWasConnected = 1u << 4,
+  kFlagRxBlocked = 1u << 5,  ///< the engine holds more received bytes than the ring had room for
+};
+
+inline constexpr std::uint32_t kAcceptQueue = 32;
+
+struct AcceptEntry {
+  std::uint32_t sock = 0;  ///< HostSocket of the accepted connection
+  std::uint32_t addr = 0;  ///< peer
+  std::uint16_t port = 0;
+  std::uint16_t pad = 0;
+  std::uint32_t pad2 = 0;
+};
+static_assert(sizeof(AcceptEntry) == 16);
+
+struct alignas(kCacheLine) SocketSlot {
+  // line 0: engine-written state.
+  std::uint32_t gen = 0;        ///< generation of the handle owning the slot now
+  SlotState state = SlotState::free;
+  std::uint32_t tcp_ready = 0;  ///< the TCP layer's readiness (Ready bits)
+  std::uint32_t event_seq = 0;
+  std::uint32_t flags = 0;      ///< SlotFlag
+  std::int32_t err = 0;         ///< pending error (errno) when kFlagError
+  std::uint8_t pad0[kCacheLine - 24] = {};
+  // line 1: engine-written indices.
+  std::uint32_t snd_head = 0;   ///< send ring: bytes the engine took
+  std::uint32_t rcv_tail = 0;   ///< receive ring: bytes the engine wrote
+  std::uint32_t acc_tail = 0;   ///< accept queue: connections the engine queued
+  std::uint32_t kick_done = 0;  ///< last kick_req the engine has seen
+  std::uint8_t pad1[kCacheLine - 16] = {};
+  // line 2: host-written (untrusted for the engine).
+  std::uint32_t snd_tail = 0;
+  std::uint32_t rcv_head = 0;
+  std::uint32_t acc_head = 0;
+  std::uint32_t kick_req = 0;
+  std::uint32_t refs = 0;       ///< descriptors referring to the socket (host bookkeeping)
+  std::uint32_t more = 0;       ///< the last send() asked for MSG_MORE
+  std::uint32_t err_taken = 0;  ///< host reported the pending error once
+  std::uint32_t host_shut_wr = 0;
+  std::uint8_t pad2[kCacheLine - 32] = {};
+  // line 3: host-only locks.
+  LockWord send_lock;
+  LockWord recv_lock;
+  // lines 5-12: accept queue (engine writes entries, host reads).
+  AcceptEntry accq[kAcceptQueue];
+};
+static_assert(offsetof(SocketSlot, snd_head) == kCacheLine);
+static_assert(offsetof(SocketSlot, snd_tail) == 2 * kCacheLine);
+static_assert(offsetof(SocketSlot, send_lock) == 3 * kCacheLine);
+static_assert(offsetof(SocketSlot, accq) == 5 * kCacheLine);
+static_assert(sizeof(SocketSlot) == 13 * kCacheLine);
+static_assert(std::is_trivially_copyable_v<SocketSlot>);
+
+/// The host-written line of a slot, as the engine reads it in one transfer.
+struct SlotHostLine {
+  std::uint32_t snd_tail, rcv_head, acc_head, kick_req, refs, more, err_taken, host_shut_wr;
+};
+static_assert(sizeof(SlotHostLine) == 32);
+
+// ----------------------------------------------------------------------------------- handles
+
+inline constexpr std::uint32_t kMaxSockets = 0xffff;
+inline constexpr std::uint32_t handle_make(std::uint32_t index, std::uint32_t gen) {
+  return ((gen & 0xffff) << 16) | ((index + 1) & 0xffff);
+}
+inline constexpr std::uint32_t handle_index(std::uint32_t h) { return (h & 0xffff) - 1; }
+inline constexpr std::uint32_t handle_gen(std::uint32_t h) { return h >> 16; }
+
+// ----------------------------------------------------------------------------------- geometry
+
+struct Geometry {
+  std::uint32_t max_sockets = 1024;
+  std::uint32_t stream_ring_bytes = 256 * 1024;  ///< power of two
+  std::uint32_t max_waiters = 256;
+  std::uint32_t cmd_entries = 256;
+  std::uint32_t cpl_entries = 256;
+  std::uint32_t changed_entries = 4096;
+};
+
+inline constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+inline constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+/// Fills the layout fields of `h` from `g`; false when `g` is unusable.
+inline bool layout(const Geometry& g, RegionHeader& h) {
+  if (g.max_sockets == 0 || g.max_sockets > kMaxSockets - 1 || !is_pow2(g.stream_ring_bytes) ||
+      g.stream_ring_bytes < 4096 || !is_pow2(g.cmd_entries) || !is_pow2(g.cpl_entries) ||
+      !is_pow2(g.changed_entries) || g.max_waiters == 0 || g.max_waiters > 4096) {
+    return false;
+  }
+  std::uint32_t kick = 1;
+  while (kick < g.max_sockets * 2) kick <<= 1;
+  h.max_sockets = g.max_sockets;
+  h.stream_ring_bytes = g.stream_ring_bytes;
+  h.max_waiters = g.max_waiters;
+  h.cmd_entries = g.cmd_entries;
+  h.cpl_entries = g.cpl_entries;
+  h.kick_entries = kick;
+  h.changed_entries = g.changed_entries;
+  std::uint64_t off = kHeaderBytes;
+  h.cmd_off = off;
+  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.cmd_entries} * sizeof(Command), kCacheLine);
+  h.cpl_off = off;
+  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.cpl_entries} * sizeof(Completion), kCacheLine);
+  h.kick_off = off;
+  off = align_up(off + sizeof(RingIndices) + std::uint64_t{kick} * 4, kCacheLine);
+  h.changed_off = off;
+  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.changed_entries} * 4, kCacheLine);
+  h.waiters_off = off;
+  off = align_up(off + std::uint64_t{g.max_waiters} * sizeof(WaiterEntry), kCacheLine);
+  h.replies_off = off;
+  off = align_up(off + std::uint64_t{kReplySlots} * sizeof(ReplySlot), kCacheLine);
+  h.slots_off = off;
+  off = align_up(off + std::uint64_t{g.max_sockets} * sizeof(SocketSlot), 4096);
+  h.data_off = off;
+  off += std::uint64_t{g.max_sockets} * 2 * g.stream_ring_bytes;
+  h.region_bytes = off;
+  return true;
+}
+
+inline constexpr std::uint64_t slot_off(const RegionHeader& h, std::uint32_t i) {
+  return h.slots_off + std::uint64_t{i} * sizeof(SocketSlot);
+}
+inline constexpr std::uint64_t send_ring_off(const RegionHeader& h, std::uint32_t i) {
+  return h.data_off + std::uint64_t{i} * 2 * h.stream_ring_bytes;
+}
+inline constexpr std::uint64_t recv_ring_off(const RegionHeader& h, std::uint32_t i) {
+  return send_ring_off(h, i) + h.stream_ring_bytes;
+}
+
+}  // namespace pno::channel::contract

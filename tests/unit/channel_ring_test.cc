@@ -1,0 +1,217 @@
+// The channel's shared-memory rings and the contract's layout: SPSC rings hammered by two threads
+// and by two processes across many wraparounds, the DMA-side ring ends, and the static layout.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "channel/contract.hh"
+#include "channel/dma.hh"
+#include "channel/spsc.hh"
+
+using namespace pno;
+using namespace pno::channel;
+namespace c = pno::channel::contract;
+
+namespace {
+
+/// A ring of `n` u64 entries in a MAP_SHARED anonymous mapping (shared across fork).
+struct SharedRing {
+  explicit SharedRing(std::uint32_t n) : n(n) {
+    bytes = sizeof(c::RingIndices) + n * sizeof(std::uint64_t);
+    mem = static_cast<std::byte*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  }
+  ~SharedRing() { munmap(mem, bytes); }
+  SpscRing<std::uint64_t> ring() {
+    return {reinterpret_cast<c::RingIndices*>(mem), reinterpret_cast<std::uint64_t*>(mem + sizeof(c::RingIndices)), n};
+  }
+  std::uint32_t n;
+  std::size_t bytes;
+  std::byte* mem;
+};
+
+constexpr std::uint64_t kItems = 1'000'000;
+
+void produce(SpscRing<std::uint64_t> r) {
+  std::uint64_t next = 0;
+  std::vector<std::uint64_t> batch;
+  while (next < kItems) {
+    batch.clear();
+    const std::uint64_t k = 1 + next % 13;  // varying batch sizes straddle the wrap point
+    for (std::uint64_t j = 0; j < k && next + j < kItems; ++j) batch.push_back(next + j);
+    const std::size_t n = r.push(batch);
+    next += n;
+    if (n == 0) std::this_thread::yield();
+  }
+}
+
+/// Returns the number of out-of-order items seen (0 when correct).
+std::uint64_t consume(SpscRing<std::uint64_t> r) {
+  std::uint64_t expect = 0, bad = 0;
+  std::uint64_t buf[17];
+  while (expect < kItems) {
+    const std::size_t n = r.pop(buf);
+    for (std::size_t j = 0; j < n; ++j) bad += buf[j] != expect++ ? 1 : 0;
+    if (n == 0) std::this_thread::yield();
+  }
+  return bad;
+}
+
+}  // namespace
+
+TEST(ChannelRing, TwoThreadsHammerSpscAcrossWraparound) {
+  SharedRing sr(64);
+  std::thread p([&] { produce(sr.ring()); });
+  const std::uint64_t bad = consume(sr.ring());
+  p.join();
+  EXPECT_EQ(bad, 0u);
+  EXPECT_EQ(sr.ring().size(), 0u);
+}
+
+TEST(ChannelRing, TwoProcessesHammerSpscAcrossWraparound) {
+  SharedRing sr(32);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    produce(sr.ring());
+    _exit(0);
+  }
+  const std::uint64_t bad = consume(sr.ring());
+  int st = 0;
+  waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_EQ(bad, 0u);
+}
+
+TEST(ChannelRing, FreeRunningIndicesWrapAt32Bits) {
+  SharedRing sr(8);
+  auto* idx = reinterpret_cast<c::RingIndices*>(sr.mem);
+  idx->head = idx->tail = 0xfffffffcu;  // four entries before the u32 wrap
+  auto r = sr.ring();
+  for (std::uint64_t round = 0; round < 10; ++round) {
+    const std::uint64_t in[5] = {round, round + 1, round + 2, round + 3, round + 4};
+    ASSERT_EQ(r.push(in), 5u);
+    std::uint64_t out[8];
+    ASSERT_EQ(r.pop(out), 5u);
+    for (int j = 0; j < 5; ++j) EXPECT_EQ(out[j], in[j]);
+  }
+  EXPECT_LT(idx->tail, 0xfffffffcu);  // it did wrap
+}
+
+TEST(ChannelRing, FullRingRefusesAndEmptyRingGivesNothing) {
+  SharedRing sr(4);
+  auto r = sr.ring();
+  const std::uint64_t in[6] = {1, 2, 3, 4, 5, 6};
+  EXPECT_EQ(r.push(in), 4u);
+  EXPECT_EQ(r.push(in), 0u);
+  std::uint64_t out[6];
+  EXPECT_EQ(r.pop(out), 4u);
+  EXPECT_EQ(r.pop(out), 0u);
+}
+
+TEST(ChannelRing, DmaConsumerAndProducerInteroperateWithHostRing) {
+  SharedRing sr(16);
+  MemcpyDma dma(sr.mem, sr.bytes);
+  DmaRingConsumer<std::uint64_t> cons(&dma, 0, 16);
+  auto host = sr.ring();
+  std::uint64_t next = 0, got_next = 0;
+  for (int round = 0; round < 1000; ++round) {
+    std::uint64_t in[7];
+    for (auto& v : in) v = next++;
+    const std::size_t want = 1 + round % 7;
+    const std::size_t pushed = host.push(std::span(in).first(want));
+    next -= 7 - pushed;
+    std::uint64_t out[5];
+    std::size_t got = 0;
+    do {
+      ASSERT_TRUE(cons.pop(out, got));
+      for (std::size_t j = 0; j < got; ++j) ASSERT_EQ(out[j], got_next++);
+    } while (got > 0);
+  }
+  EXPECT_EQ(got_next, next);
+  EXPECT_GT(dma.stats().read_ops, 0u);
+  EXPECT_GT(dma.stats().read_bytes, next * 8 - 1);
+
+  // The other direction: the engine produces, the host consumes.
+  SharedRing sr2(16);
+  MemcpyDma dma2(sr2.mem, sr2.bytes);
+  DmaRingProducer<std::uint64_t> prod(&dma2, 0, 16);
+  auto host2 = sr2.ring();
+  std::uint64_t p = 0, q = 0;
+  for (int round = 0; round < 1000; ++round) {
+    std::uint64_t in[9];
+    for (auto& v : in) v = p++;
+    const std::size_t pushed = prod.push(std::span(in).first(1 + round % 9));
+    p -= 9 - pushed;
+    std::uint64_t out[4];
+    for (std::size_t n; (n = host2.pop(out)) > 0;) {
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(out[j], q++);
+    }
+  }
+  EXPECT_EQ(p, q);
+  EXPECT_GT(dma2.stats().write_bytes, p * 8 - 1);
+}
+
+TEST(ChannelRing, DmaConsumerRejectsImpossibleHostTail) {
+  SharedRing sr(16);
+  MemcpyDma dma(sr.mem, sr.bytes);
+  DmaRingConsumer<std::uint64_t> cons(&dma, 0, 16);
+  reinterpret_cast<c::RingIndices*>(sr.mem)->tail = 17;  // more than the ring holds
+  std::uint64_t out[4];
+  std::size_t got = 99;
+  EXPECT_FALSE(cons.pop(out, got));
+  EXPECT_EQ(got, 0u);
+}
+
+TEST(ChannelDma, OutOfRegionTransfersAreRefusedAndCounted) {
+  std::vector<std::byte> region(4096);
+  MemcpyDma dma(region.data(), region.size());
+  std::byte buf[64];
+  EXPECT_TRUE(dma.read(4096 - 64, buf));
+  EXPECT_FALSE(dma.read(4096 - 63, buf));
+  EXPECT_FALSE(dma.write(~std::uint64_t{0} - 10, buf));  // offset + length overflows
+  std::uint32_t w = 0;
+  EXPECT_FALSE(dma.read_u32(4096, w));
+  EXPECT_FALSE(dma.read_u32(2, w));  // misaligned index word
+  EXPECT_FALSE(dma.write_u32(4094, 1));
+  EXPECT_EQ(dma.stats().out_of_bounds, 5u);
+  EXPECT_EQ(dma.stats().read_ops, 1u);
+  EXPECT_EQ(dma.stats().read_bytes, 64u);
+}
+
+TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
+  static_assert(c::kAbiVersion == 1);
+  static_assert(sizeof(c::RingIndices) == 128);
+  static_assert(offsetof(c::RingIndices, tail) - offsetof(c::RingIndices, head) >= c::kCacheLine);
+  static_assert(sizeof(c::Command) == 64 && sizeof(c::Completion) == 128);
+  static_assert(alignof(c::SocketSlot) == c::kCacheLine);
+  // Engine-written and host-written parts of a slot never share a cache line.
+  static_assert(offsetof(c::SocketSlot, snd_head) / c::kCacheLine != offsetof(c::SocketSlot, snd_tail) / c::kCacheLine);
+  static_assert(offsetof(c::SocketSlot, rcv_tail) / c::kCacheLine != offsetof(c::SocketSlot, rcv_head) / c::kCacheLine);
+  static_assert(offsetof(c::RegionHeader, engine_sleeping) / c::kCacheLine !=
+                offsetof(c::RegionHeader, armed_waiters) / c::kCacheLine);
+  c::RegionHeader h;
+  ASSERT_TRUE(c::layout(c::Geometry{}, h));
+  const std::uint64_t offs[] = {h.cmd_off, h.cpl_off, h.kick_off, h.changed_off, h.waiters_off, h.replies_off,
+                                h.slots_off, h.data_off};
+  std::uint64_t prev = 0;
+  for (auto o : offs) {
+    EXPECT_EQ(o % c::kCacheLine, 0u);
+    EXPECT_GT(o, prev);
+    prev = o;
+  }
+  EXPECT_EQ(h.data_off % 4096, 0u);
+  EXPECT_EQ(h.region_bytes, h.data_off + std::uint64_t{h.max_sockets} * 2 * h.stream_ring_bytes);
+  EXPECT_GE(h.kick_entries, 2 * h.max_sockets);
+  EXPECT_EQ(c::send_ring_off(h, 1) - c::send_ring_off(h, 0), 2u * h.stream_ring_bytes);
+  c::Geometry bad;
+  bad.stream_ring_bytes = 3000;  // not a power of two
+  EXPECT_FALSE(c::layout(bad, h));
+  // Handles: index + generation, never 0.
+  EXPECT_NE(c::handle_make(0, 0), 0u);
+  EXPECT_EQ(c::handle_index(c::handle_make(77, 5)), 77u);
+  EXPECT_EQ(c::handle_gen(c::handle_make(77, 5)), 5u);
+}
