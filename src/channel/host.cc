@@ -1,0 +1,922 @@
+// The host end of the channel (see host.hh, contract.hh and README.md).
+#include "channel/host.hh"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "channel/contract.hh"
+#include "channel/spsc.hh"
+
+namespace pno::channel {
+
+namespace c = contract;
+
+namespace {
+
+template <typename T>
+std::atomic_ref<T> at(T& w) {
+  return std::atomic_ref<T>(w);
+}
+
+void say(std::span<char> why, const char* fmt, const char* a = "", long b = 0, long d = 0) {
+  if (why.empty()) return;
+  std::snprintf(why.data(), why.size(), fmt, a, b, d);
+}
+
+/// Moves `fd` to a high descriptor number, close-on-exec, so the application's fd numbering is
+/// unaffected and dup2(x, small) never hits it. Returns the new fd (or the old one on failure).
+int move_high(int fd) {
+  rlimit rl{};
+  long top = 1024;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) top = static_cast<long>(rl.rlim_cur);
+  top = std::min<long>(top, 1 << 20);
+  const long min = std::max<long>(top - 64, 3);
+  const int nfd = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(min));
+  if (nfd < 0) {
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+  }
+  ::close(fd);
+  return nfd;
+}
+
+/// A spin lock on a region word shared by threads and processes. The word holds the holder's pid:
+/// a holder killed inside the critical section (kill -9) is detected and its lock taken over.
+class RegionLock {
+ public:
+  RegionLock(std::uint32_t& word, std::uint32_t pid) : w_(word) {
+    std::uint32_t spins = 0;
+    for (;;) {
+      std::uint32_t expect = 0;
+      if (at(w_).compare_exchange_weak(expect, pid, std::memory_order_acquire, std::memory_order_relaxed)) return;
+      if (++spins < 64) continue;
+      sched_yield();
+      if (spins % 4096 == 0 && expect != 0 && expect != pid && ::kill(static_cast<pid_t>(expect), 0) != 0 &&
+          errno == ESRCH) {
+        at(w_).compare_exchange_strong(expect, 0, std::memory_order_relaxed);
+      }
+    }
+  }
+  ~RegionLock() { at(w_).store(0, std::memory_order_release); }
+  RegionLock(const RegionLock&) = delete;
+  RegionLock& operator=(const RegionLock&) = delete;
+
+ private:
+  std::uint32_t& w_;
+};
+
+/// A process-local spin lock (the waiter list).
+class LocalLock {
+ public:
+  explicit LocalLock(std::atomic<bool>& f) : f_(f) {
+    while (f_.exchange(true, std::memory_order_acquire)) sched_yield();
+  }
+  ~LocalLock() { f_.store(false, std::memory_order_release); }
+  LocalLock(const LocalLock&) = delete;
+  LocalLock& operator=(const LocalLock&) = delete;
+
+ private:
+  std::atomic<bool>& f_;
+};
+
+std::size_t iov_total(std::span<const iovec> iov) {
+  std::size_t n = 0;
+  for (const auto& v : iov) n += v.iov_len;
+  return n;
+}
+
+}  // namespace
+
+bool EngineInfo::is_local(Ipv4Addr a) const {
+  for (std::uint8_t i = 0; i < n_addrs && i < addrs.size(); ++i) {
+    if (addrs[i].addr == a) return true;
+  }
+  return false;
+}
+
+bool EngineInfo::routes(Ipv4Addr a) const {
+  for (std::uint8_t i = 0; i < n_addrs && i < addrs.size(); ++i) {
+    if (addrs[i].contains(a)) return true;
+  }
+  return false;
+}
+
+struct HostChannel::Impl {
+  int conn_fd = -1;
+  int doorbell_fd = -1;
+  std::byte* base = nullptr;
+  std::size_t bytes = 0;
+  c::RegionHeader* hdr = nullptr;
+  c::RegionHeader geo{};  ///< our own copy of the layout, read once at attach (the engine wrote it)
+  EngineInfo info;
+  std::atomic<bool> dead{false};
+  std::uint32_t pid = 0;
+  std::atomic<std::uint32_t> fork_gen{0};
+  std::atomic<std::uint32_t> arm_gen{0};
+  std::atomic<bool> waiters_lock{false};
+  std::vector<std::unique_ptr<Waiter>> waiters;
+
+  ~Impl() {
+    for (auto& w : waiters) {
+      if (w && w->fd_ >= 0) ::close(w->fd_);
+    }
+    if (base != nullptr) munmap(base, bytes);
+    if (conn_fd >= 0) ::close(conn_fd);
+    if (doorbell_fd >= 0) ::close(doorbell_fd);
+  }
+
+  // --- region accessors (offsets from our copy of the layout, bounds known at attach)
+  c::SocketSlot& slot(std::uint32_t i) const { return *reinterpret_cast<c::SocketSlot*>(base + c::slot_off(geo, i)); }
+  std::byte* send_ring(std::uint32_t i) const { return base + c::send_ring_off(geo, i); }
+  std::byte* recv_ring(std::uint32_t i) const { return base + c::recv_ring_off(geo, i); }
+  c::WaiterEntry& waiter(std::uint32_t i) const {
+    return reinterpret_cast<c::WaiterEntry*>(base + geo.waiters_off)[i];
+  }
+  c::ReplySlot& reply(std::uint32_t i) const { return reinterpret_cast<c::ReplySlot*>(base + geo.replies_off)[i]; }
+  template <typename T>
+  SpscRing<T> ring(std::uint64_t off, std::uint32_t n) const {
+    return SpscRing<T>(reinterpret_cast<c::RingIndices*>(base + off),
+                       reinterpret_cast<T*>(base + off + sizeof(c::RingIndices)), n);
+  }
+
+  /// The slot of a live handle, or nullptr (stale or out-of-range handle).
+  c::SocketSlot* lookup(HostSocket s) const {
+    const std::uint32_t i = c::handle_index(s);
+    if (s == kNoSocket || i >= geo.max_sockets) return nullptr;
+    c::SocketSlot& sl = slot(i);
+    if ((at(sl.gen).load(std::memory_order_acquire) & 0xffff) != c::handle_gen(s)) return nullptr;
+    if (at(sl.state).load(std::memory_order_acquire) == c::SlotState::free) return nullptr;
+    return &sl;
+  }
+
+  bool check_alive() {
+    if (dead.load(std::memory_order_relaxed)) return false;
+    pollfd p{conn_fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0) {
+      // The engine never sends unsolicited messages: readable means end of stream.
+      char b;
+      const ssize_t r = ::recv(conn_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (r <= 0 && !(r < 0 && errno == EAGAIN)) dead.store(true);
+    }
+    return !dead.load(std::memory_order_relaxed);
+  }
+
+  /// After producing into a ring: ring the doorbell if the engine sleeps (Dekker: our index store,
+  /// full fence, then its flag; the engine stores its flag, fences, then re-reads our indices).
+  void notify() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (at(hdr->engine_sleeping).load(std::memory_order_relaxed) != 0) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t r = ::write(doorbell_fd, &one, sizeof(one));
+    }
+  }
+
+  /// Tells the engine socket `i` has host-side work, unless a kick for it is still outstanding (the
+  /// engine stores kick_done before it reads the socket's host line, so an outstanding kick will see
+  /// everything we published before this call).
+  void kick(std::uint32_t i) {
+    c::SocketSlot& sl = slot(i);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (at(sl.kick_req).load(std::memory_order_relaxed) != at(sl.kick_done).load(std::memory_order_acquire)) return;
+    {
+      RegionLock lk(hdr->kick_lock.owner, pid);
+      const std::uint32_t req = at(sl.kick_req).load(std::memory_order_relaxed);
+      if (req != at(sl.kick_done).load(std::memory_order_acquire)) return;
+      at(sl.kick_req).store(req + 1, std::memory_order_relaxed);
+      const std::uint32_t idx = i;
+      ring<std::uint32_t>(geo.kick_off, geo.kick_entries).push(std::span(&idx, 1));
+    }
+    notify();
+  }
+
+  /// Files completions into their reply slots (whoever holds the lock does it for everyone).
+  void drain_completions() {
+    c::RegionHeader& h = *hdr;
+    std::uint32_t expect = 0;
+    if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) return;
+    auto r = ring<c::Completion>(geo.cpl_off, geo.cpl_entries);
+    c::Completion batch[8];
+    for (;;) {
+      const std::size_t n = r.pop(batch);
+      for (std::size_t k = 0; k < n; ++k) {
+        if (batch[k].tag >= c::kReplySlots) continue;
+        c::ReplySlot& rs = reply(batch[k].tag);
+        if (at(rs.state).load(std::memory_order_acquire) != 1) continue;
+        rs.cpl = batch[k];
+        at(rs.state).store(2, std::memory_order_release);
+      }
+      if (n < std::size(batch)) break;
+    }
+    at(h.cpl_lock.owner).store(0, std::memory_order_release);
+  }
+
+  Waiter* thread_waiter();
+
+  Result<Endpoint> endpoint_call(HostSocket s, c::Op op) {
+    if (lookup(s) == nullptr) return Errc::badf;
+    c::Command cmd;
+    cmd.op = op;
+    cmd.sock = s;
+    c::Completion cp;
+    if (!call(cmd, cp)) return op == c::Op::peer_endpoint ? Errc::not_conn : Errc::conn_reset;
+    if (cp.err != 0) return static_cast<Errc>(cp.err);
+    const auto v = static_cast<std::uint64_t>(cp.value);
+    return Endpoint{Ipv4Addr{static_cast<std::uint32_t>(v >> 16)}, static_cast<std::uint16_t>(v & 0xffff)};
+  }
+
+  /// One control call: command out, block until its completion (or the engine dies).
+  bool call(c::Command cmd, c::Completion& out);
+};
+
+namespace {
+struct ThreadWaiter {
+  const void* owner = nullptr;  ///< the HostChannel::Impl the waiter belongs to
+  std::uint32_t fork_gen = 0;
+  Waiter* w = nullptr;
+};
+thread_local ThreadWaiter t_waiter;
+}  // namespace
+
+bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
+  if (dead.load(std::memory_order_relaxed)) return false;
+  // A reply slot: its index is the tag.
+  std::uint32_t tag = c::kReplySlots;
+  for (std::uint32_t tries = 0; tag == c::kReplySlots; ++tries) {
+    const std::uint32_t start = at(hdr->reply_alloc).fetch_add(1, std::memory_order_relaxed);
+    for (std::uint32_t k = 0; k < c::kReplySlots; ++k) {
+      const std::uint32_t t = (start + k) % c::kReplySlots;
+      std::uint32_t expect = 0;
+      if (at(reply(t).state).compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) {
+        tag = t;
+        break;
+      }
+    }
+    if (tag == c::kReplySlots) sched_yield();
+  }
+  cmd.tag = static_cast<std::uint16_t>(tag);
+  for (;;) {
+    std::size_t pushed = 0;
+    {
+      RegionLock lk(hdr->cmd_lock.owner, pid);
+      pushed = ring<c::Command>(geo.cmd_off, geo.cmd_entries).push(std::span(&cmd, 1));
+    }
+    notify();
+    if (pushed == 1) break;
+    if (!check_alive()) {
+      at(reply(tag).state).store(0, std::memory_order_release);
+      return false;
+    }
+    sched_yield();
+  }
+  c::ReplySlot& rs = reply(tag);
+  Waiter* w = nullptr;
+  for (std::uint32_t spins = 0;; ++spins) {
+    drain_completions();
+    if (at(rs.state).load(std::memory_order_acquire) == 2) break;
+    if (spins < 200) continue;
+    if (spins < 400) {
+      sched_yield();
+      continue;
+    }
+    // Sleep until the engine makes progress (it wakes armed waiters after posting completions).
+    if (w == nullptr) w = thread_waiter();
+    if (w != nullptr) {
+      const std::uint32_t gen = arm_gen.fetch_add(1, std::memory_order_relaxed) + 1;
+      at(waiter(w->index_).armed).store(gen | 1, std::memory_order_seq_cst);
+      at(hdr->armed_waiters).fetch_add(1, std::memory_order_seq_cst);
+      drain_completions();
+      if (at(rs.state).load(std::memory_order_acquire) != 2) {
+        pollfd p[2] = {{w->fd_, POLLIN, 0}, {conn_fd, POLLIN, 0}};
+        ::poll(p, 2, 100);
+      }
+      at(waiter(w->index_).armed).store(0, std::memory_order_relaxed);
+      at(hdr->armed_waiters).fetch_sub(1, std::memory_order_relaxed);
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t r = ::read(w->fd_, &v, sizeof(v));
+    } else {
+      pollfd p{conn_fd, POLLIN, 0};
+      ::poll(&p, 1, 1);
+    }
+    if (!check_alive()) {
+      // Leave the slot "waiting": a late completion for it is dropped by the state check.
+      return false;
+    }
+  }
+  out = rs.cpl;
+  at(rs.state).store(0, std::memory_order_release);
+  return true;
+}
+
+Waiter* HostChannel::Impl::thread_waiter() {
+  const std::uint32_t fg = fork_gen.load(std::memory_order_acquire);
+  if (t_waiter.owner == this && t_waiter.fork_gen == fg && t_waiter.w != nullptr) return t_waiter.w;
+  if (dead.load(std::memory_order_relaxed)) return nullptr;
+  // Claim a table entry.
+  std::uint32_t idx = geo.max_waiters;
+  for (std::uint32_t i = 0; i < geo.max_waiters; ++i) {
+    std::uint32_t expect = 0;
+    if (at(waiter(i).in_use).compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) {
+      idx = i;
+      break;
+    }
+  }
+  if (idx == geo.max_waiters) return nullptr;
+  std::uint32_t hwm = at(hdr->waiter_hwm).load(std::memory_order_relaxed);
+  while (hwm < idx + 1 && !at(hdr->waiter_hwm).compare_exchange_weak(hwm, idx + 1, std::memory_order_relaxed)) {
+  }
+  at(waiter(idx).armed).store(0, std::memory_order_relaxed);
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) {
+    at(waiter(idx).in_use).store(0, std::memory_order_release);
+    return nullptr;
+  }
+  efd = move_high(efd);
+  // Register the eventfd with the engine over the attach connection (shared by the family: the
+  // ctl lock keeps request and reply of one thread together).
+  bool ok = false;
+  {
+    RegionLock lk(hdr->ctl_lock.owner, pid);
+    c::WaiterRegister req;
+    req.index = idx;
+    iovec iov{&req, sizeof(req)};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = sizeof(cbuf);
+    cmsghdr* cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &efd, sizeof(int));
+    if (::sendmsg(conn_fd, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(req))) {
+      pollfd p{conn_fd, POLLIN, 0};
+      if (::poll(&p, 1, 5000) == 1) {
+        c::WaiterReply rep;
+        const ssize_t r = ::recv(conn_fd, &rep, sizeof(rep), 0);
+        if (r == static_cast<ssize_t>(sizeof(rep)) && rep.magic == c::kAttachMagic && rep.err == 0) ok = true;
+        if (r == 0) dead.store(true);
+      }
+    } else if (errno == EPIPE || errno == ECONNRESET) {
+      dead.store(true);
+    }
+  }
+  if (!ok) {
+    ::close(efd);
+    at(waiter(idx).in_use).store(0, std::memory_order_release);
+    return nullptr;
+  }
+  auto w = std::make_unique<Waiter>();
+  w->fd_ = efd;
+  w->index_ = idx;
+  Waiter* raw = w.get();
+  {
+    LocalLock lk(waiters_lock);
+    waiters.push_back(std::move(w));
+  }
+  t_waiter = ThreadWaiter{this, fg, raw};
+  return raw;
+}
+
+// ------------------------------------------------------------------------------------- HostChannel
+
+HostChannel::HostChannel() : impl_(std::make_unique<Impl>()) {}
+HostChannel::~HostChannel() = default;
+
+std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<char> why) {
+  if (path == nullptr) path = c::kDefaultSocketPath;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (std::strlen(path) >= sizeof(sa.sun_path)) {
+    say(why, "engine socket path too long: %s", path);
+    return nullptr;
+  }
+  std::strcpy(sa.sun_path, path);
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    say(why, "socket(AF_UNIX): %s", std::strerror(errno));
+    return nullptr;
+  }
+  std::unique_ptr<HostChannel> ch(new HostChannel());  // private constructor: make_unique cannot reach it
+  Impl& im = *ch->impl_;
+  im.conn_fd = fd;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
+    const int e = errno;
+    std::snprintf(why.data(), why.size(), "cannot reach the engine at %s: %s", path, std::strerror(e));
+    return nullptr;
+  }
+  c::AttachRequest req;
+  req.pid = static_cast<std::uint32_t>(getpid());
+  if (::send(fd, &req, sizeof(req), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(req))) {
+    std::snprintf(why.data(), why.size(), "engine at %s: send: %s", path, std::strerror(errno));
+    return nullptr;
+  }
+  c::AttachReply rep;
+  iovec iov{&rep, sizeof(rep)};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = cbuf;
+  m.msg_controllen = sizeof(cbuf);
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) {
+    std::snprintf(why.data(), why.size(), "engine at %s did not answer the attach request", path);
+    return nullptr;
+  }
+  const ssize_t r = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  int fds[2] = {-1, -1};
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&m); cm != nullptr; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+      const std::size_t n = std::min<std::size_t>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int), 2);
+      std::memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
+    }
+  }
+  auto close_fds = [&] {
+    for (int f : fds) {
+      if (f >= 0) ::close(f);
+    }
+  };
+  if (r != static_cast<ssize_t>(sizeof(rep)) || rep.magic != c::kAttachMagic) {
+    close_fds();
+    std::snprintf(why.data(), why.size(), "engine at %s sent a malformed attach reply", path);
+    return nullptr;
+  }
+  rep.why[sizeof(rep.why) - 1] = '\0';
+  if (rep.status != c::AttachStatus::ok) {
+    close_fds();
+    if (rep.status == c::AttachStatus::version_mismatch) {
+      std::snprintf(why.data(), why.size(), "engine at %s refused ABI version %u: engine speaks %u (%s)", path,
+                    c::kAbiVersion, rep.abi_version, rep.why);
+    } else {
+      std::snprintf(why.data(), why.size(), "engine at %s refused the attach: %s", path, rep.why);
+    }
+    std::fprintf(stderr, "pno: %s\n", why.data());
+    return nullptr;
+  }
+  if (fds[0] < 0 || fds[1] < 0 || rep.region_bytes < c::kHeaderBytes) {
+    close_fds();
+    std::snprintf(why.data(), why.size(), "engine at %s sent no region", path);
+    return nullptr;
+  }
+  void* map = mmap(nullptr, rep.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+  ::close(fds[0]);
+  if (map == MAP_FAILED) {
+    ::close(fds[1]);
+    std::snprintf(why.data(), why.size(), "cannot map the engine's region (%llu bytes): %s",
+                  static_cast<unsigned long long>(rep.region_bytes), std::strerror(errno));
+    return nullptr;
+  }
+  im.base = static_cast<std::byte*>(map);
+  im.bytes = rep.region_bytes;
+  im.doorbell_fd = move_high(fds[1]);
+  im.conn_fd = move_high(im.conn_fd);
+  im.hdr = reinterpret_cast<c::RegionHeader*>(im.base);
+  std::memcpy(&im.geo, im.hdr, sizeof(im.geo));
+  // Check the layout fits what was mapped before trusting any offset in it.
+  c::RegionHeader expect = im.geo;
+  c::Geometry g{im.geo.max_sockets, im.geo.stream_ring_bytes, im.geo.max_waiters, im.geo.cmd_entries,
+                im.geo.cpl_entries, im.geo.changed_entries};
+  if (im.geo.magic != c::kRegionMagic || im.geo.abi_version != c::kAbiVersion || !c::layout(g, expect) ||
+      std::memcmp(&expect, &im.geo, sizeof(expect)) != 0 || im.geo.region_bytes != rep.region_bytes) {
+    std::snprintf(why.data(), why.size(), "engine at %s: region layout does not match ABI version %u", path,
+                  c::kAbiVersion);
+    return nullptr;
+  }
+  im.pid = static_cast<std::uint32_t>(getpid());
+  EngineInfo& e = im.info;
+  e.abi_version = im.geo.abi_version;
+  e.max_sockets = im.geo.max_sockets;
+  e.stream_ring_bytes = im.geo.stream_ring_bytes;
+  e.n_addrs = static_cast<std::uint8_t>(std::min<std::uint32_t>(im.geo.n_addrs, 8));
+  for (std::uint8_t i = 0; i < e.n_addrs; ++i) {
+    e.addrs[i] = Ipv4Cidr{Ipv4Addr{im.geo.addrs[i].addr}, im.geo.addrs[i].prefix_len};
+  }
+  return ch;
+}
+
+const EngineInfo& HostChannel::engine() const { return impl_->info; }
+bool HostChannel::alive() const { return impl_->check_alive(); }
+int HostChannel::control_fd() const { return impl_->conn_fd; }
+
+bool HostChannel::owns_fd(int fd) const {
+  Impl& im = *impl_;
+  if (fd < 0) return false;
+  if (fd == im.conn_fd || fd == im.doorbell_fd) return true;
+  LocalLock lk(im.waiters_lock);
+  for (const auto& w : im.waiters) {
+    if (w->fd_ == fd) return true;
+  }
+  return false;
+}
+
+// --- control calls
+
+namespace {
+Errc cpl_err(const c::Completion& cp) { return static_cast<Errc>(cp.err); }
+}  // namespace
+
+Result<HostSocket> HostChannel::socket() {
+  c::Command cmd;
+  cmd.op = c::Op::socket;
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::no_mem;
+  if (cp.err != 0) return cpl_err(cp);
+  const auto h = static_cast<HostSocket>(cp.value);
+  c::SocketSlot* sl = impl_->lookup(h);
+  if (sl == nullptr) return Errc::no_mem;
+  at(sl->refs).store(1, std::memory_order_relaxed);
+  return h;
+}
+
+namespace {
+c::Command sock_cmd(c::Op op, HostSocket s) {
+  c::Command cmd;
+  cmd.op = op;
+  cmd.sock = s;
+  return cmd;
+}
+}  // namespace
+
+Errc HostChannel::bind(HostSocket s, Endpoint local) {
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Command cmd = sock_cmd(c::Op::bind, s);
+  cmd.addr = local.addr.v;
+  cmd.port = local.port;
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::addr_not_avail;
+  return cpl_err(cp);
+}
+
+Errc HostChannel::listen(HostSocket s, int backlog) {
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Command cmd = sock_cmd(c::Op::listen, s);
+  cmd.value = backlog;
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::inval;
+  return cpl_err(cp);
+}
+
+Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
+  Impl& im = *impl_;
+  c::SocketSlot* sl = im.lookup(listener);
+  if (sl == nullptr) return Errc::badf;
+  if (im.dead.load(std::memory_order_relaxed)) return Errc::conn_aborted;
+  c::AcceptEntry e{};
+  bool was_full = false;
+  {
+    RegionLock lk(sl->recv_lock.owner, im.pid);
+    const std::uint32_t head = at(sl->acc_head).load(std::memory_order_relaxed);
+    const std::uint32_t tail = at(sl->acc_tail).load(std::memory_order_acquire);
+    if (tail == head || tail - head > c::kAcceptQueue) {
+      return at(sl->state).load(std::memory_order_relaxed) == c::SlotState::listening ? Errc::again : Errc::inval;
+    }
+    was_full = tail - head == c::kAcceptQueue;
+    e = sl->accq[head % c::kAcceptQueue];
+    at(sl->acc_head).store(head + 1, std::memory_order_release);
+  }
+  if (was_full) im.kick(c::handle_index(listener));
+  c::SocketSlot* ns = im.lookup(e.sock);
+  if (ns == nullptr) return Errc::conn_aborted;
+  at(ns->refs).store(1, std::memory_order_relaxed);
+  if (peer != nullptr) *peer = Endpoint{Ipv4Addr{e.addr}, e.port};
+  return static_cast<HostSocket>(e.sock);
+}
+
+Errc HostChannel::connect(HostSocket s, Endpoint remote) {
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Command cmd = sock_cmd(c::Op::connect, s);
+  cmd.addr = remote.addr.v;
+  cmd.port = remote.port;
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::net_unreach;
+  return cpl_err(cp);
+}
+
+Errc HostChannel::shutdown(HostSocket s, ShutdownHow how) {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  if (how != ShutdownHow::read) {
+    // Taken under the send lock: a send() racing with shutdown either lands before the FIN or fails.
+    RegionLock lk(sl->send_lock.owner, impl_->pid);
+    at(sl->host_shut_wr).store(1, std::memory_order_release);
+  }
+  c::Command cmd = sock_cmd(c::Op::shutdown, s);
+  cmd.how = static_cast<std::uint16_t>(how);
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::not_conn;
+  return cpl_err(cp);
+}
+
+Errc HostChannel::setsockopt(HostSocket s, SockOpt opt, int value) {
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Command cmd = sock_cmd(c::Op::setsockopt, s);
+  cmd.how = static_cast<std::uint16_t>(opt);
+  cmd.value = value;
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::conn_reset;
+  return cpl_err(cp);
+}
+
+Result<int> HostChannel::getsockopt(HostSocket s, SockOpt opt) {
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Command cmd = sock_cmd(c::Op::getsockopt, s);
+  cmd.how = static_cast<std::uint16_t>(opt);
+  c::Completion cp;
+  if (!impl_->call(cmd, cp)) return Errc::conn_reset;
+  if (cp.err != 0) return cpl_err(cp);
+  return static_cast<int>(cp.value);
+}
+
+Result<Endpoint> HostChannel::local_endpoint(HostSocket s) { return impl_->endpoint_call(s, c::Op::local_endpoint); }
+Result<Endpoint> HostChannel::peer_endpoint(HostSocket s) { return impl_->endpoint_call(s, c::Op::peer_endpoint); }
+
+Result<TcpInfo> HostChannel::info(HostSocket s) {
+  static_assert(sizeof(TcpInfo) <= sizeof(c::Completion::payload));
+  static_assert(std::is_trivially_copyable_v<TcpInfo>);
+  if (impl_->lookup(s) == nullptr) return Errc::badf;
+  c::Completion cp;
+  if (!impl_->call(sock_cmd(c::Op::info, s), cp)) return Errc::conn_reset;
+  if (cp.err != 0) return cpl_err(cp);
+  TcpInfo ti;
+  std::memcpy(&ti, cp.payload, sizeof(ti));
+  return ti;
+}
+
+Errc HostChannel::take_error(HostSocket s) {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  if (impl_->dead.load(std::memory_order_relaxed)) return Errc::conn_reset;
+  if (at(sl->err_taken).load(std::memory_order_acquire) != 0) return Errc::ok;
+  c::Completion cp;
+  if (!impl_->call(sock_cmd(c::Op::take_error, s), cp)) return Errc::conn_reset;
+  if (cp.err != 0) at(sl->err_taken).store(1, std::memory_order_release);
+  return cpl_err(cp);
+}
+
+void HostChannel::retain(HostSocket s) {
+  if (c::SocketSlot* sl = impl_->lookup(s); sl != nullptr) at(sl->refs).fetch_add(1, std::memory_order_relaxed);
+}
+
+Errc HostChannel::close(HostSocket s) {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  std::uint32_t refs = at(sl->refs).load(std::memory_order_relaxed);
+  for (;;) {
+    if (refs == 0) break;
+    if (at(sl->refs).compare_exchange_weak(refs, refs - 1, std::memory_order_acq_rel)) {
+      --refs;
+      break;
+    }
+  }
+  if (refs != 0) return Errc::ok;
+  c::Completion cp;
+  if (!impl_->call(sock_cmd(c::Op::close, s), cp)) return Errc::ok;  // a dead engine: nothing left to close
+  return cpl_err(cp);
+}
+
+// --- data path
+
+Result<std::size_t> HostChannel::send(HostSocket s, std::span<const iovec> iov, bool more) {
+  Impl& im = *impl_;
+  c::SocketSlot* sl = im.lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  const std::uint32_t i = c::handle_index(s);
+  const std::uint32_t R = im.geo.stream_ring_bytes;
+  std::size_t total = 0;
+  {
+    RegionLock lk(sl->send_lock.owner, im.pid);
+    if (im.dead.load(std::memory_order_relaxed)) return Errc::conn_reset;
+    const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire);
+    if ((flags & c::kFlagError) != 0 && at(sl->err_taken).load(std::memory_order_relaxed) == 0 &&
+        (flags & c::kFlagSendable) == 0) {
+      at(sl->err_taken).store(1, std::memory_order_relaxed);
+      return static_cast<Errc>(at(sl->err).load(std::memory_order_relaxed));
+    }
+    if (at(sl->host_shut_wr).load(std::memory_order_relaxed) != 0 || (flags & c::kFlagSendClosed) != 0) {
+      return Errc::pipe;
+    }
+    if ((flags & c::kFlagSendable) == 0) return Errc::not_conn;
+    const std::uint32_t tail = at(sl->snd_tail).load(std::memory_order_relaxed);
+    const std::uint32_t head = at(sl->snd_head).load(std::memory_order_acquire);
+    const std::uint32_t used = tail - head;
+    if (used >= R) return Errc::again;
+    std::size_t room = R - used;
+    std::byte* ring = im.send_ring(i);
+    std::uint32_t pos = tail;
+    for (const auto& v : iov) {
+      const std::size_t n = std::min(room, v.iov_len);
+      ring_copy_in(ring, R, pos, static_cast<const std::byte*>(v.iov_base), n);
+      pos += static_cast<std::uint32_t>(n);
+      room -= n;
+      total += n;
+      if (room == 0) break;
+    }
+    if (total == 0) return iov_total(iov) == 0 ? Result<std::size_t>(std::size_t{0}) : Result<std::size_t>(Errc::again);
+    at(sl->more).store(more ? 1 : 0, std::memory_order_relaxed);
+    at(sl->snd_tail).store(pos, std::memory_order_release);
+  }
+  im.kick(i);
+  return total;
+}
+
+Result<std::size_t> HostChannel::send_file(HostSocket s, int in_fd, off_t* offset, std::size_t count) {
+  Impl& im = *impl_;
+  c::SocketSlot* sl = im.lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  const std::uint32_t i = c::handle_index(s);
+  const std::uint32_t R = im.geo.stream_ring_bytes;
+  std::size_t total = 0;
+  {
+    RegionLock lk(sl->send_lock.owner, im.pid);
+    if (im.dead.load(std::memory_order_relaxed)) return Errc::conn_reset;
+    const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire);
+    if (at(sl->host_shut_wr).load(std::memory_order_relaxed) != 0 || (flags & c::kFlagSendClosed) != 0) {
+      return Errc::pipe;
+    }
+    if ((flags & c::kFlagSendable) == 0) return Errc::not_conn;
+    const std::uint32_t tail = at(sl->snd_tail).load(std::memory_order_relaxed);
+    const std::uint32_t head = at(sl->snd_head).load(std::memory_order_acquire);
+    const std::uint32_t used = tail - head;
+    if (used >= R) return Errc::again;
+    std::size_t want = std::min<std::size_t>(count, R - used);
+    std::byte* ring = im.send_ring(i);
+    std::uint32_t pos = tail;
+    while (want > 0) {
+      const std::uint32_t p = pos & (R - 1);
+      const std::size_t chunk = std::min<std::size_t>(want, R - p);
+      const ssize_t r = offset != nullptr ? ::pread(in_fd, ring + p, chunk, *offset) : ::read(in_fd, ring + p, chunk);
+      if (r < 0) {
+        if (total == 0) return static_cast<Errc>(errno);
+        break;
+      }
+      if (r == 0) break;
+      if (offset != nullptr) *offset += r;
+      pos += static_cast<std::uint32_t>(r);
+      total += static_cast<std::size_t>(r);
+      want -= static_cast<std::size_t>(r);
+      if (static_cast<std::size_t>(r) < chunk) break;
+    }
+    if (total == 0) return std::size_t{0};
+    at(sl->more).store(0, std::memory_order_relaxed);
+    at(sl->snd_tail).store(pos, std::memory_order_release);
+  }
+  im.kick(i);
+  return total;
+}
+
+Result<std::size_t> HostChannel::recv(HostSocket s, std::span<const iovec> iov, bool peek) {
+  Impl& im = *impl_;
+  c::SocketSlot* sl = im.lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  const std::uint32_t i = c::handle_index(s);
+  const std::uint32_t R = im.geo.stream_ring_bytes;
+  std::size_t total = 0;
+  bool kick = false;
+  {
+    RegionLock lk(sl->recv_lock.owner, im.pid);
+    const std::uint32_t head = at(sl->rcv_head).load(std::memory_order_relaxed);
+    const std::uint32_t tail = at(sl->rcv_tail).load(std::memory_order_acquire);
+    std::uint32_t avail = tail - head;
+    if (avail > R) avail = 0;
+    if (avail == 0) {
+      if (im.dead.load(std::memory_order_relaxed)) return Errc::conn_reset;
+      const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire);
+      if ((flags & c::kFlagError) != 0 && at(sl->err_taken).load(std::memory_order_relaxed) == 0) {
+        at(sl->err_taken).store(1, std::memory_order_relaxed);
+        return static_cast<Errc>(at(sl->err).load(std::memory_order_relaxed));
+      }
+      if ((flags & c::kFlagRxEof) != 0 || (flags & c::kFlagError) != 0) return std::size_t{0};
+      const auto st = at(sl->state).load(std::memory_order_relaxed);
+      if (st == c::SlotState::open || st == c::SlotState::listening) return Errc::not_conn;
+      if (iov_total(iov) == 0) return std::size_t{0};
+      return Errc::again;
+    }
+    const std::byte* ring = im.recv_ring(i);
+    std::uint32_t pos = head;
+    for (const auto& v : iov) {
+      const std::size_t n = std::min<std::size_t>(avail, v.iov_len);
+      ring_copy_out(ring, R, pos, static_cast<std::byte*>(v.iov_base), n);
+      pos += static_cast<std::uint32_t>(n);
+      avail -= static_cast<std::uint32_t>(n);
+      total += n;
+      if (avail == 0) break;
+    }
+    if (!peek && total > 0) {
+      at(sl->rcv_head).store(pos, std::memory_order_release);
+      kick = (at(sl->flags).load(std::memory_order_acquire) & c::kFlagRxBlocked) != 0;
+    }
+  }
+  if (kick) im.kick(i);
+  return total;
+}
+
+Result<std::size_t> HostChannel::readable_bytes(HostSocket s) const {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  const std::uint32_t avail = at(sl->rcv_tail).load(std::memory_order_acquire) - at(sl->rcv_head).load(std::memory_order_acquire);
+  return avail > impl_->geo.stream_ring_bytes ? std::size_t{0} : std::size_t{avail};
+}
+
+std::uint32_t HostChannel::readiness(HostSocket s) const {
+  Impl& im = *impl_;
+  c::SocketSlot* sl = im.lookup(s);
+  if (sl == nullptr) return kError | kHangup;
+  if (im.dead.load(std::memory_order_relaxed)) return kReadable | kWritable | kError | kHangup;
+  const std::uint32_t R = im.geo.stream_ring_bytes;
+  const auto st = at(sl->state).load(std::memory_order_acquire);
+  const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire);
+  const std::uint32_t tcp_ready = at(sl->tcp_ready).load(std::memory_order_acquire);
+  if (st == c::SlotState::listening) {
+    const std::uint32_t q = at(sl->acc_tail).load(std::memory_order_acquire) - at(sl->acc_head).load(std::memory_order_relaxed);
+    return (q != 0 && q <= c::kAcceptQueue) ? std::uint32_t{kReadable} : std::uint32_t{0};
+  }
+  std::uint32_t r = tcp_ready & (kHangup | kReadHangup);
+  const bool err_pending = (flags & c::kFlagError) != 0 && at(sl->err_taken).load(std::memory_order_relaxed) == 0;
+  if (err_pending) r |= kError;
+  const std::uint32_t avail = at(sl->rcv_tail).load(std::memory_order_acquire) - at(sl->rcv_head).load(std::memory_order_relaxed);
+  if ((avail != 0 && avail <= R) || (flags & (c::kFlagRxEof | c::kFlagError)) != 0) r |= kReadable;
+  if ((flags & c::kFlagSendable) != 0 && at(sl->host_shut_wr).load(std::memory_order_relaxed) == 0) {
+    const std::uint32_t used = at(sl->snd_tail).load(std::memory_order_relaxed) - at(sl->snd_head).load(std::memory_order_acquire);
+    if (used <= R && R - used >= R / 4) r |= kWritable;
+  } else if ((tcp_ready & kWritable) != 0 && st != c::SlotState::connecting) {
+    r |= kWritable;
+  }
+  return r;
+}
+
+std::uint32_t HostChannel::event_seq(HostSocket s) const {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr || impl_->dead.load(std::memory_order_relaxed)) return 0xffffffffu;
+  return at(sl->event_seq).load(std::memory_order_acquire);
+}
+
+std::size_t HostChannel::drain_changed(std::span<HostSocket> out, bool& overflowed) {
+  Impl& im = *impl_;
+  overflowed = false;
+  if (im.dead.load(std::memory_order_relaxed)) {
+    overflowed = true;  // everything changed: the engine is gone
+    return 0;
+  }
+  RegionLock lk(im.hdr->changed_lock.owner, im.pid);
+  const std::uint32_t ov = at(im.hdr->changed_overflow).load(std::memory_order_acquire);
+  if (ov != at(im.hdr->changed_overflow_seen).load(std::memory_order_relaxed)) {
+    at(im.hdr->changed_overflow_seen).store(ov, std::memory_order_relaxed);
+    overflowed = true;
+  }
+  return im.ring<std::uint32_t>(im.geo.changed_off, im.geo.changed_entries).pop(out);
+}
+
+// --- waiting
+
+Waiter* HostChannel::thread_waiter() { return impl_->thread_waiter(); }
+
+void HostChannel::arm(Waiter& w) {
+  Impl& im = *impl_;
+  if (w.index_ >= im.geo.max_waiters) return;
+  const std::uint32_t gen = im.arm_gen.fetch_add(1, std::memory_order_relaxed) + 1;
+  at(im.waiter(w.index_).armed).store(gen | 1, std::memory_order_seq_cst);
+  at(im.hdr->armed_waiters).fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void HostChannel::disarm(Waiter& w) {
+  Impl& im = *impl_;
+  if (w.index_ >= im.geo.max_waiters) return;
+  if (at(im.waiter(w.index_).armed).exchange(0, std::memory_order_relaxed) != 0) {
+    at(im.hdr->armed_waiters).fetch_sub(1, std::memory_order_relaxed);
+  }
+  std::uint64_t v;
+  [[maybe_unused]] ssize_t r = ::read(w.fd_, &v, sizeof(v));
+}
+
+void HostChannel::after_fork_child() {
+  Impl& im = *impl_;
+  im.pid = static_cast<std::uint32_t>(getpid());
+  im.fork_gen.fetch_add(1, std::memory_order_release);
+  im.waiters_lock.store(false, std::memory_order_release);
+  // The parent's waiters stay registered for the parent's threads; the child drops its copies.
+  for (auto& w : im.waiters) {
+    if (w->fd_ >= 0) ::close(w->fd_);
+  }
+  im.waiters.clear();
+  t_waiter = ThreadWaiter{};
+}
+
+}  // namespace pno::channel
