@@ -1,0 +1,114 @@
+// The rules of emulated epoll for offloaded members, kept free of system calls so they can be
+// tested on their own: which events a member reports given the socket's readiness and event
+// sequence, for level- and edge-triggered, EPOLLONESHOT and EPOLLRDHUP (epoll(7)).
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "shim/fd_table.hh"
+
+namespace pno::shim {
+
+/// Events that are always reported, whether asked for or not (epoll_ctl(2)).
+inline constexpr std::uint32_t kAlwaysReported = EPOLLERR | EPOLLHUP;
+/// Flags of the interest word that are not events.
+inline constexpr std::uint32_t kEpollModeFlags = EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP;
+
+/// Per-member state the report rules need.
+struct MemberState {
+  std::uint32_t events = 0;  ///< interest as given to epoll_ctl (events + mode flags)
+  std::uint32_t last_seq = 0;
+  bool seq_valid = false;    ///< false until the first look (and after EPOLL_CTL_MOD)
+  bool disabled = false;     ///< EPOLLONESHOT fired; re-armed by EPOLL_CTL_MOD
+};
+
+/// The events `m` reports for a socket whose readiness is `ready` and whose event sequence is
+/// `seq`. With `consume` (epoll_wait) the member's state advances: an edge-triggered member then
+/// stays quiet until `seq` changes, a one-shot member is disabled after reporting. Without it
+/// (nested epoll readiness, poll on an epoll fd) nothing changes.
+inline std::uint32_t epoll_member_events(MemberState& m, std::uint32_t ready, std::uint32_t seq,
+                                         bool consume) {
+  if (m.disabled) return 0;
+  if ((m.events & EPOLLET) != 0 && m.seq_valid && m.last_seq == seq) return 0;
+  std::uint32_t wanted = (m.events & ~kEpollModeFlags) | kAlwaysReported;
+  std::uint32_t out = ready & wanted;
+  if (consume) {
+    // Edge-triggered: an event that changed nothing the member asks for still counts as seen,
+    // as the kernel's wake-up callback ignores keys outside the interest mask.
+    m.last_seq = seq;
+    m.seq_valid = true;
+    if (out != 0 && (m.events & EPOLLONESHOT) != 0) m.disabled = true;
+  }
+  return out;
+}
+
+/// Validates an epoll_ctl request the way Linux does (fs/eventpoll.c); 0 or an errno.
+/// `target_is_epoll`: the fd being added is itself an epoll instance.
+inline int epoll_ctl_check(int op, std::uint32_t events, bool existing, bool existing_exclusive,
+                           bool target_is_epoll) {
+  switch (op) {
+    case EPOLL_CTL_ADD:
+      if (existing) return EEXIST;
+      if ((events & EPOLLEXCLUSIVE) != 0) {
+        constexpr std::uint32_t allowed = EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP |
+                                          EPOLLET | EPOLLEXCLUSIVE;
+        if ((events & ~allowed) != 0 || target_is_epoll) return EINVAL;
+      }
+      return 0;
+    case EPOLL_CTL_MOD:
+      if (!existing) return ENOENT;
+      if ((events & EPOLLEXCLUSIVE) != 0 || existing_exclusive) return EINVAL;
+      return 0;
+    case EPOLL_CTL_DEL:
+      if (!existing) return ENOENT;
+      return 0;
+    default:
+      return EINVAL;
+  }
+}
+
+enum class MemberKind : std::uint8_t { socket, nested };
+
+/// One offloaded member of an emulated epoll instance. Guarded by the instance's lock.
+struct EpollMember {
+  std::atomic<std::uint32_t> next_free;
+  std::uint32_t next;        ///< next member of the same instance (0 = end)
+  int fd;                    ///< the fd number it was added under (key for MOD/DEL)
+  MemberKind kind;
+  std::uint32_t target;      ///< SockDesc index, or EpollDesc index for a nested instance
+  std::uint32_t target_gen;  ///< the target's generation when added: a freed target is dropped
+  std::uint64_t data;
+  MemberState st;
+};
+
+/// An emulated epoll instance: the kernel epoll fd (its number is the application's epfd) holds
+/// the kernel members and a kick eventfd; the offloaded members live here.
+struct EpollDesc {
+  std::atomic<std::uint32_t> next_free;
+  std::atomic<std::uint32_t> refs;
+  std::atomic<std::uint32_t> gen;
+  SpinLock lock;
+  std::uint32_t head, tail;            ///< member list, guarded by lock
+  std::atomic<std::uint32_t> n_members;
+  std::atomic<std::uint32_t> n_nested;
+  std::atomic<std::uint32_t> sleepers;  ///< threads blocked in a wait on this instance
+  int kick_fd;                          ///< eventfd in the kernel set, written on epoll_ctl changes
+
+  void reset() {
+    refs.store(0);
+    lock.reset();
+    head = tail = 0;
+    n_members.store(0);
+    n_nested.store(0);
+    sleepers.store(0);
+    kick_fd = -1;
+  }
+};
+
+/// Data tag of the kick eventfd's entry in the kernel set; filtered out of every result.
+inline constexpr std::uint64_t kKickTag = 0x706e6f2d6b69636bULL;  // "pno-kick"
+
+}  // namespace pno::shim

@@ -1,0 +1,1222 @@
+// libpno.so: the interposed socket API. Each function looks its fd up in the fd table (one atomic
+// load); kernel fds go straight to libc, offloaded sockets to the engine through HostChannel.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+
+#include "shim/internal.hh"
+#include "shim/log.hh"
+
+namespace pno::shim {
+
+std::atomic<State*> g_state{nullptr};
+thread_local bool t_in_channel __attribute__((tls_model("initial-exec"))) = false;
+
+namespace {
+
+// The state lives in static storage and is never destroyed: application threads may still call
+// in while static destructors run.
+alignas(State) unsigned char g_state_storage[sizeof(State)];
+
+const char* env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? v : fallback;
+}
+
+void release_all_refs();
+
+void on_fork_prepare() {
+  State* st = state();
+  if (st == nullptr) return;
+  // The child gets a copy of every descriptor: one more reference each (HostChannel::retain), taken
+  // before the fork so that neither process can drop the last one while the other still has it.
+  int hw = st->fds.high_water();
+  for (int fd = 0; fd < hw; ++fd) {
+    if (SockRef r = offloaded(st, fd)) st->ch->retain(r.s);
+  }
+}
+
+void on_fork_child() {
+  State* st = state();
+  if (st == nullptr) return;
+  {
+    InChannel guard;
+    st->ch->after_fork_child();
+  }
+  // Other threads of the parent may have held these locks at fork time; they do not exist here.
+  for (std::uint32_t i = 1; i <= st->epolls.high_water(); ++i) st->epolls[i].lock.reset();
+  for (std::uint32_t i = 1; i <= st->socks.high_water(); ++i) st->socks[i].lock.reset();
+}
+
+/// Closes this process's references to every offloaded socket: the kernel does the same for a
+/// process's descriptors when it exits or execs, and the engine must see it so that a socket
+/// shared with a parent or child closes when the last process lets go.
+void release_all_refs() {
+  State* st = state();
+  if (st == nullptr) return;
+  int hw = st->fds.high_water();
+  for (int fd = 0; fd < hw; ++fd) {
+    FdRef r = st->fds.get(fd);
+    if (r.kind != FdKind::socket) continue;
+    if (!st->fds.take_if(fd, r)) continue;
+    st->ch->close(st->socks[r.index].sock.load());
+  }
+}
+
+void at_exit_handler() { release_all_refs(); }
+
+[[noreturn]] void require_engine_failed(const char* path, const char* why) {
+  log(LogLevel::error, "engine at %s is required (PNO_REQUIRE_ENGINE=1) but not usable: %s", path, why);
+  PNO_REAL(_exit)(70);  // EX_SOFTWARE: the application never started
+  __builtin_unreachable();
+}
+
+__attribute__((constructor)) void pno_shim_init() {
+  real::resolve_all();
+  set_log_level(parse_log_level(std::getenv("PNO_LOG_LEVEL"), LogLevel::warn));
+  const char* path = env_or("PNO_ENGINE_SOCKET", "/run/pno/engine.sock");
+  const char* req = std::getenv("PNO_REQUIRE_ENGINE");
+  bool require = req != nullptr && std::strcmp(req, "1") == 0;
+  if (const char* off = std::getenv("PNO_DISABLE"); off != nullptr && std::strcmp(off, "1") == 0) {
+    log(LogLevel::info, "PNO_DISABLE=1: every socket stays with the kernel");
+    return;
+  }
+
+  char why[256] = {};
+  std::unique_ptr<HostChannel> ch;
+  {
+    InChannel guard;
+    ch = HostChannel::attach(path, std::span<char>(why, sizeof why - 1));
+  }
+  if (!ch) {
+    if (require) require_engine_failed(path, why);
+    // One warning per program tree: children inherit the mark through the environment.
+    if (std::getenv("PNO_ENGINE_WARNED") == nullptr) {
+      log(LogLevel::warn, "engine at %s not available (%s): using the kernel TCP stack", path, why);
+      ::setenv("PNO_ENGINE_WARNED", "1", 1);
+    }
+    return;
+  }
+  auto* st = new (g_state_storage) State();  // placement into static storage, never freed
+  bool ok = st->fds.init(kMaxTrackedFds) && st->socks.init(kMaxSockDescs) &&
+            st->epolls.init(kMaxEpolls) && st->members.init(kMaxMembers);
+  if (!ok) {
+    if (require) require_engine_failed(path, "cannot map the shim's descriptor tables");
+    log(LogLevel::warn, "cannot map the descriptor tables: using the kernel TCP stack");
+    return;
+  }
+  const channel::EngineInfo& info = ch->engine();
+  std::size_t n = std::min<std::size_t>(info.n_addrs, std::size(st->addr_copy));
+  for (std::size_t i = 0; i < n; ++i) st->addr_copy[i] = info.addrs[i];
+  st->addrs = EngineAddrs{st->addr_copy, n};
+  st->ch = ch.get();
+  st->channel = std::move(ch);
+  rlimit rl{};
+  int cap = kMaxTrackedFds;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < static_cast<rlim_t>(cap)) {
+    cap = static_cast<int>(rl.rlim_cur);
+  }
+  st->internal_fd_base = cap / 2;
+  ::pthread_atfork(on_fork_prepare, nullptr, on_fork_child);
+  std::atexit(at_exit_handler);
+  g_state.store(st, std::memory_order_release);
+  if (log_enabled(LogLevel::info)) {
+    log(LogLevel::info, "attached to engine at %s (%u addresses)", path, static_cast<unsigned>(n));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptor bookkeeping
+
+void release_desc(State* st, std::uint32_t idx) {
+  SockDesc& d = st->socks[idx];
+  if (d.refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    d.gen.fetch_add(1, std::memory_order_acq_rel);
+    d.reset();
+    st->socks.free(idx);
+  }
+}
+
+/// A new AF_INET stream socket: tracked as pending until bind/connect/listen decides.
+void track_new(State* st, int fd, bool want_pending) {
+  if (!st->fds.in_range(fd)) return;
+  FdRef old = st->fds.take(fd);  // a number closed behind our back (rare): forget what it was
+  if (old.kind != FdKind::kernel) untrack_fd(st, fd, old);
+  if (!want_pending || !st->ch->alive()) return;
+  std::uint32_t idx = st->socks.alloc();
+  if (idx == 0) {
+    log(LogLevel::warn, "descriptor table full: socket %d stays with the kernel", fd);
+    return;
+  }
+  SockDesc& d = st->socks[idx];
+  d.reset();
+  d.refs.store(1);
+  st->fds.set(fd, FdKind::pending, idx);
+}
+
+/// Makes the placeholder kernel fd for an offloaded socket: an eventfd dup'ed onto `fd` (or onto
+/// the lowest free number when fd < 0). Returns the fd or -1 with errno.
+int make_placeholder(int fd, bool cloexec) {
+  int efd = PNO_REAL(eventfd)(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
+  if (efd < 0 || fd < 0) return efd;
+  int r = PNO_REAL(dup3)(efd, fd, cloexec ? O_CLOEXEC : 0);
+  int e = errno;
+  PNO_REAL(close)(efd);
+  errno = e;
+  return r;
+}
+
+void warn_unreplayable(const SockDesc& d, int fd) {
+  log(LogLevel::warn,
+      "socket %d: option (level %d, name %d) set before hand-over is not supported by the engine "
+      "and is not applied there",
+      fd, d.unreplayable_level, d.unreplayable_name);
+}
+
+/// Hands the pending kernel socket `fd` over to the engine and runs `act` on the new engine
+/// socket. On failure the socket stays a pending kernel socket and the engine socket is closed.
+template <typename Act>
+Errc handover(State* st, int fd, FdRef ref, Act&& act) {
+  SockDesc& d = st->socks[ref.index];
+  Result<HostSocket> rs = [&] {
+    InChannel guard;
+    return st->ch->socket();
+  }();
+  if (!rs) return rs.error();
+  HostSocket s = *rs;
+  {
+    SpinGuard lk(d.lock);
+    for (std::uint32_t i = 0; i < d.n_opts; ++i) {
+      Errc e = st->ch->setsockopt(s, d.opts[i].opt, d.opts[i].value);
+      if (e != Errc::ok) {
+        log(LogLevel::warn, "socket %d: engine refused option %d=%d (%s)", fd,
+            static_cast<int>(d.opts[i].opt), d.opts[i].value, std::strerror(to_errno(e)));
+      }
+    }
+    if (d.unreplayable != 0) warn_unreplayable(d, fd);
+  }
+  int fl = PNO_REAL(fcntl)(fd, F_GETFL);
+  int fdfl = PNO_REAL(fcntl)(fd, F_GETFD);
+  if (fl < 0 || fdfl < 0) {
+    st->ch->close(s);
+    return Errc::badf;
+  }
+  Errc e = act(s);
+  if (e != Errc::ok && e != Errc::in_progress) {
+    st->ch->close(s);
+    return e;
+  }
+  d.sock.store(s, std::memory_order_release);
+  d.nonblock.store((fl & O_NONBLOCK) != 0 ? 1 : 0);
+  // The table says "socket" before the kernel socket goes: a concurrent call never reaches the
+  // placeholder.
+  st->fds.set(fd, FdKind::socket, ref.index);
+  if (make_placeholder(fd, (fdfl & FD_CLOEXEC) != 0) < 0) {
+    log(LogLevel::error, "socket %d: cannot make its placeholder fd (%s)", fd, std::strerror(errno));
+  }
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data path helpers
+
+/// A cursor over an iovec array that yields windows of at most 64 entries, the first one
+/// trimmed by what was already transferred.
+class IovCursor {
+ public:
+  IovCursor(const iovec* iov, std::size_t n) : iov_(iov), n_(n) {
+    for (std::size_t i = 0; i < n; ++i) total_ += iov[i].iov_len;
+  }
+  [[nodiscard]] std::size_t total() const { return total_; }
+  [[nodiscard]] std::size_t done() const { return done_; }
+  [[nodiscard]] bool finished() const { return done_ >= total_; }
+  std::span<const iovec> window() {
+    std::size_t k = 0;
+    std::size_t off = off_;
+    for (std::size_t i = i_; i < n_ && k < std::size(win_); ++i) {
+      if (iov_[i].iov_len <= off) {
+        off = 0;
+        continue;
+      }
+      win_[k].iov_base = static_cast<char*>(iov_[i].iov_base) + off;
+      win_[k].iov_len = iov_[i].iov_len - off;
+      off = 0;
+      ++k;
+    }
+    return {win_, k};
+  }
+  void advance(std::size_t bytes) {
+    done_ += bytes;
+    while (bytes > 0 && i_ < n_) {
+      std::size_t left = iov_[i_].iov_len - off_;
+      if (bytes < left) {
+        off_ += bytes;
+        return;
+      }
+      bytes -= left;
+      ++i_;
+      off_ = 0;
+    }
+  }
+
+ private:
+  const iovec* iov_;
+  std::size_t n_;
+  std::size_t i_ = 0, off_ = 0;
+  std::size_t total_ = 0, done_ = 0;
+  iovec win_[64];
+};
+
+bool nonblocking(const SockDesc& d, int flags) {
+  return (flags & MSG_DONTWAIT) != 0 || d.nonblock.load(std::memory_order_relaxed) != 0;
+}
+
+ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int flags) {
+  if ((flags & MSG_OOB) != 0) return fail(EINVAL);  // no urgent data is ever kept (SO_OOBINLINE off)
+  if ((flags & MSG_ERRQUEUE) != 0) return fail(EAGAIN);
+  if ((flags & MSG_TRUNC) != 0) return fail(EOPNOTSUPP);
+  if (iovcnt > IOV_MAX) return fail(EINVAL);
+  bool peek = (flags & MSG_PEEK) != 0;
+  bool nb = nonblocking(*r.d, flags);
+  std::int64_t timeo = nb ? -1 : r.d->rcvtimeo_us.load(std::memory_order_relaxed);
+  bool waitall = (flags & MSG_WAITALL) != 0 && !peek && !nb;
+  IovCursor cur(iov, iovcnt);
+  if (cur.total() == 0) {
+    // Linux reports errors and EOF even for zero-length reads only through poll; a 0-byte read
+    // returns 0 at once.
+    return 0;
+  }
+  for (;;) {
+    Result<std::size_t> got = st->ch->recv(r.s, cur.window(), peek);
+    if (got) {
+      if (*got == 0) return static_cast<ssize_t>(cur.done());  // EOF
+      cur.advance(*got);
+      if (!waitall || cur.finished()) return static_cast<ssize_t>(cur.done());
+      continue;
+    }
+    if (got.error() != Errc::again) {
+      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
+      return fail(to_errno(got.error()));
+    }
+    if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
+    int w = wait_socket(st, r.s, EPOLLIN | EPOLLRDHUP, timeo);
+    if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
+  }
+}
+
+void raise_sigpipe(int flags) {
+  // Linux sends SIGPIPE to the calling thread on EPIPE unless MSG_NOSIGNAL (net/core/stream.c).
+  if ((flags & MSG_NOSIGNAL) == 0) ::raise(SIGPIPE);
+}
+
+ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int flags) {
+  if ((flags & (MSG_OOB | MSG_FASTOPEN)) != 0) return fail(EOPNOTSUPP);
+  if (iovcnt > IOV_MAX) return fail(EINVAL);
+  bool nb = nonblocking(*r.d, flags);
+  std::int64_t timeo = nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed);
+  bool more = (flags & MSG_MORE) != 0;
+  IovCursor cur(iov, iovcnt);
+  for (;;) {
+    Result<std::size_t> put = st->ch->send(r.s, cur.window(), more);
+    if (put) {
+      cur.advance(*put);
+      if (cur.finished() || nb) return static_cast<ssize_t>(cur.done());
+      continue;
+    }
+    if (put.error() != Errc::again) {
+      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
+      if (put.error() == Errc::pipe) raise_sigpipe(flags);
+      return fail(to_errno(put.error()));
+    }
+    if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
+    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
+  }
+}
+
+ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t count) {
+  bool nb = nonblocking(*r.d, 0);
+  std::int64_t timeo = nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed);
+  std::size_t done = 0;
+  while (done < count) {
+    Result<std::size_t> put = st->ch->send_file(r.s, in_fd, offset, count - done);
+    if (put) {
+      if (*put == 0) break;  // end of file
+      done += *put;
+      if (nb) break;
+      continue;
+    }
+    if (put.error() != Errc::again) {
+      if (done > 0) break;
+      if (put.error() == Errc::pipe) raise_sigpipe(0);
+      return fail(to_errno(put.error()));
+    }
+    if (timeo < 0) {
+      if (done > 0) break;
+      return fail(EAGAIN);
+    }
+    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    if (w != 0) {
+      if (done > 0) break;
+      return fail(w);
+    }
+  }
+  return static_cast<ssize_t>(done);
+}
+
+int finish_connect(State* st, SockRef r, Errc e) {
+  if (e == Errc::ok) return 0;
+  if (e != Errc::in_progress) return fail(to_errno(e));
+  if (r.d->nonblock.load() != 0) return fail(EINPROGRESS);
+  std::int64_t timeo = r.d->sndtimeo_us.load();
+  if (timeo < 0) return fail(EINPROGRESS);
+  int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+  if (w == EAGAIN) return fail(EINPROGRESS);  // SO_SNDTIMEO expired: Linux says EINPROGRESS
+  if (w != 0) return fail(w);
+  Errc err = st->ch->take_error(r.s);
+  if (err != Errc::ok) return fail(to_errno(err));
+  return 0;
+}
+
+int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
+  SockRef r = offloaded(st, fd);
+  if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail(EINVAL);
+  if (addr != nullptr && addrlen == nullptr) return fail(EFAULT);
+  if (addrlen != nullptr && static_cast<int>(*addrlen) < 0) return fail(EINVAL);
+  bool nb = r.d->nonblock.load() != 0;
+  std::int64_t timeo = nb ? -1 : r.d->rcvtimeo_us.load();
+  Endpoint peer{};
+  HostSocket ns = channel::kNoSocket;
+  for (;;) {
+    Result<HostSocket> a = st->ch->accept(r.s, &peer);
+    if (a) {
+      ns = *a;
+      break;
+    }
+    if (a.error() != Errc::again) return fail(to_errno(a.error()));
+    if (timeo < 0) return fail(EAGAIN);
+    int w = wait_socket(st, r.s, EPOLLIN, timeo);
+    if (w != 0) return fail(w);
+  }
+  std::uint32_t idx = st->socks.alloc();
+  if (idx == 0) {
+    st->ch->close(ns);
+    return fail(ENFILE);
+  }
+  int nfd = make_placeholder(-1, (flags & SOCK_CLOEXEC) != 0);
+  if (nfd < 0 || !st->fds.in_range(nfd)) {
+    int e = nfd < 0 ? errno : EMFILE;
+    if (nfd >= 0) PNO_REAL(close)(nfd);
+    st->ch->close(ns);
+    st->socks.free(idx);
+    return fail(e);
+  }
+  SockDesc& d = st->socks[idx];
+  d.reset();
+  d.refs.store(1);
+  d.sock.store(ns);
+  d.nonblock.store((flags & SOCK_NONBLOCK) != 0 ? 1 : 0);  // not inherited from the listener
+  FdRef old = st->fds.take(nfd);
+  if (old.kind != FdKind::kernel) untrack_fd(st, nfd, old);
+  st->fds.set(nfd, FdKind::socket, idx);
+  if (addr != nullptr) endpoint_to(peer, addr, addrlen);
+  return nfd;
+}
+
+/// A new fd `nfd` now refers to what `ofd` referred to (dup, dup2, F_DUPFD).
+void track_dup(State* st, int ofd, FdRef o, int nfd) {
+  FdRef old = st->fds.take(nfd);
+  if (old.kind != FdKind::kernel) untrack_fd(st, nfd, old);
+  switch (o.kind) {
+    case FdKind::socket: {
+      if (!st->fds.in_range(nfd)) {
+        log(LogLevel::warn, "dup of socket %d to %d: beyond the shim's table", ofd, nfd);
+        return;
+      }
+      SockDesc& d = st->socks[o.index];
+      d.refs.fetch_add(1);
+      st->ch->retain(d.sock.load());
+      st->fds.set(nfd, FdKind::socket, o.index);
+      return;
+    }
+    case FdKind::epoll:
+      if (!st->fds.in_range(nfd)) return;
+      st->epolls[o.index].refs.fetch_add(1);
+      st->fds.set(nfd, FdKind::epoll, o.index);
+      return;
+    case FdKind::pending:
+      // Two fds on one kernel socket cannot both be swapped at hand-over: keep it in the kernel.
+      if (st->fds.take_if(ofd, o)) release_desc(st, o.index);
+      return;
+    default:
+      return;
+  }
+}
+
+bool protected_fd(State* st, int fd) {
+  if (t_in_channel) return false;
+  if (st->fds.get(fd).kind == FdKind::internal) return true;
+  return st->ch->owns_fd(fd);
+}
+
+int dup_impl(State* st, int ofd, int nfd, int flags, bool is_dup2) {
+  if (ofd == nfd) {
+    if (!is_dup2) return fail(EINVAL);  // dup3
+    return PNO_REAL(fcntl)(ofd, F_GETFD) < 0 ? -1 : nfd;
+  }
+  if (protected_fd(st, nfd)) {
+    // The channel's (or shim's) fd sits there; the application believes the number is free (it
+    // never opened it), but we cannot move a live channel fd: refuse as the kernel refuses a
+    // number it is still setting up.
+    log(LogLevel::warn, "dup2 onto fd %d refused: the engine channel uses it", nfd);
+    return fail(EBUSY);
+  }
+  FdRef o = st->fds.get(ofd);
+  int r = PNO_REAL(dup3)(ofd, nfd, flags);
+  if (r < 0) return r;
+  track_dup(st, ofd, o, r);
+  return r;
+}
+
+int close_impl(State* st, int fd) {
+  if (protected_fd(st, fd)) return 0;  // the application closing a number it never opened
+  FdRef r = st->fds.take(fd);
+  if (r.kind != FdKind::kernel) untrack_fd(st, fd, r);
+  return PNO_REAL(close)(fd);
+}
+
+Result<Endpoint> parse_addr(const sockaddr* a, socklen_t len) {
+  Result<Endpoint> ep = endpoint_from(a, len);
+  if (!ep && ep.error() == Errc::op_not_supp) return static_cast<Errc>(EAFNOSUPPORT);
+  return ep;
+}
+
+int bind_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
+  FdRef ref = st->fds.get(fd);
+  if (ref.kind == FdKind::socket) {
+    Result<Endpoint> ep = parse_addr(a, len);
+    if (!ep) return fail(to_errno(ep.error()));
+    Errc e = st->ch->bind(st->socks[ref.index].sock.load(), *ep);
+    return e == Errc::ok ? 0 : fail(to_errno(e));
+  }
+  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(bind)(fd, a, len);
+  Result<Endpoint> ep = endpoint_from(a, len);
+  if (!ep) return PNO_REAL(bind)(fd, a, len);  // the kernel reports the error
+  if (route_for_bind(st->addrs, (*ep).addr) == Route::kernel) {
+    int r = PNO_REAL(bind)(fd, a, len);
+    if (r == 0 && st->fds.take_if(fd, ref)) release_desc(st, ref.index);
+    return r;
+  }
+  if ((*ep).addr.is_any() && (*ep).port == 0) {
+    // bind(INADDR_ANY:0) says nothing yet about where the socket goes: connect() or listen()
+    // decides. The kernel socket takes the bind meanwhile (getsockname works).
+    int r = PNO_REAL(bind)(fd, a, len);
+    if (r == 0) st->socks[ref.index].bound_any_port0 = 1;
+    return r;
+  }
+  Endpoint local = *ep;
+  Errc e = handover(st, fd, ref, [&](HostSocket s) { return st->ch->bind(s, local); });
+  return e == Errc::ok ? 0 : fail(to_errno(e));
+}
+
+int listen_impl(State* st, int fd, int backlog) {
+  FdRef ref = st->fds.get(fd);
+  if (ref.kind == FdKind::socket) {
+    SockDesc& d = st->socks[ref.index];
+    Errc e = st->ch->listen(d.sock.load(), backlog);
+    if (e != Errc::ok) return fail(to_errno(e));
+    d.listening.store(1);
+    return 0;
+  }
+  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(listen)(fd, backlog);
+  // An unbound listener binds to the wildcard address (Linux autobind): the engine's.
+  Errc e = handover(st, fd, ref, [&](HostSocket s) {
+    Errc b = st->ch->bind(s, Endpoint{Ipv4Addr::any(), 0});
+    if (b != Errc::ok) return b;
+    return st->ch->listen(s, backlog);
+  });
+  if (e != Errc::ok) return fail(to_errno(e));
+  st->socks[ref.index].listening.store(1);
+  return 0;
+}
+
+int connect_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
+  FdRef ref = st->fds.get(fd);
+  if (ref.kind == FdKind::socket) {
+    SockRef r = offloaded(st, fd);
+    Result<Endpoint> ep = parse_addr(a, len);
+    if (!ep) {
+      // connect(AF_UNSPEC) disconnects a Linux TCP socket; the engine has no such operation.
+      return fail(ep.error() == static_cast<Errc>(EAFNOSUPPORT) ? EOPNOTSUPP : to_errno(ep.error()));
+    }
+    return finish_connect(st, r, st->ch->connect(r.s, *ep));
+  }
+  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(connect)(fd, a, len);
+  Result<Endpoint> ep = endpoint_from(a, len);
+  if (!ep || route_for_connect(st->addrs, (*ep).addr) == Route::kernel) {
+    if (st->fds.take_if(fd, ref)) release_desc(st, ref.index);
+    return PNO_REAL(connect)(fd, a, len);
+  }
+  Endpoint remote = *ep;
+  Errc e = handover(st, fd, ref, [&](HostSocket s) { return st->ch->connect(s, remote); });
+  if (e != Errc::ok && e != Errc::in_progress) return fail(to_errno(e));
+  return finish_connect(st, offloaded(st, fd), e);
+}
+
+int write_int(void* optval, socklen_t* optlen, int v) {
+  if (optval == nullptr || optlen == nullptr) return fail(EFAULT);
+  if (static_cast<int>(*optlen) < 0) return fail(EINVAL);
+  socklen_t n = std::min<socklen_t>(*optlen, sizeof(int));
+  std::memcpy(optval, &v, n);
+  *optlen = n;
+  return 0;
+}
+
+int getsockopt_impl(State* st, SockRef r, int level, int name, void* optval, socklen_t* optlen) {
+  if (optlen == nullptr) return fail(EFAULT);
+  if (static_cast<int>(*optlen) < 0) return fail(EINVAL);
+  OptInfo oi = classify_opt(level, name);
+  SockDesc& d = *r.d;
+  switch (oi.cls) {
+    case OptClass::unsupported: return fail(ENOPROTOOPT);
+    case OptClass::engine_int: {
+      Result<int> v = st->ch->getsockopt(r.s, oi.opt);
+      if (!v) return fail(to_errno(v.error()));
+      return write_int(optval, optlen, oi.boolean ? (*v != 0 ? 1 : 0) : *v);
+    }
+    case OptClass::linger: {
+      linger l{d.linger_on.load(), d.linger_secs.load()};
+      socklen_t n = std::min<socklen_t>(*optlen, sizeof l);
+      if (optval == nullptr) return fail(EFAULT);
+      std::memcpy(optval, &l, n);
+      *optlen = n;
+      return 0;
+    }
+    case OptClass::rcvtimeo:
+    case OptClass::sndtimeo: {
+      std::int64_t us = (oi.cls == OptClass::rcvtimeo ? d.rcvtimeo_us : d.sndtimeo_us).load();
+      timeval tv{};
+      if (us > 0) {
+        tv.tv_sec = us / 1000000;
+        tv.tv_usec = us % 1000000;
+      }
+      socklen_t n = std::min<socklen_t>(*optlen, sizeof tv);
+      if (optval == nullptr) return fail(EFAULT);
+      std::memcpy(optval, &tv, n);
+      *optlen = n;
+      return 0;
+    }
+    case OptClass::error: {
+      int e = st->ch->alive() ? to_errno(st->ch->take_error(r.s)) : ECONNRESET;
+      return write_int(optval, optlen, e);
+    }
+    case OptClass::type: return write_int(optval, optlen, SOCK_STREAM);
+    case OptClass::domain: return write_int(optval, optlen, AF_INET);
+    case OptClass::protocol: return write_int(optval, optlen, IPPROTO_TCP);
+    case OptClass::acceptconn: return write_int(optval, optlen, d.listening.load() != 0 ? 1 : 0);
+    case OptClass::quickack: return write_int(optval, optlen, d.quickack.load() == 0 ? 1 : 0);
+    case OptClass::tcp_info: {
+      Result<TcpInfo> ti = st->ch->info(r.s);
+      if (!ti) return fail(to_errno(ti.error()));
+      LinuxTcpInfo li = to_linux_tcp_info(*ti);
+      socklen_t n = std::min<socklen_t>(*optlen, sizeof li);
+      if (optval == nullptr) return fail(EFAULT);
+      std::memcpy(optval, &li, n);
+      *optlen = n;
+      return 0;
+    }
+  }
+  return fail(ENOPROTOOPT);
+}
+
+Result<int> read_int_opt(const void* optval, socklen_t optlen) {
+  if (optlen < static_cast<socklen_t>(sizeof(int))) return Errc::inval;
+  if (optval == nullptr) return static_cast<Errc>(EFAULT);
+  int v;
+  std::memcpy(&v, optval, sizeof v);
+  return v;
+}
+
+int setsockopt_impl(State* st, SockRef r, int level, int name, const void* optval, socklen_t optlen) {
+  OptInfo oi = classify_opt(level, name);
+  SockDesc& d = *r.d;
+  switch (oi.cls) {
+    case OptClass::engine_int: {
+      Result<int> v = read_int_opt(optval, optlen);
+      if (!v) return fail(to_errno(v.error()));
+      int val = oi.boolean ? (*v != 0 ? 1 : 0) : *v;
+      Errc e = st->ch->setsockopt(r.s, oi.opt, val);
+      return e == Errc::ok ? 0 : fail(to_errno(e));
+    }
+    case OptClass::linger: {
+      if (optlen < static_cast<socklen_t>(sizeof(linger))) return fail(EINVAL);
+      if (optval == nullptr) return fail(EFAULT);
+      linger l;
+      std::memcpy(&l, optval, sizeof l);
+      Errc e = st->ch->setsockopt(r.s, SockOpt::linger, l.l_onoff != 0 ? std::max(l.l_linger, 0) : -1);
+      if (e != Errc::ok) return fail(to_errno(e));
+      d.linger_on.store(l.l_onoff != 0 ? 1 : 0);
+      d.linger_secs.store(l.l_linger);
+      return 0;
+    }
+    case OptClass::rcvtimeo:
+    case OptClass::sndtimeo: {
+      if (optval == nullptr) return fail(EFAULT);
+      Result<std::int64_t> us = timeval_to_us(optval, optlen);
+      if (!us) return fail(to_errno(us.error()));
+      (oi.cls == OptClass::rcvtimeo ? d.rcvtimeo_us : d.sndtimeo_us).store(*us);
+      return 0;
+    }
+    case OptClass::quickack: {
+      Result<int> v = read_int_opt(optval, optlen);
+      if (!v) return fail(to_errno(v.error()));
+      d.quickack.store(*v == 0 ? 1 : 0);
+      return 0;
+    }
+    default:
+      return fail(ENOPROTOOPT);
+  }
+}
+
+/// setsockopt() on a pending socket: the kernel socket takes it (and validates it), the shim
+/// remembers what must be replayed to the engine at hand-over.
+void record_pending_opt(SockDesc& d, int level, int name, const void* optval, socklen_t optlen) {
+  OptInfo oi = classify_opt(level, name);
+  SpinGuard lk(d.lock);
+  switch (oi.cls) {
+    case OptClass::engine_int: {
+      Result<int> v = read_int_opt(optval, optlen);
+      if (v && !d.record(oi.opt, oi.boolean ? (*v != 0 ? 1 : 0) : *v)) {
+        d.unreplayable = 1;
+        d.unreplayable_level = level;
+        d.unreplayable_name = name;
+      }
+      return;
+    }
+    case OptClass::linger: {
+      linger l;
+      std::memcpy(&l, optval, sizeof l);
+      d.record(SockOpt::linger, l.l_onoff != 0 ? std::max(l.l_linger, 0) : -1);
+      d.linger_on.store(l.l_onoff != 0 ? 1 : 0);
+      d.linger_secs.store(l.l_linger);
+      return;
+    }
+    case OptClass::rcvtimeo:
+    case OptClass::sndtimeo: {
+      Result<std::int64_t> us = timeval_to_us(optval, optlen);
+      if (us) (oi.cls == OptClass::rcvtimeo ? d.rcvtimeo_us : d.sndtimeo_us).store(*us);
+      return;
+    }
+    case OptClass::quickack: {
+      Result<int> v = read_int_opt(optval, optlen);
+      if (v) d.quickack.store(*v == 0 ? 1 : 0);
+      return;
+    }
+    default:
+      d.unreplayable = 1;
+      d.unreplayable_level = level;
+      d.unreplayable_name = name;
+      return;
+  }
+}
+
+int fcntl_impl(State* st, int fd, int cmd, long arg) {
+  auto real = [](int f, int c, long a) { return PNO_REAL(fcntl)(f, c, a); };
+  FdRef ref = st->fds.get(fd);
+  if (ref.kind == FdKind::kernel || ref.kind == FdKind::internal) return real(fd, cmd, arg);
+  switch (cmd) {
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      int nfd = real(fd, cmd, arg);
+      if (nfd >= 0) track_dup(st, fd, ref, nfd);
+      return nfd;
+    }
+    case F_GETFL:
+      if (ref.kind == FdKind::socket) {
+        int fl = O_RDWR;
+        if (st->socks[ref.index].nonblock.load() != 0) fl |= O_NONBLOCK;
+        return fl;
+      }
+      return real(fd, cmd, arg);
+    case F_SETFL:
+      if (ref.kind == FdKind::socket) {
+        st->socks[ref.index].nonblock.store((arg & O_NONBLOCK) != 0 ? 1 : 0);
+        return 0;
+      }
+      return real(fd, cmd, arg);
+    default:
+      return real(fd, cmd, arg);
+  }
+}
+
+int ioctl_impl(State* st, SockRef r, unsigned long req, void* arg) {
+  switch (req) {
+    case FIONBIO: {
+      if (arg == nullptr) return fail(EFAULT);
+      int on;
+      std::memcpy(&on, arg, sizeof on);
+      r.d->nonblock.store(on != 0 ? 1 : 0);
+      return 0;
+    }
+    case FIONREAD: {  // == SIOCINQ
+      if (arg == nullptr) return fail(EFAULT);
+      if (r.d->listening.load() != 0) return fail(EINVAL);
+      Result<std::size_t> n = st->ch->readable_bytes(r.s);
+      if (!n) return fail(to_errno(n.error()));
+      int v = static_cast<int>(std::min<std::size_t>(*n, INT32_MAX));
+      std::memcpy(arg, &v, sizeof v);
+      return 0;
+    }
+    case FIOCLEX:
+    case FIONCLEX:
+      return -2;  // acts on the fd itself: the placeholder takes it
+    default:
+      return fail(ENOTTY);
+  }
+}
+
+ssize_t recvmsg_impl(State* st, SockRef r, msghdr* msg, int flags) {
+  if (msg == nullptr) return fail(EFAULT);
+  ssize_t n = do_recv(st, r, msg->msg_iov, msg->msg_iovlen, flags);
+  if (n >= 0) {
+    msg->msg_namelen = 0;  // TCP reports no source address (net/socket.c ____sys_recvmsg)
+    msg->msg_controllen = 0;
+    msg->msg_flags = 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the wait file
+
+void untrack_fd(State* st, int fd, FdRef r) {
+  (void)fd;
+  switch (r.kind) {
+    case FdKind::socket: {
+      SockDesc& d = st->socks[r.index];
+      st->ch->close(d.sock.load());
+      release_desc(st, r.index);
+      return;
+    }
+    case FdKind::pending:
+      release_desc(st, r.index);
+      return;
+    case FdKind::epoll:
+      epoll_release(st, r.index);
+      return;
+    default:
+      return;
+  }
+}
+
+}  // namespace pno::shim
+
+// =============================================================================================
+// The interposed functions
+
+using namespace pno;
+using namespace pno::shim;
+
+#define PNO_EXPORT extern "C" __attribute__((visibility("default")))
+
+PNO_EXPORT int socket(int domain, int type, int protocol) noexcept {
+  int fd = PNO_REAL(socket)(domain, type, protocol);
+  State* st = state();
+  if (fd < 0 || st == nullptr) return fd;
+  bool tcp4 = domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
+              (protocol == 0 || protocol == IPPROTO_TCP);
+  track_new(st, fd, tcp4);
+  return fd;
+}
+
+PNO_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) noexcept {
+  int r = PNO_REAL(socketpair)(domain, type, protocol, sv);
+  State* st = state();
+  if (r == 0 && st != nullptr) {
+    track_new(st, sv[0], false);
+    track_new(st, sv[1], false);
+  }
+  return r;
+}
+
+PNO_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) noexcept {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(bind)(fd, addr, len);
+  return bind_impl(st, fd, addr, len);
+}
+
+PNO_EXPORT int listen(int fd, int backlog) noexcept {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(listen)(fd, backlog);
+  return listen_impl(st, fd, backlog);
+}
+
+PNO_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(connect)(fd, addr, len);
+  return connect_impl(st, fd, addr, len);
+}
+
+PNO_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  State* st = state();
+  if (st == nullptr || !offloaded(st, fd)) {
+    int r = PNO_REAL(accept4)(fd, addr, len, flags);
+    if (r >= 0 && st != nullptr) track_new(st, r, false);
+    return r;
+  }
+  return accept_impl(st, fd, addr, len, flags);
+}
+
+PNO_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+  State* st = state();
+  if (st == nullptr || !offloaded(st, fd)) {
+    int r = PNO_REAL(accept)(fd, addr, len);
+    if (r >= 0 && st != nullptr) track_new(st, r, false);
+    return r;
+  }
+  return accept_impl(st, fd, addr, len, 0);
+}
+
+PNO_EXPORT ssize_t read(int fd, void* buf, size_t n) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(read)(fd, buf, n);
+  iovec iov{buf, n};
+  return do_recv(st, r, &iov, 1, 0);
+}
+
+PNO_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(write)(fd, buf, n);
+  iovec iov{const_cast<void*>(buf), n};
+  return do_send(st, r, &iov, 1, 0);
+}
+
+PNO_EXPORT ssize_t readv(int fd, const iovec* iov, int cnt) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(readv)(fd, iov, cnt);
+  if (cnt < 0) return fail(EINVAL);
+  return do_recv(st, r, iov, static_cast<std::size_t>(cnt), 0);
+}
+
+PNO_EXPORT ssize_t writev(int fd, const iovec* iov, int cnt) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(writev)(fd, iov, cnt);
+  if (cnt < 0) return fail(EINVAL);
+  return do_send(st, r, iov, static_cast<std::size_t>(cnt), 0);
+}
+
+PNO_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(recv)(fd, buf, n, flags);
+  iovec iov{buf, n};
+  return do_recv(st, r, &iov, 1, flags);
+}
+
+PNO_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* addr, socklen_t* alen) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(recvfrom)(fd, buf, n, flags, addr, alen);
+  iovec iov{buf, n};
+  ssize_t got = do_recv(st, r, &iov, 1, flags);
+  if (got >= 0 && addr != nullptr && alen != nullptr) *alen = 0;  // TCP has no source address
+  return got;
+}
+
+PNO_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(recvmsg)(fd, msg, flags);
+  return recvmsg_impl(st, r, msg, flags);
+}
+
+PNO_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags, timespec* timeout) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(recvmmsg)(fd, vec, vlen, flags, timeout);
+  if (vec == nullptr) return fail(EFAULT);
+  unsigned int i = 0;
+  for (; i < vlen; ++i) {
+    ssize_t n = recvmsg_impl(st, r, &vec[i].msg_hdr, flags);
+    if (n < 0) {
+      if (i > 0) break;
+      return -1;
+    }
+    vec[i].msg_len = static_cast<unsigned int>(n);
+    if ((flags & MSG_WAITFORONE) != 0) flags |= MSG_DONTWAIT;
+    if (n == 0) {
+      ++i;
+      break;
+    }
+  }
+  return static_cast<int>(i);
+}
+
+PNO_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(send)(fd, buf, n, flags);
+  iovec iov{const_cast<void*>(buf), n};
+  return do_send(st, r, &iov, 1, flags);
+}
+
+PNO_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t alen) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(sendto)(fd, buf, n, flags, addr, alen);
+  iovec iov{const_cast<void*>(buf), n};
+  return do_send(st, r, &iov, 1, flags);  // a connected TCP socket ignores the address
+}
+
+PNO_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(sendmsg)(fd, msg, flags);
+  if (msg == nullptr) return fail(EFAULT);
+  return do_send(st, r, msg->msg_iov, msg->msg_iovlen, flags);
+}
+
+PNO_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int vlen, int flags) {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(sendmmsg)(fd, vec, vlen, flags);
+  if (vec == nullptr) return fail(EFAULT);
+  unsigned int i = 0;
+  for (; i < vlen; ++i) {
+    ssize_t n = do_send(st, r, vec[i].msg_hdr.msg_iov, vec[i].msg_hdr.msg_iovlen, flags);
+    if (n < 0) {
+      if (i > 0) break;
+      return -1;
+    }
+    vec[i].msg_len = static_cast<unsigned int>(n);
+  }
+  return static_cast<int>(i);
+}
+
+PNO_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(sendfile)(out_fd, in_fd, offset, count);
+  if (offloaded(st, in_fd)) return fail(EINVAL);  // the source must be mmap-able (sendfile(2))
+  SockRef r = offloaded(st, out_fd);
+  if (!r) return PNO_REAL(sendfile)(out_fd, in_fd, offset, count);
+  return do_sendfile(st, r, in_fd, offset, count);
+}
+
+PNO_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
+  return sendfile(out_fd, in_fd, offset, count);
+}
+
+PNO_EXPORT int close(int fd) {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(close)(fd);
+  return close_impl(st, fd);
+}
+
+PNO_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noexcept {
+  State* st = state();
+  if (st == nullptr || t_in_channel) return PNO_REAL(close_range)(first, last, flags);
+  if (first > last) return fail(EINVAL);
+  if ((flags & CLOSE_RANGE_CLOEXEC) != 0) return PNO_REAL(close_range)(first, last, flags);
+  // Walk the range in pieces between protected fds, untracking what the pieces close.
+  unsigned int top = std::min<unsigned int>(last, static_cast<unsigned int>(INT32_MAX));
+  unsigned int lo = first;
+  auto flush = [&](unsigned int a, unsigned int b) -> int {
+    if (a > b) return 0;
+    int hw = st->fds.high_water();
+    for (unsigned int fd = a; fd <= b && fd < static_cast<unsigned int>(hw); ++fd) {
+      FdRef r = st->fds.take(static_cast<int>(fd));
+      if (r.kind != FdKind::kernel) untrack_fd(st, static_cast<int>(fd), r);
+    }
+    return PNO_REAL(close_range)(a, b, flags);
+  };
+  int hw_scan = std::max(st->fds.capacity(), 1 << 20);
+  for (unsigned int fd = first; fd <= top && fd < static_cast<unsigned int>(hw_scan); ++fd) {
+    if (protected_fd(st, static_cast<int>(fd))) {
+      if (fd > lo && flush(lo, fd - 1) < 0) return -1;
+      lo = fd + 1;
+    }
+  }
+  if (lo <= last) return flush(lo, last);
+  return 0;
+}
+
+PNO_EXPORT void closefrom(int lowfd) noexcept {
+  (void)close_range(static_cast<unsigned int>(std::max(lowfd, 0)), ~0U, 0);
+}
+
+PNO_EXPORT int shutdown(int fd, int how) noexcept {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(shutdown)(fd, how);
+  ShutdownHow h;
+  switch (how) {
+    case SHUT_RD: h = ShutdownHow::read; break;
+    case SHUT_WR: h = ShutdownHow::write; break;
+    case SHUT_RDWR: h = ShutdownHow::both; break;
+    default: return fail(EINVAL);
+  }
+  Errc e = st->ch->shutdown(r.s, h);
+  return e == Errc::ok ? 0 : fail(to_errno(e));
+}
+
+PNO_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(getsockname)(fd, addr, len);
+  if (addr == nullptr || len == nullptr) return fail(EFAULT);
+  if (static_cast<int>(*len) < 0) return fail(EINVAL);
+  Result<Endpoint> ep = st->ch->local_endpoint(r.s);
+  if (!ep) return fail(to_errno(ep.error()));
+  endpoint_to(*ep, addr, len);
+  return 0;
+}
+
+PNO_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(getpeername)(fd, addr, len);
+  if (addr == nullptr || len == nullptr) return fail(EFAULT);
+  if (static_cast<int>(*len) < 0) return fail(EINVAL);
+  Result<Endpoint> ep = st->ch->peer_endpoint(r.s);
+  if (!ep) return fail(to_errno(ep.error()));
+  endpoint_to(*ep, addr, len);
+  return 0;
+}
+
+PNO_EXPORT int getsockopt(int fd, int level, int name, void* optval, socklen_t* optlen) noexcept {
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(getsockopt)(fd, level, name, optval, optlen);
+  return getsockopt_impl(st, r, level, name, optval, optlen);
+}
+
+PNO_EXPORT int setsockopt(int fd, int level, int name, const void* optval, socklen_t optlen) noexcept {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(setsockopt)(fd, level, name, optval, optlen);
+  FdRef ref = st->fds.get(fd);
+  if (ref.kind == FdKind::socket) return setsockopt_impl(st, offloaded(st, fd), level, name, optval, optlen);
+  int rc = PNO_REAL(setsockopt)(fd, level, name, optval, optlen);
+  if (rc == 0 && ref.kind == FdKind::pending) {
+    record_pending_opt(st->socks[ref.index], level, name, optval, optlen);
+  }
+  return rc;
+}
+
+PNO_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  long arg = va_arg(ap, long);
+  va_end(ap);
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(fcntl)(fd, cmd, arg);
+  return fcntl_impl(st, fd, cmd, arg);
+}
+
+PNO_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  long arg = va_arg(ap, long);
+  va_end(ap);
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(fcntl)(fd, cmd, arg);
+  return fcntl_impl(st, fd, cmd, arg);
+}
+
+PNO_EXPORT int ioctl(int fd, unsigned long req, ...) noexcept {
+  va_list ap;
+  va_start(ap, req);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  State* st = state();
+  SockRef r;
+  if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(ioctl)(fd, req, arg);
+  int rc = ioctl_impl(st, r, req, arg);
+  return rc == -2 ? PNO_REAL(ioctl)(fd, req, arg) : rc;
+}
+
+PNO_EXPORT int dup(int fd) noexcept {
+  State* st = state();
+  int r = PNO_REAL(dup)(fd);
+  if (st != nullptr && r >= 0) track_dup(st, fd, st->fds.get(fd), r);
+  return r;
+}
+
+PNO_EXPORT int dup2(int ofd, int nfd) noexcept {
+  State* st = state();
+  if (st == nullptr || t_in_channel) return PNO_REAL(dup2)(ofd, nfd);
+  return dup_impl(st, ofd, nfd, 0, true);
+}
+
+PNO_EXPORT int dup3(int ofd, int nfd, int flags) noexcept {
+  State* st = state();
+  if (st == nullptr || t_in_channel) return PNO_REAL(dup3)(ofd, nfd, flags);
+  return dup_impl(st, ofd, nfd, flags, false);
+}
+
+PNO_EXPORT void _exit(int status) {
+  release_all_refs();
+  PNO_REAL(_exit)(status);
+  __builtin_unreachable();
+}
+
+PNO_EXPORT void _Exit(int status) { _exit(status); }
+
+PNO_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) noexcept {
+  release_all_refs();  // the new image cannot reach the engine sockets through the placeholders
+  return PNO_REAL(execve)(path, argv, envp);
+}
+
+PNO_EXPORT int execv(const char* path, char* const argv[]) noexcept {
+  release_all_refs();
+  return PNO_REAL(execv)(path, argv);
+}
+
+PNO_EXPORT int execvp(const char* file, char* const argv[]) noexcept {
+  release_all_refs();
+  return PNO_REAL(execvp)(file, argv);
+}
+
+PNO_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
+  release_all_refs();
+  return PNO_REAL(execvpe)(file, argv, envp);
+}
+
+PNO_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
+  release_all_refs();
+  return PNO_REAL(fexecve)(fd, argv, envp);
+}
+
+// glibc's fortified variants (_FORTIFY_SOURCE) check the buffer size, then do the plain call.
+PNO_EXPORT void __chk_fail() __attribute__((noreturn));
+
+PNO_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+  if (n > buflen) __chk_fail();
+  return read(fd, buf, n);
+}
+
+PNO_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
+  if (n > buflen) __chk_fail();
+  return recv(fd, buf, n, flags);
+}
+
+PNO_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* addr,
+                                  socklen_t* alen) {
+  if (n > buflen) __chk_fail();
+  return recvfrom(fd, buf, n, flags, addr, alen);
+}
