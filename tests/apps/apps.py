@@ -322,7 +322,8 @@ class Run:
     def spawn(self, name: str, cmd: list[str], cwd: Path | None = None) -> Proc:
         """Starts a server; in pno mode under `pno run`, so its sockets go to the engine."""
         if self.mode == "pno":
-            cmd = [self.opts.pno, "run", "--engine-socket", str(self.bed.host_socket), "--"] + cmd
+            cmd = [self.opts.pno, "run", "--require-engine", "--engine-socket", str(self.bed.host_socket),
+                   "--"] + cmd
         p = Proc(name, cmd, self.art / f"{name}.out", cwd=cwd)
         self.procs.append(p)
         self.on_cleanup(p.kill)
