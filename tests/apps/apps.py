@@ -372,11 +372,15 @@ class Run:
                               f"stdout: {p.stdout[-2000:]!r}\nstderr: {p.stderr[-2000:]}")
         return p
 
-    def tcp_active_opens(self) -> int:
-        """Connections the peer namespace's Linux has opened so far (/proc/net/snmp)."""
+    def peer_tcp_mib(self) -> dict[str, int]:
+        """The peer namespace's TCP counters (/proc/net/snmp)."""
         p = self.peer(["cat", "/proc/net/snmp"], quiet=True)
         lines = [x.split() for x in p.stdout.decode().splitlines() if x.startswith("Tcp:")]
-        return int(lines[1][lines[0].index("ActiveOpens")])
+        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+
+    def tcp_active_opens(self) -> int:
+        """Connections the peer namespace's Linux has opened so far."""
+        return self.peer_tcp_mib()["ActiveOpens"]
 
     def check_alive(self) -> None:
         for p in self.procs:
@@ -846,8 +850,16 @@ def run_test(name: str, opts: argparse.Namespace) -> tuple[bool, float, dict]:
         run.read_loss()
         if profile.loss_pct:
             expect(sum(run.loss_drops) > 0, "the loss rules dropped nothing")
+        mib = run.peer_tcp_mib()
         run.bed.down()
         run.bed.check_exit()
+        if mode == "pno":
+            # Every connection the peer's clients established ended on the engine, not on the kernel.
+            peer_conns = mib["ActiveOpens"] - mib["AttemptFails"]
+            engine_conns = int(run.bed.stats.get("tcp_conn_passive_opens", -1))
+            log(f"engine accepted {engine_conns} connections; the peer established {peer_conns}")
+            expect(engine_conns >= peer_conns, f"the engine accepted {engine_conns} connections, fewer than "
+                                               f"the {peer_conns} the peer established")
         ok = True
     except TestFailure as e:
         log(f"FAIL {name}: {e}")
