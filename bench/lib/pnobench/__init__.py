@@ -1,0 +1,1 @@
+"""PnO benchmark harness (bench/run)."""

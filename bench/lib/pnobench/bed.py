@@ -1,0 +1,90 @@
+"""One testbed for the whole bench: the kernel link always, the engine when PnO rows run.
+
+The engine is started once and kept running through the kernel groups too (its idle CPU is
+measured and reported), and restarted only when the next group needs other engine flags (the
+PCIe-model rows). It runs on lcore ENGINE_LCORE with its host service on a Unix socket.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from .procstat import proc_cpu_ns
+from .workloads import ENGINE_LCORE
+
+
+def make_testbed_class(apps):
+    class BenchTestbed(apps.Testbed):
+        """apps.Testbed with the bench's engine flags (lcore, PCIe model) instead of the app tests'."""
+
+        def __init__(self, opts, art: Path):
+            super().__init__(opts, "kernel", art)
+            self.engine_args: list[str] | None = None  # None: no engine (scripts/testbed net)
+
+        def start(self, engine_args: list[str] | None, log) -> None:
+            if self.is_up:
+                self.down()
+            self._testbed("down", check=False)  # leftovers of a killed run
+            self.is_up = True
+            self.engine_args = engine_args
+            if engine_args is None:
+                self.mode = "kernel"
+                log(f"$ scripts/testbed net   ({apps.NETNS}, kernel link {apps.KHOST_IP} <-> {apps.KPEER_IP})")
+                self._testbed("net")
+                return
+            self.mode = "pno"
+            args = ["--host-socket", str(self.host_socket), "--lcore", ENGINE_LCORE, "--stats", "--stats-interval", "0",
+                    "--stats-file", str(self.stats_path)] + engine_args
+            log(f"$ scripts/testbed up {shlex.join(args)}")
+            self._testbed("up", *args)
+            deadline = time.monotonic() + 10
+            while not self.host_socket.exists():
+                if time.monotonic() > deadline:
+                    raise apps.TestFailure(f"engine made no host socket at {self.host_socket}")
+                time.sleep(0.05)
+
+    return BenchTestbed
+
+
+class BedManager:
+    def __init__(self, apps, apps_opts, art: Path, log):
+        self.apps = apps
+        self.log = log
+        art.mkdir(parents=True, exist_ok=True)
+        self.testbed = make_testbed_class(apps)(apps_opts, art)
+        self.idle: list[dict] = []
+
+    def engine_pid(self) -> int | None:
+        return self.testbed.engine_pid() if self.testbed.engine_args is not None else None
+
+    def ensure(self, engine_args: list[str] | None, keep_engine: bool = True) -> None:
+        """engine_args None means the group needs no engine: a running one is kept (keep_engine)."""
+        tb = self.testbed
+        if tb.is_up:
+            if engine_args is None and (keep_engine or tb.engine_args is None):
+                return
+            if engine_args is not None and tb.engine_args == engine_args:
+                if self.engine_pid() is None:
+                    raise self.apps.TestFailure("pno-engine is no longer running:\n" +
+                                                self.apps.tail(tb.run_dir / "engine.log"))
+                return
+        tb.start(engine_args, self.log)
+
+    def measure_idle(self, label: str, secs: float) -> dict | None:
+        """The engine's CPU while nothing talks to it: it should back off, not spin."""
+        pid = self.engine_pid()
+        if pid is None:
+            return None
+        a, t0 = proc_cpu_ns(pid), time.monotonic()
+        time.sleep(secs)
+        b, t1 = proc_cpu_ns(pid), time.monotonic()
+        res = {"label": label, "secs": round(t1 - t0, 2), "engine_cpu_pct": round((b - a) / 1e9 / (t1 - t0) * 100, 2),
+               "engine_args": list(self.testbed.engine_args or [])}
+        self.idle.append(res)
+        self.log(f"engine idle ({label}): {res['engine_cpu_pct']:.1f}% of a core over {res['secs']}s")
+        return res
+
+    def down(self) -> None:
+        self.testbed.down()

@@ -1,0 +1,177 @@
+"""The bench's environment: testbed names, the app-test module, what is built, machine facts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+APPS_PY = REPO / "tests" / "apps" / "apps.py"
+
+# The bench's own testbed, so it can run beside the interop, semantics and app suites. Every name can
+# be overridden with the same PNO_* variables scripts/testbed reads.
+DEFAULTS = {
+    "PNO_NETNS": "pno-bench",
+    "PNO_IFACE": "pnob0",
+    "PNO_KHOST_IP": "198.18.5.1",
+    "PNO_KPEER_IP": "198.18.5.2",
+}
+
+
+def setup_env() -> None:
+    for k, v in DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("PNO_RUN_DIR", f"/run/pno-testbed/{os.environ['PNO_NETNS']}")
+
+
+def load_apps():
+    """tests/apps/apps.py as a module (read-only use of its Testbed, Proc and Run). Its names and
+    addresses come from the PNO_* environment at import, so setup_env() runs first."""
+    setup_env()
+    if "pno_apps" in sys.modules:
+        return sys.modules["pno_apps"]
+    spec = importlib.util.spec_from_file_location("pno_apps", APPS_PY)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"bench: cannot load {APPS_PY}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["pno_apps"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sh(cmd: list[str], timeout: float = 20) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"({e})"
+
+
+def engine_help(engine: Path) -> str:
+    if not os.access(engine, os.X_OK):
+        return ""
+    return sh([str(engine), "--help"])
+
+
+def find_libpno(build: Path) -> Path | None:
+    for cand in (build / "lib" / "libpno.so", build / "bin" / "libpno.so", build / "src" / "shim" / "libpno.so"):
+        if cand.exists():
+            return cand
+    hits = sorted(build.rglob("libpno.so")) if build.exists() else []
+    return hits[0] if hits else None
+
+
+def pno_status(build: Path, engine: Path, pno: Path) -> tuple[bool, str]:
+    """Whether the PnO rows can run, and if not, why (written into the report)."""
+    missing = []
+    if not os.access(pno, os.X_OK):
+        missing.append(f"{pno.relative_to(REPO) if pno.is_relative_to(REPO) else pno} is not built")
+    if find_libpno(build) is None:
+        missing.append(f"no libpno.so under {build}")
+    h = engine_help(engine)
+    if not h:
+        missing.append(f"no engine at {engine}")
+    elif "--host-socket" not in h:
+        missing.append("pno-engine has no --host-socket (no host service)")
+    if missing:
+        return False, "; ".join(missing)
+    return True, "available"
+
+
+PCIE_FLAGS = ("--dma-latency-ns", "--dma-gbps")
+
+
+def pcie_status(engine: Path) -> tuple[bool, str]:
+    h = engine_help(engine)
+    absent = [f for f in PCIE_FLAGS if f not in h]
+    if absent:
+        return False, (f"{engine} has no PCIe cost model on its DmaChannel ({', '.join(absent)} missing from "
+                       f"--help); build an engine with the model to use --pcie-model")
+    return True, "available"
+
+
+def git_commit() -> dict:
+    head = sh(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": head, "dirty": bool(dirty), "subject": sh(["git", "-C", str(REPO), "log", "-1", "--format=%s"])}
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def tool_versions() -> dict:
+    def which(name: str) -> str | None:
+        return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+    out = {}
+    for name, args in (("redis-server", ["--version"]), ("redis-benchmark", ["--version"]), ("lighttpd", ["-v"]),
+                       ("haproxy", ["-v"]), ("wrk", ["-v"]), ("socat", ["-V"]), ("iperf3", ["--version"])):
+        path = which(name)
+        if path is None:
+            out[name] = None
+            continue
+        text = sh([path] + args)
+        if name == "socat":
+            m = re.search(r"socat version [^\n]*", text)
+            text = m.group(0) if m else text
+        out[name] = _first_line(text)
+    return out
+
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        pass
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "memory": mem,
+        "python": platform.python_version(),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "tools": tool_versions(),
+    }
+
+
+def missing_tools() -> list[str]:
+    need = ["redis-server", "redis-cli", "redis-benchmark", "lighttpd", "haproxy", "wrk", "iperf3", "curl",
+            "taskset"]
+    return [t for t in need if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+
+
+ECHO_SRC = REPO / "bench" / "lib" / "echo_server.cc"
+
+
+def echo_server(build: Path) -> Path:
+    """bench/lib/echo_server.cc compiled (once, again when the source changes) into BUILD/bench/."""
+    out = build / "bench" / "pno-bench-echo"
+    if out.exists() and out.stat().st_mtime >= ECHO_SRC.stat().st_mtime:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise SystemExit("bench/run: no C++ compiler for bench/lib/echo_server.cc")
+    cmd = [cxx, "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out) + ".tmp", str(ECHO_SRC)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"bench/run: building the echo server failed:\n{' '.join(cmd)}\n{p.stderr}")
+    Path(str(out) + ".tmp").replace(out)
+    return out
