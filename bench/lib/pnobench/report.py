@@ -229,7 +229,11 @@ def render(data: dict) -> str:
                          ", ".join(f"{c['cell']} ({c['ratio']:.2f}×)" for c in bad))
     L.append("")
 
-    L += ["## Results", ""]
+    L += ["## Results", "",
+          "Medians per cell; rates in the unit of the column, CPU in µs per request (per MB for streams). "
+          "*Ratio rows*: each column is PnO / kernel of the medians; the host+engine column is PnO's host + "
+          "engine CPU over the kernel's host CPU. In kernel rows the engine column is the idle engine running "
+          "beside them (not counted in their host+engine); `–` there means no engine ran.", ""]
     for app in ("redis", "lighttpd", "haproxy", "echo", "iperf"):
         L += app_table(app, agg, modes_shown)
     if data.get("errors"):

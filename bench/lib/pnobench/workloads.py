@@ -129,7 +129,13 @@ class Group:
             if v is not None and units > 0:
                 s[f"{k}_cpu_us_per_unit"] = v * 1e6 / units
         if units > 0:
-            s["host_engine_cpu_us_per_unit"] = (cpu["app_cpu_s"] + (s["engine_cpu_s"] or 0)) * 1e6 / units
+            # Kernel rows: the engine (if one runs) only idles beside them, so it is not part of their cost.
+            engine_s = (s["engine_cpu_s"] or 0) if self.mode != "kernel" else 0
+            s["host_engine_cpu_us_per_unit"] = (cpu["app_cpu_s"] + engine_s) * 1e6 / units
+        try:
+            s["loadavg1"] = float(Path("/proc/loadavg").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
         self.samples.append(s)
         self.ctx.sample(s)
         return s
