@@ -297,7 +297,7 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
     if (w == nullptr) w = thread_waiter();
     if (w != nullptr) {
       const std::uint32_t gen = arm_gen.fetch_add(1, std::memory_order_relaxed) + 1;
-      at(waiter(w->index_).armed).store(gen | 1, std::memory_order_seq_cst);
+      at(waiter(w->index_).armed).store((gen << 1) | 1, std::memory_order_seq_cst);
       at(hdr->armed_waiters).fetch_add(1, std::memory_order_seq_cst);
       drain_completions();
       if (at(rs.state).load(std::memory_order_acquire) != 2) {
@@ -820,6 +820,8 @@ Result<std::size_t> HostChannel::recv(HostSocket s, std::span<const iovec> iov, 
     }
     if (!peek && total > 0) {
       at(sl->rcv_head).store(pos, std::memory_order_release);
+      // The engine sets RxBlocked, fences, re-reads rcv_head: one of us sees the other.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       kick = (at(sl->flags).load(std::memory_order_acquire) & c::kFlagRxBlocked) != 0;
     }
   }
@@ -891,7 +893,7 @@ void HostChannel::arm(Waiter& w) {
   Impl& im = *impl_;
   if (w.index_ >= im.geo.max_waiters) return;
   const std::uint32_t gen = im.arm_gen.fetch_add(1, std::memory_order_relaxed) + 1;
-  at(im.waiter(w.index_).armed).store(gen | 1, std::memory_order_seq_cst);
+  at(im.waiter(w.index_).armed).store((gen << 1) | 1, std::memory_order_seq_cst);
   at(im.hdr->armed_waiters).fetch_add(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }

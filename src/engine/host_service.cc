@@ -618,6 +618,13 @@ struct HostService::Impl {
       s.changed = true;
     }
     publish(f, i, s);
+    if ((s.flags & c::kFlagRxBlocked) != 0) {
+      // Dekker with the host's recv(): it stores rcv_head, fences, then reads the flag. If it read
+      // the flag before we set it, we see its new rcv_head here and pump again ourselves.
+      f.dma->fence();
+      std::uint32_t head = hl.rcv_head;
+      if (f.dma->read_u32(so + offsetof(c::SocketSlot, rcv_head), head) && head != hl.rcv_head) mark_dirty(f, i);
+    }
   }
 
   void pre_accept(Family& f, std::uint32_t i, EngSock& s, const c::SlotHostLine& hl) {
@@ -688,6 +695,7 @@ struct HostService::Impl {
         if (e == Errc::ok && s.state != c::SlotState::listening) {
           s.state = c::SlotState::listening;
           s.changed = true;
+          publish(f, i, s);  // before the completion: the host sees a listener once listen() returns
           mark_dirty(f, i);
         }
         return fail(e);
@@ -698,6 +706,7 @@ struct HostService::Impl {
         if ((e == Errc::in_progress || e == Errc::ok) && s.state == c::SlotState::open) {
           s.state = c::SlotState::connecting;
           s.changed = true;
+          publish(f, i, s);
           mark_dirty(f, i);
         }
         return fail(e);
@@ -713,6 +722,7 @@ struct HostService::Impl {
           s.changed = true;
         }
         if (how != ShutdownHow::read) s.shut_wr_pending = true;
+        publish(f, i, s);
         mark_dirty(f, i);
         return cp;
       }
@@ -750,7 +760,7 @@ struct HostService::Impl {
           const auto e = static_cast<Errc>(s.err);
           s.flags &= ~c::kFlagError;
           s.changed = true;
-          mark_dirty(f, i);
+          publish(f, i, s);
           return fail(e);
         }
         return fail(s.id == kInvalidSocket ? Errc::ok : tcp->take_error(s.id));
@@ -1078,6 +1088,28 @@ int HostService::attach_for_test(std::byte** base, std::uint64_t* bytes) {
   f->pid = ::getpid();
   im.fams.push_back(std::move(f));
   return static_cast<int>(im.fams.size() - 1);
+}
+
+void HostService::dump(std::FILE* out) const {
+  for (const auto& f : impl_->fams) {
+    std::fprintf(out, "family pid %d active %d dirty %zu backlog %zu\n", static_cast<int>(f->pid), f->active ? 1 : 0,
+                 f->dirty.size(), f->backlog.size());
+    for (std::uint32_t i = 0; i < f->socks.size(); ++i) {
+      const EngSock& s = f->socks[i];
+      if (s.state == c::SlotState::free) continue;
+      c::SlotHostLine hl{};
+      f->dma->read(c::slot_off(f->geo, i) + offsetof(c::SocketSlot, snd_tail), std::as_writable_bytes(std::span(&hl, 1)));
+      std::uint32_t kd = 0;
+      f->dma->read_u32(c::slot_off(f->geo, i) + offsetof(c::SocketSlot, kick_done), kd);
+      const auto rb = s.id != kInvalidSocket ? impl_->tcp->readable_bytes(s.id) : Result<std::size_t>(Errc::badf);
+      std::fprintf(out,
+                   "  slot %u tcp %u state %u flags %#x ready %#x seq %u snd %u/%u rcv %u/%u kick %u/%u "
+                   "closing %d dirty %d tcp_readable %zu tcp_ready %#x\n",
+                   i, s.id, static_cast<unsigned>(s.state), s.flags, s.tcp_ready, s.event_seq, s.snd_head, hl.snd_tail,
+                   hl.rcv_head, s.rcv_tail, hl.kick_req, kd, s.closing ? 1 : 0, s.dirty ? 1 : 0, rb ? *rb : 0,
+                   s.id != kInvalidSocket ? impl_->tcp->readiness(s.id) : 0);
+    }
+  }
 }
 
 void HostService::service_for_test(Instant now) { on_tick(*impl_->tcp, now); }

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,6 +81,9 @@ class HostService final : public Service, public IdleWake {
   [[nodiscard]] std::size_t sockets() const;
   /// Credentials of attached families (SO_PEERCRED), oldest first.
   [[nodiscard]] std::vector<pid_t> family_pids() const;
+
+  /// One line per family and per socket (engine state and the host's indices), for debugging.
+  void dump(std::FILE* out) const;
 
   /// Tests: attaches an in-process "host" region without a socket (for hostile-region tests); the
   /// region is returned mapped. Returns the family index or -1.

@@ -1,0 +1,720 @@
+// The channel end to end without DPDK: the engine's HostService on one Stack, wired back to back in
+// memory with a second Stack that plays the Linux peer, all driven by this process; the host side
+// runs in forked children through HostChannel, exactly as libpno.so would use it.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "channel/contract.hh"
+#include "channel/host.hh"
+#include "engine/host_service.hh"
+#include "stack/stack.hh"
+#include "stack/tcp/tcp_layer.hh"
+
+using namespace pno;
+using namespace pno::channel;
+using pno::engine::HostService;
+using pno::engine::HostServiceConfig;
+namespace c = pno::channel::contract;
+
+namespace {
+
+const Ipv4Addr kEngineIp = Ipv4Addr::from_octets(198, 18, 0, 1);
+const Ipv4Addr kPeerIp = Ipv4Addr::from_octets(198, 18, 0, 2);
+
+class MemLink final : public FrameSink {
+ public:
+  MutByteSpan tx_begin(std::size_t max_len) override {
+    open_.resize(max_len);
+    return open_;
+  }
+  void tx_commit(std::size_t len, const TxMeta&) override {
+    open_.resize(len);
+    queue_.push_back(std::move(open_));
+    open_ = {};
+  }
+  void tx_abort() override {}
+  void deliver(Stack& to, Instant now) {
+    while (!queue_.empty()) {
+      std::vector<std::byte> f = std::move(queue_.front());
+      queue_.pop_front();
+      to.on_frame(f, now);
+    }
+  }
+
+ private:
+  std::vector<std::byte> open_;
+  std::deque<std::vector<std::byte>> queue_;
+};
+
+StackConfig stack_config(Ipv4Addr a, std::uint8_t mac) {
+  StackConfig cfg;
+  cfg.mac = MacAddr{{2, 0, 0, 0, 0, mac}};
+  cfg.addr = Ipv4Cidr{a, 24};
+  cfg.secret = mac;
+  cfg.tcp.msl = std::chrono::milliseconds(100);
+  return cfg;
+}
+
+Instant wall() {
+  return instant_from_ns(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+/// The engine and the peer, stepped by the test process.
+struct Bench {
+  explicit Bench(c::Geometry g = {}) {
+    path = "/tmp/pnoc-e2e-" + std::to_string(getpid()) + "-" + std::to_string(++counter) + ".sock";
+    HostServiceConfig cfg;
+    cfg.socket_path = path;
+    cfg.geometry = g;
+    cfg.addrs = {Ipv4Cidr{kEngineIp, 24}};
+    cfg.quiet = true;
+    svc = std::make_unique<HostService>(cfg);
+    EXPECT_EQ(svc->start(eng.tcp(), wall()), Errc::ok);
+  }
+
+  void step() {
+    const Instant now = wall();
+    eng_out.deliver(peer, now);
+    peer_out.deliver(eng, now);
+    SocketEvent ev;
+    if (svc) {
+      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
+      svc->on_tick(eng.tcp(), now);
+    }
+    eng.poll(now);
+    if (svc) {
+      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
+    }
+    peer.poll(now);
+    while (peer.tcp().next_event(ev)) {
+    }
+    if (on_step) on_step();
+  }
+
+  /// Steps until `done` or `seconds` pass.
+  bool run_until(const std::function<bool()>& done, double seconds = 20) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      step();
+      if (done()) return true;
+    }
+    return false;
+  }
+
+  /// Runs the engine until child `pid` exits; returns its exit status (or -1 on timeout).
+  int run_child(pid_t pid, double seconds = 30) {
+    int status = -1;
+    const bool ok = run_until([&] {
+      int st = 0;
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        status = st;
+        return true;
+      }
+      return false;
+    }, seconds);
+    if (!ok) {
+      const auto& st = svc->stats();
+      std::fprintf(stderr, "engine: commands=%llu kicks=%llu to_tcp=%llu to_host=%llu wakeups=%llu sockets=%zu\n",
+                   (unsigned long long)st.commands, (unsigned long long)st.kicks, (unsigned long long)st.bytes_to_tcp,
+                   (unsigned long long)st.bytes_to_host, (unsigned long long)st.wakeups, svc->sockets());
+      svc->dump(stderr);
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  static inline int counter = 0;
+  std::string path;
+  MemLink eng_out, peer_out;
+  Stack eng{stack_config(kEngineIp, 1), eng_out, wall()};
+  Stack peer{stack_config(kPeerIp, 2), peer_out, wall()};
+  std::unique_ptr<HostService> svc;
+  std::function<void()> on_step;
+};
+
+// ------------------------------------------------------------------------- helpers for children
+
+#define CHILD_CHECK(cond)                                                              \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      std::fprintf(stderr, "child check failed at line %d: %s\n", __LINE__, #cond);   \
+      _exit(1);                                                                        \
+    }                                                                                  \
+  } while (0)
+
+std::unique_ptr<HostChannel> child_attach(const std::string& path) {
+  char why[256] = {};
+  auto ch = HostChannel::attach(path.c_str(), why);
+  if (!ch) std::fprintf(stderr, "attach: %s\n", why);
+  return ch;
+}
+
+/// Blocks (through the thread's Waiter) until `s` shows any of `mask`; false on timeout or death.
+bool wait_ready(HostChannel& ch, HostSocket s, std::uint32_t mask, int timeout_ms = 10000) {
+  Waiter* w = ch.thread_waiter();
+  if (w == nullptr) return false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    if ((ch.readiness(s) & mask) != 0) return true;
+    ch.arm(*w);
+    if ((ch.readiness(s) & mask) != 0) {
+      ch.disarm(*w);
+      return true;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      ch.disarm(*w);
+      return false;
+    }
+    pollfd p[2] = {{w->fd(), POLLIN, 0}, {ch.control_fd(), POLLIN, 0}};
+    ::poll(p, 2, static_cast<int>(left));
+    ch.disarm(*w);
+    if (!ch.alive()) return false;
+  }
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<std::byte>(x >> 24);
+  }
+  return v;
+}
+
+bool send_all(HostChannel& ch, HostSocket s, std::span<const std::byte> data) {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    iovec iov{const_cast<std::byte*>(data.data() + off), data.size() - off};
+    const auto n = ch.send(s, std::span(&iov, 1));
+    if (n) {
+      off += *n;
+    } else if (n.error() == Errc::again) {
+      if (!wait_ready(ch, s, kWritable | kError | kHangup)) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Reads exactly `n` bytes (false on EOF/error first).
+bool recv_exact(HostChannel& ch, HostSocket s, std::span<std::byte> out) {
+  std::size_t off = 0;
+  while (off < out.size()) {
+    iovec iov{out.data() + off, out.size() - off};
+    const auto n = ch.recv(s, std::span(&iov, 1));
+    if (n) {
+      if (*n == 0) return false;
+      off += *n;
+    } else if (n.error() == Errc::again) {
+      if (!wait_ready(ch, s, kReadable | kError | kHangup)) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Next recv result after waiting for readability: bytes, 0 (EOF) or the error.
+Result<std::size_t> recv_wait(HostChannel& ch, HostSocket s, std::span<std::byte> out) {
+  for (;;) {
+    iovec iov{out.data(), out.size()};
+    const auto n = ch.recv(s, std::span(&iov, 1));
+    if (n || n.error() != Errc::again) return n;
+    if (!wait_ready(ch, s, kReadable | kError | kHangup)) return Errc::timed_out;
+  }
+}
+
+/// A native echo server on the peer stack (the "Linux peer"), stepped by Bench::on_step.
+struct PeerEcho {
+  explicit PeerEcho(Stack& st, std::uint16_t port) : tcp(st.tcp()) {
+    l = *tcp.socket();
+    tcp.bind(l, {Ipv4Addr::any(), port});
+    tcp.listen(l, 16);
+  }
+  void step() {
+    while (auto a = tcp.accept(l)) conns.push_back({*a, {}, false});
+    for (auto& cn : conns) {
+      if (cn.id == kInvalidSocket) continue;
+      std::byte buf[16384];
+      for (;;) {
+        if (!cn.pending.empty()) {
+          auto n = tcp.send(cn.id, cn.pending);
+          if (!n || *n == 0) break;
+          cn.pending.erase(cn.pending.begin(), cn.pending.begin() + static_cast<std::ptrdiff_t>(*n));
+          if (!cn.pending.empty()) break;
+        }
+        auto n = tcp.recv(cn.id, buf);
+        if (!n) break;
+        if (*n == 0) {
+          cn.eof = true;
+          break;
+        }
+        cn.pending.insert(cn.pending.end(), buf, buf + *n);
+      }
+      if (cn.eof && cn.pending.empty()) {
+        tcp.close(cn.id);
+        cn.id = kInvalidSocket;
+      }
+    }
+  }
+  struct Conn {
+    SocketId id;
+    std::vector<std::byte> pending;
+    bool eof;
+  };
+  tcp::TcpLayer& tcp;
+  SocketId l;
+  std::vector<Conn> conns;
+};
+
+/// A pipe for "I am ready" signals from a child.
+struct Signal {
+  Signal() {
+    if (::pipe2(fds, O_CLOEXEC) != 0) fds[0] = fds[1] = -1;
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  }
+  ~Signal() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  void raise() { [[maybe_unused]] auto r = ::write(fds[1], "x", 1); }
+  bool seen() {
+    char b;
+    return ::read(fds[0], &b, 1) == 1;
+  }
+  int fds[2];
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ tests
+
+TEST(ChannelE2e, ClientConnectsSendsAndReceivesEchoThenEof) {
+  Bench b;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    CHILD_CHECK(ch->engine().abi_version == c::kAbiVersion);
+    CHILD_CHECK(ch->engine().is_local(kEngineIp));
+    CHILD_CHECK(ch->engine().routes(kPeerIp));
+    auto s = ch->socket();
+    CHILD_CHECK(s.ok());
+    iovec none{nullptr, 0};
+    CHILD_CHECK(ch->send(*s, std::span(&none, 1)).error() == Errc::not_conn);
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    CHILD_CHECK(ch->take_error(*s) == Errc::ok);
+    auto pe = ch->peer_endpoint(*s);
+    CHILD_CHECK(pe.ok() && (*pe).addr == kPeerIp && (*pe).port == 7);
+    auto le = ch->local_endpoint(*s);
+    CHILD_CHECK(le.ok() && (*le).addr == kEngineIp && (*le).port != 0);
+    const auto data = pattern(3'000'000, 1);
+    std::vector<std::byte> back(data.size());
+    // Send and receive concurrently in slices (the echo fills the receive side meanwhile).
+    std::size_t sent = 0, got = 0;
+    while (got < data.size()) {
+      if (sent < data.size()) {
+        iovec iov{const_cast<std::byte*>(data.data() + sent), std::min<std::size_t>(data.size() - sent, 100000)};
+        if (auto n = ch->send(*s, std::span(&iov, 1)); n) sent += *n;
+      }
+      iovec in{back.data() + got, back.size() - got};
+      auto n = ch->recv(*s, std::span(&in, 1));
+      if (n) {
+        CHILD_CHECK(*n > 0);
+        got += *n;
+      } else {
+        CHILD_CHECK(n.error() == Errc::again);
+        CHILD_CHECK(wait_ready(*ch, *s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u)));
+      }
+    }
+    CHILD_CHECK(back == data);
+    auto ti = ch->info(*s);
+    CHILD_CHECK(ti.ok() && (*ti).bytes_acked >= data.size());
+    CHILD_CHECK(ch->shutdown(*s, ShutdownHow::write) == Errc::ok);
+    iovec one{back.data(), 1};
+    CHILD_CHECK(ch->send(*s, std::span(&one, 1)).error() == Errc::pipe);
+    std::byte x[16];
+    auto eof = recv_wait(*ch, *s, x);
+    CHILD_CHECK(eof.ok() && *eof == 0);
+    CHILD_CHECK((ch->readiness(*s) & kReadHangup) != 0);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    CHILD_CHECK(ch->close(*s) == Errc::badf);  // the handle is gone
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0 && b.svc->families() == 0; }, 5));
+  const auto d = b.svc->dma_stats();
+  EXPECT_GE(d.read_bytes, 3'000'000u);   // the send ring, host -> engine
+  EXPECT_GE(d.write_bytes, 3'000'000u);  // the receive ring, engine -> host
+  EXPECT_EQ(d.out_of_bounds, 0u);
+}
+
+TEST(ChannelE2e, ServerAcceptsFromPreFilledQueueReadsRepliesAndClosesWithFin) {
+  Bench b;
+  Signal listening;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(l.ok());
+    CHILD_CHECK(ch->setsockopt(*l, SockOpt::reuseaddr, 1) == Errc::ok);
+    CHILD_CHECK(ch->bind(*l, {Ipv4Addr::any(), 80}) == Errc::ok);  // wildcard: the engine's addresses
+    CHILD_CHECK(ch->listen(*l, 16) == Errc::ok);
+    CHILD_CHECK(ch->accept(*l, nullptr).error() == Errc::again);
+    listening.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    Endpoint peer;
+    auto s = ch->accept(*l, &peer);
+    CHILD_CHECK(s.ok());
+    CHILD_CHECK(peer.addr == kPeerIp);
+    std::byte req[5];
+    CHILD_CHECK(recv_exact(*ch, *s, req));
+    CHILD_CHECK(std::memcmp(req, "hello", 5) == 0);
+    // dup() + fork semantics: two references, the socket stays open until both are closed.
+    ch->retain(*s);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    const char rep[] = "world";
+    CHILD_CHECK(send_all(*ch, *s, as_bytes(std::span(rep, 5))));
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    CHILD_CHECK(ch->close(*l) == Errc::ok);
+    _exit(0);
+  }
+  auto& tcp = b.peer.tcp();
+  ASSERT_TRUE(b.run_until([&] { return listening.seen(); }));
+  const SocketId cs = *tcp.socket();
+  EXPECT_EQ(tcp.connect(cs, {kEngineIp, 80}), Errc::in_progress);
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
+  ASSERT_TRUE(tcp.send(cs, as_bytes(std::span("hello", 5))));
+  std::string got;
+  bool eof = false;
+  ASSERT_TRUE(b.run_until([&] {
+    std::byte buf[64];
+    auto n = tcp.recv(cs, buf);
+    if (n && *n == 0) eof = true;
+    if (n) got.append(reinterpret_cast<const char*>(buf), *n);
+    return eof;
+  }));
+  EXPECT_EQ(got, "world");  // then FIN: a graceful close, no RST
+  EXPECT_EQ(tcp.take_error(cs), Errc::ok);
+  EXPECT_EQ(b.run_child(pid), 0);
+  tcp.close(cs);
+  // The port is free again: a new connection is refused.
+  const SocketId c2 = *tcp.socket();
+  tcp.connect(c2, {kEngineIp, 80});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(c2) & kError) != 0; }, 5));
+  EXPECT_EQ(tcp.take_error(c2), Errc::conn_refused);
+}
+
+TEST(ChannelE2e, PeerResetGivesConnResetOnceThenEof) {
+  Bench b;
+  Signal listening;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {kEngineIp, 81}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    listening.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    auto s = ch->accept(*l, nullptr);
+    CHILD_CHECK(s.ok());
+    std::byte buf[64];
+    auto n = recv_wait(*ch, *s, buf);
+    CHILD_CHECK(n.ok() && *n == 3);  // bytes before the RST are still delivered
+    n = recv_wait(*ch, *s, buf);
+    CHILD_CHECK(!n.ok() && n.error() == Errc::conn_reset);
+    CHILD_CHECK((ch->readiness(*s) & kHangup) != 0);
+    n = recv_wait(*ch, *s, buf);
+    CHILD_CHECK(n.ok() && *n == 0);
+    iovec iov{buf, 1};
+    CHILD_CHECK(ch->send(*s, std::span(&iov, 1)).error() == Errc::pipe);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  auto& tcp = b.peer.tcp();
+  ASSERT_TRUE(b.run_until([&] { return listening.seen(); }));
+  const SocketId cs = *tcp.socket();
+  tcp.connect(cs, {kEngineIp, 81});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
+  tcp.send(cs, as_bytes(std::span("abc", 3)));
+  b.run_until([] { return false; }, 0.2);
+  tcp.abort(cs);
+  EXPECT_EQ(b.run_child(pid), 0);
+}
+
+TEST(ChannelE2e, TwoFamiliesTalkThroughTheEnginesOwnAddress) {
+  Bench b;
+  Signal listening;
+  const pid_t server = fork();
+  ASSERT_GE(server, 0);
+  if (server == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {Ipv4Addr::any(), 5000}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    listening.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    auto s = ch->accept(*l, nullptr);
+    CHILD_CHECK(s.ok());
+    std::vector<std::byte> buf(1'000'000);
+    CHILD_CHECK(recv_exact(*ch, *s, buf));
+    CHILD_CHECK(buf == pattern(buf.size(), 9));
+    CHILD_CHECK(send_all(*ch, *s, as_bytes(std::span("ok", 2))));
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  ASSERT_TRUE(b.run_until([&] { return listening.seen(); }));
+  const pid_t client = fork();
+  ASSERT_GE(client, 0);
+  if (client == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    CHILD_CHECK(ch->connect(*s, {kEngineIp, 5000}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    CHILD_CHECK(send_all(*ch, *s, pattern(1'000'000, 9)));
+    std::byte ok[2];
+    CHILD_CHECK(recv_exact(*ch, *s, ok));
+    CHILD_CHECK(std::memcmp(ok, "ok", 2) == 0);
+    _exit(0);  // no close: the engine closes it when the family goes
+  }
+  EXPECT_EQ(b.run_child(client), 0);
+  EXPECT_EQ(b.run_child(server), 0);
+  EXPECT_TRUE(b.run_until([&] { return b.svc->families() == 0 && b.svc->sockets() == 0; }, 5));
+}
+
+TEST(ChannelE2e, KilledFamilyIsCleanedWithinOneSecondRstForUnreadData) {
+  Bench b;
+  Signal ready;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {Ipv4Addr::any(), 82}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    ready.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    auto s = ch->accept(*l, nullptr);
+    CHILD_CHECK(s.ok());
+    CHILD_CHECK(wait_ready(*ch, *s, kReadable));  // data arrived; never read
+    ready.raise();
+    pause();
+    _exit(0);
+  }
+  auto& tcp = b.peer.tcp();
+  ASSERT_TRUE(b.run_until([&] { return ready.seen(); }));
+  EXPECT_EQ(b.svc->family_pids(), std::vector<pid_t>{pid});  // SO_PEERCRED
+  const SocketId cs = *tcp.socket();
+  tcp.connect(cs, {kEngineIp, 82});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
+  tcp.send(cs, as_bytes(std::span("unread", 6)));
+  ASSERT_TRUE(b.run_until([&] { return ready.seen(); }));
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kHangup) != 0; }, 1.0));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ(tcp.take_error(cs), Errc::conn_reset);  // RST: the dead process never read its data
+  EXPECT_EQ(b.svc->families(), 0u);
+  EXPECT_EQ(b.svc->sockets(), 0u);
+  // The listening port was freed.
+  const SocketId c2 = *tcp.socket();
+  tcp.connect(c2, {kEngineIp, 82});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(c2) & kError) != 0; }, 2));
+  EXPECT_EQ(tcp.take_error(c2), Errc::conn_refused);
+}
+
+TEST(ChannelE2e, KilledFamilyWithNothingUnreadClosesWithFin) {
+  Bench b;
+  Signal ready;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    ready.raise();
+    pause();
+    _exit(0);
+  }
+  ASSERT_TRUE(b.run_until([&] { return ready.seen(); }));
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  // The echo server sees EOF (FIN), echoes nothing and closes.
+  ASSERT_TRUE(b.run_until([&] { return !echo.conns.empty() && echo.conns[0].eof; }, 1.0));
+  EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0; }, 1.0));
+}
+
+TEST(ChannelE2e, EngineDeathWakesWaitersAndFailsCalls) {
+  auto b = std::make_unique<Bench>();
+  Signal ready;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b->path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {Ipv4Addr::any(), 83}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    CHILD_CHECK(ch->thread_waiter() != nullptr);
+    ready.raise();
+    // Blocks: nothing ever connects. The engine dying must end the wait.
+    const auto t0 = std::chrono::steady_clock::now();
+    CHILD_CHECK(!wait_ready(*ch, *l, kReadable, 20000));
+    CHILD_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    CHILD_CHECK(!ch->alive());
+    CHILD_CHECK(!ch->socket().ok());
+    CHILD_CHECK(ch->accept(*l, nullptr).error() == Errc::conn_aborted);
+    std::byte buf[4];
+    iovec iov{buf, 4};
+    CHILD_CHECK(ch->recv(*l, std::span(&iov, 1)).error() == Errc::conn_reset);
+    CHILD_CHECK(ch->send(*l, std::span(&iov, 1)).error() == Errc::conn_reset);
+    CHILD_CHECK(ch->close(*l) == Errc::ok);
+    _exit(0);
+  }
+  ASSERT_TRUE(b->run_until([&] { return ready.seen(); }));
+  b->run_until([] { return false; }, 0.2);
+  b->svc.reset();  // the engine's end goes away as if the process died
+  int st = 0;
+  for (int i = 0; i < 100 && waitpid(pid, &st, WNOHANG) == 0; ++i) usleep(50'000);
+  if (waitpid(pid, &st, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST(ChannelE2e, ForkedChildSharesTheFamilyAndItsSockets) {
+  Bench b;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    CHILD_CHECK(ch->thread_waiter() != nullptr);
+    ch->retain(*s);  // the grandchild's descriptor
+    const pid_t g = fork();
+    if (g == 0) {
+      ch->after_fork_child();
+      CHILD_CHECK(send_all(*ch, *s, as_bytes(std::span("from-child", 10))));
+      std::byte back[10];
+      CHILD_CHECK(recv_exact(*ch, *s, back));
+      CHILD_CHECK(std::memcmp(back, "from-child", 10) == 0);
+      CHILD_CHECK(ch->close(*s) == Errc::ok);
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(g, &st, 0);
+    CHILD_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    // Still open in the parent (one reference left).
+    CHILD_CHECK(send_all(*ch, *s, as_bytes(std::span("parent", 6))));
+    std::byte back[6];
+    CHILD_CHECK(recv_exact(*ch, *s, back));
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+}
+
+TEST(ChannelAttach, VersionMismatchIsRefusedWithAClearReason) {
+  Bench b;
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, b.path.c_str());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  c::AttachRequest req;
+  req.abi_version = c::kAbiVersion + 41;
+  ASSERT_EQ(::send(fd, &req, sizeof(req), 0), static_cast<ssize_t>(sizeof(req)));
+  c::AttachReply rep;
+  ssize_t r = -1;
+  b.run_until([&] {
+    r = ::recv(fd, &rep, sizeof(rep), MSG_DONTWAIT);
+    return r >= 0;
+  }, 5);
+  ASSERT_EQ(r, static_cast<ssize_t>(sizeof(rep)));
+  EXPECT_EQ(rep.status, c::AttachStatus::version_mismatch);
+  EXPECT_EQ(rep.abi_version, c::kAbiVersion);
+  EXPECT_NE(std::string(rep.why).find("version 42"), std::string::npos) << rep.why;
+  EXPECT_EQ(b.svc->stats().refused, 1u);
+  EXPECT_EQ(b.svc->families(), 0u);  // the connection was dropped
+  ::close(fd);
+}
+
+TEST(ChannelAttach, HostSeesTheEnginesVersionInWhy) {
+  // A fake engine that speaks ABI version kAbiVersion + 1.
+  const std::string path = "/tmp/pnoc-fake-" + std::to_string(getpid()) + ".sock";
+  ::unlink(path.c_str());
+  const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, path.c_str());
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::accept(l, nullptr, nullptr);
+    c::AttachRequest req;
+    [[maybe_unused]] auto r = ::recv(fd, &req, sizeof(req), 0);
+    c::AttachReply rep;
+    rep.abi_version = c::kAbiVersion + 1;
+    rep.status = c::AttachStatus::version_mismatch;
+    std::snprintf(rep.why, sizeof(rep.why), "host speaks %u", req.abi_version);
+    [[maybe_unused]] auto w = ::send(fd, &rep, sizeof(rep), 0);
+    _exit(0);
+  }
+  char why[256] = {};
+  auto ch = HostChannel::attach(path.c_str(), why);
+  EXPECT_EQ(ch, nullptr);
+  const std::string expect = "refused ABI version " + std::to_string(c::kAbiVersion) + ": engine speaks " +
+                             std::to_string(c::kAbiVersion + 1);
+  EXPECT_NE(std::string(why).find(expect), std::string::npos) << why;
+  waitpid(pid, nullptr, 0);
+  ::close(l);
+  ::unlink(path.c_str());
+  // No engine at all: a clear reason too.
+  char why2[256] = {};
+  EXPECT_EQ(HostChannel::attach(path.c_str(), why2), nullptr);
+  EXPECT_NE(std::string(why2).find("cannot reach the engine"), std::string::npos) << why2;
+}
