@@ -38,12 +38,20 @@ def make_testbed_class(apps):
             args = ["--host-socket", str(self.host_socket), "--lcore", ENGINE_LCORE, "--stats", "--stats-interval", "0",
                     "--stats-file", str(self.stats_path)] + engine_args
             log(f"$ scripts/testbed up {shlex.join(args)}")
-            self._testbed("up", *args)
-            deadline = time.monotonic() + 10
-            while not self.host_socket.exists():
-                if time.monotonic() > deadline:
-                    raise apps.TestFailure(f"engine made no host socket at {self.host_socket}")
-                time.sleep(0.05)
+            try:
+                self._testbed("up", *args)
+                deadline = time.monotonic() + 10
+                while not self.host_socket.exists():
+                    if time.monotonic() > deadline:
+                        raise apps.TestFailure(f"engine made no host socket at {self.host_socket}")
+                    time.sleep(0.05)
+            except BaseException:
+                # Whatever is left goes down; the next group starts from scratch.
+                self._testbed("down", check=False)
+                self.is_up = False
+                self.engine_args = None
+                self.mode = "kernel"
+                raise
 
     return BenchTestbed
 
@@ -55,6 +63,7 @@ class BedManager:
         art.mkdir(parents=True, exist_ok=True)
         self.testbed = make_testbed_class(apps)(apps_opts, art)
         self.idle: list[dict] = []
+        self.engine_deaths = 0
 
     def engine_pid(self) -> int | None:
         return self.testbed.engine_pid() if self.testbed.engine_args is not None else None
@@ -66,10 +75,11 @@ class BedManager:
             if engine_args is None and (keep_engine or tb.engine_args is None):
                 return
             if engine_args is not None and tb.engine_args == engine_args:
-                if self.engine_pid() is None:
-                    raise self.apps.TestFailure("pno-engine is no longer running:\n" +
-                                                self.apps.tail(tb.run_dir / "engine.log"))
-                return
+                if self.engine_pid() is not None:
+                    return
+                self.log("pno-engine is no longer running; restarting the testbed. Last lines of its log:\n" +
+                         self.apps.tail(tb.run_dir / "engine.log"))
+                self.engine_deaths += 1
         tb.start(engine_args, self.log)
 
     def measure_idle(self, label: str, secs: float) -> dict | None:

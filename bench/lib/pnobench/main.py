@@ -117,19 +117,27 @@ class Bench:
         self.bed = BedManager(self.apps, self.apps_opts, self.out / "artifacts" / "testbed", log)
         try:
             first_engine = next((m for m in modes if m != "kernel"), None)
-            self.bed.ensure(self.engine_args(first_engine) if first_engine else None)
-            if first_engine:
-                self.bed.measure_idle("after start, before any load", 3 if not self.opts.quick else 2)
+            try:
+                self.bed.ensure(self.engine_args(first_engine) if first_engine else None)
+                if first_engine:
+                    self.bed.measure_idle("after start, before any load", 3 if not self.opts.quick else 2)
+            except Exception as e:
+                self.error("-", "(testbed)", first_engine or "kernel", 0, e)
             for app in self.plan.apps:
                 for rep in range(1, plan_reps(self.opts) + 1):
                     for mode in modes:
-                        self.bed.ensure(self.engine_args(mode))
+                        try:
+                            self.bed.ensure(self.engine_args(mode))
+                        except Exception as e:
+                            self.error(app, "(testbed)", mode, rep, e)
+                            continue
                         self.group(app, mode, rep)
                         self.save()
             if first_engine and self.bed.engine_pid():
                 self.bed.measure_idle("after the last group", 3 if not self.opts.quick else 2)
         finally:
             self.data["engine_idle"] = self.bed.idle
+            self.data["engine_restarts_after_death"] = self.bed.engine_deaths
             try:
                 self.bed.down()
             except Exception as e:
@@ -279,15 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     bench.data["modes"] = modes_state
     # A terminal's Ctrl-C raises KeyboardInterrupt; SIGTERM unwinds the same way, so servers stop
     # and the testbed goes down.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    got: list[int] = []
+
+    def on_term(signum, _frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     interrupted = False
     try:
         bench.run(modes)
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted: testbed down, writing what was measured")
+        bench.data["meta"]["interrupted"] = True
+        log("interrupted: servers stopped, testbed down; writing what was measured")
     finally:
         finish(bench.data, out)
     n_err = len(bench.data["errors"])
     log(f"{len(bench.data['samples'])} samples, {n_err} errors")
-    return 130 if interrupted else (1 if n_err else 0)
+    if interrupted:
+        return 143 if got else 130
+    return 1 if n_err else 0

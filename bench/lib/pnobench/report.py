@@ -170,7 +170,8 @@ def render(data: dict) -> str:
     modes_shown = [m for m in ("kernel", "pno", "pno-pcie") if m in modes_run or
                    data["modes"].get(m, {}).get("requested")]
     L = [f"# PnO vs Linux kernel TCP: app benchmark", ""]
-    L += [f"- run: {meta['started']} – {meta.get('finished', '(interrupted)')} UTC, `{meta['argv']}`"
+    L += [f"- run: {meta['started']} – {meta.get('finished', '?')} UTC"
+          + (" (**interrupted**)" if meta.get("interrupted") else "") + f", `{meta['argv']}`"
           + (" (**quick**: fewer cells, short, 1 rep)" if meta["quick"] else ""),
           f"- commit: `{meta['git']['commit'][:12]}`{' (+ uncommitted changes)' if meta['git']['dirty'] else ''} "
           f"{meta['git']['subject']}",
