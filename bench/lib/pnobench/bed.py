@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .procstat import proc_cpu_ns
-from .workloads import ENGINE_LCORE
+from .workloads import APP_CPU, ENGINE_LCORE
 
 
 def make_testbed_class(apps):
@@ -64,6 +64,8 @@ class BedManager:
         self.testbed = make_testbed_class(apps)(apps_opts, art)
         self.idle: list[dict] = []
         self.engine_deaths = 0
+        self.rps: dict = {}
+        self.want_host_rps = True
 
     def engine_pid(self) -> int | None:
         return self.testbed.engine_pid() if self.testbed.engine_args is not None else None
@@ -81,6 +83,25 @@ class BedManager:
                          self.apps.tail(tb.run_dir / "engine.log"))
                 self.engine_deaths += 1
         tb.start(engine_args, self.log)
+        if self.want_host_rps:
+            self.host_rps()
+        else:
+            self.rps = {"rps_cpus": "off (--no-host-rps)"}
+
+    def host_rps(self) -> None:
+        """RPS on the kernel link's host end to the app's CPU: the host's Linux receive processing runs
+        on the host core, as it would on a NIC's interrupt there, not on the client's core where the
+        veth hands the frame over (the peer end already steers the peer's work to the client CPU)."""
+        import os
+        iface = os.environ.get("PNO_KHOST_IFACE", self.apps.IFACE + "k")
+        path = Path(f"/sys/class/net/{iface}/queues/rx-0/rps_cpus")
+        mask = format(1 << int(APP_CPU), "x")
+        try:
+            path.write_text(mask + "\n")
+            self.rps = {"iface": iface, "rps_cpus": mask}
+        except OSError as e:
+            self.rps = {"iface": iface, "error": str(e)}
+            self.log(f"warning: could not set RPS on {iface}: {e}")
 
     def measure_idle(self, label: str, secs: float) -> dict | None:
         """The engine's CPU while nothing talks to it: it should back off, not spin."""

@@ -139,7 +139,15 @@ def machine_info() -> dict:
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     except (OSError, IndexError):
         pass
+    irq_acct = None
+    try:
+        import gzip
+        cfg = gzip.open("/proc/config.gz", "rt").read()
+        irq_acct = "CONFIG_IRQ_TIME_ACCOUNTING=y" in cfg
+    except OSError:
+        pass
     return {
+        "irq_time_accounting": irq_acct,
         "hostname": platform.node(),
         "kernel": platform.release(),
         "cpu_model": model,

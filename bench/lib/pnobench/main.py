@@ -115,6 +115,7 @@ class Bench:
     def run(self, modes: list[str]) -> None:
         from .bed import BedManager
         self.bed = BedManager(self.apps, self.apps_opts, self.out / "artifacts" / "testbed", log)
+        self.bed.want_host_rps = not self.opts.no_host_rps
         try:
             first_engine = next((m for m in modes if m != "kernel"), None)
             try:
@@ -138,6 +139,7 @@ class Bench:
         finally:
             self.data["engine_idle"] = self.bed.idle
             self.data["engine_restarts_after_death"] = self.bed.engine_deaths
+            self.data["meta"]["host_rps"] = self.bed.rps
             try:
                 self.bed.down()
             except Exception as e:
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pcie-model", action="store_true", help="add PnO rows with a modelled PCIe cost on the DmaChannel")
     ap.add_argument("--pcie-args", default=DEFAULT_PCIE, help=f"engine flags of the model (default {DEFAULT_PCIE!r})")
     ap.add_argument("--engine-args", default="", help="extra pno-engine flags for the PnO rows")
+    ap.add_argument("--no-host-rps", action="store_true",
+                    help="leave RPS off on the kernel link's host end (default: steered to the app's CPU 0)")
     ap.add_argument("--build-dir", default=os.environ.get("PNO_BUILD_DIR", str(env.REPO / "build")))
     ap.add_argument("--engine", help="pno-engine (default BUILD/bin/pno-engine)")
     ap.add_argument("--pno", help="the pno command (default BUILD/bin/pno)")

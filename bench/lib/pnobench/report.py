@@ -131,7 +131,8 @@ def app_table(app: str, agg: dict, modes: list[str]) -> list[str]:
     head = ["cell", "mode", f"{rate_unit}"]
     if lat:
         head += [f"p50 {lat}", f"p99 {lat}"]
-    head += [f"host CPU µs/{unit}", f"engine CPU µs/{unit}", f"host+engine µs/{unit}", f"machine CPU µs/{unit}"]
+    head += [f"host CPU µs/{unit}", f"CPU {APP_CPU} busy µs/{unit}", f"engine CPU µs/{unit}", f"host+engine µs/{unit}",
+             f"machine CPU µs/{unit}"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
         e = agg[key]
@@ -143,7 +144,7 @@ def app_table(app: str, agg: dict, modes: list[str]) -> list[str]:
                 row = [key[1], mode, fnum(m["rate"]) + spread(m) + (f" (n={m['n']})" if m["n"] > 1 else "")]
                 if lat:
                     row += [fnum(m["p50"]), fnum(m["p99"])]
-                row += [fnum(m["app_cpu_us_per_unit"]), fnum(m["engine_cpu_us_per_unit"]),
+                row += [fnum(m["app_cpu_us_per_unit"]), fnum(m["cpu0_cpu_us_per_unit"]), fnum(m["engine_cpu_us_per_unit"]),
                         fnum(m["host_engine_cpu_us_per_unit"]), fnum(m["machine_cpu_us_per_unit"])]
             lines.append("| " + " | ".join(row) + " |")
         for mode in modes:
@@ -152,7 +153,7 @@ def app_table(app: str, agg: dict, modes: list[str]) -> list[str]:
             row = [key[1], f"*{mode}/kernel*", fratio(ratio(e, mode, "rate"))]
             if lat:
                 row += [fratio(ratio(e, mode, "p50")), fratio(ratio(e, mode, "p99"))]
-            row += [fratio(ratio(e, mode, "app_cpu_us_per_unit")), "",
+            row += [fratio(ratio(e, mode, "app_cpu_us_per_unit")), fratio(ratio(e, mode, "cpu0_cpu_us_per_unit")), "",
                     fratio((e["modes"][mode]["host_engine_cpu_us_per_unit"] or 0) /
                            e["modes"]["kernel"]["app_cpu_us_per_unit"]
                            if e["modes"]["kernel"].get("app_cpu_us_per_unit") else None),
@@ -188,7 +189,16 @@ def render(data: dict) -> str:
           "and vice versa; in kernel rows the peer's softirq work runs there too (RPS on the peer's veth end).",
           "- host CPU = run time of the app's threads (schedstat) + reaped children; engine CPU = pno-engine's "
           "threads; machine CPU = /proc/stat busy time of all CPUs, which includes the client and anything else "
-          "running on the machine. Kernel-stack work done in softirq context on another CPU is not in host CPU.",
+          "running on the machine. Kernel-stack work done in softirq context on another CPU is not in host CPU; "
+          "softirq work that interrupts the app's threads is charged to them " +
+          {True: "only without IRQ time accounting (this kernel has it, so it is not).",
+           False: "(this kernel has no IRQ time accounting).",
+           None: "unless the kernel has IRQ time accounting (unknown here)."}[meta["machine"].get("irq_time_accounting")],
+          f"- CPU {APP_CPU} busy = /proc/stat busy time of the app's core (app + the host kernel's network work there "
+          "+ anything else scheduled on it): the host-core cost on a quiet machine.",
+          "- kernel link: RPS on its host end " + (f"steers receive processing to CPU {APP_CPU} (the host core), as a "
+          "NIC interrupt on the host would" if meta.get("host_rps", {}).get("rps_cpus") not in (None, "off (--no-host-rps)")
+          else "off: the host's receive processing runs on the client's CPU where the veth hands frames over") + ".",
           ""]
     L += ["## Modes", ""]
     for m in ("kernel", "pno", "pno-pcie"):
