@@ -7,6 +7,7 @@
   bench/run --apps redis,echo    a subset of redis, lighttpd, haproxy, echo, iperf
   bench/run --pcie-model         also PnO rows with the engine's modelled PCIe cost on its DmaChannel
   bench/run --report DIR         re-render report.md and the plots from DIR/results.json
+  bench/run --summary DIR        print the compact table kept in bench/README.md
 
 Output: bench/results/<UTC timestamp>/ (results.json with every repetition, report.md, *.png).
 The bench has its own testbed (netns pno-bench, interfaces pnob0*, kernel link 198.18.5.1 <->
@@ -204,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", help="a line written at the top of the report (e.g. about machine load)")
     ap.add_argument("--keep", action="store_true", help="keep each group's temporary directory")
     ap.add_argument("--report", metavar="DIR", help="only re-render DIR/report.md and plots from DIR/results.json")
+    ap.add_argument("--summary", metavar="DIR", help="print the compact table of DIR/results.json (for bench/README.md)")
     opts = ap.parse_args(argv)
 
+    if opts.summary:
+        from .report import summary_table
+        print(summary_table(json.loads((Path(opts.summary) / "results.json").read_text())))
+        return 0
     if opts.report:
         out = Path(opts.report)
         finish(json.loads((out / "results.json").read_text()), out)

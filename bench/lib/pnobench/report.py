@@ -178,8 +178,10 @@ def render(data: dict) -> str:
           f"{meta['git']['subject']}",
           f"- machine: {meta['machine']['cpu_model']}, {meta['machine']['cpus']} CPUs, {meta['machine']['memory']}, "
           f"Linux {meta['machine']['kernel']}; load average at start {' '.join(meta['machine']['loadavg'])}",
-          f"- repetitions per cell and mode: {meta['reps']} (alternating kernel / PnO per app); "
+          f"- repetitions per cell and mode: {meta['reps']}; "
           "tables give medians" + (" and ± half the min–max spread of the rate" if meta["reps"] > 1 else ""),
+          f"- modes run: {', '.join(m for m in ('kernel', 'pno', 'pno-pcie') if any(s['mode'] == m for s in samples)) or 'none'}"
+          + (" (alternating per app: kernel, PnO, kernel, PnO, ...)" if len(modes_run) > 1 else ""),
           ""]
     L += ["## CPU layout", "",
           f"- app (every process and thread of its session, e.g. haproxy + both lighttpd): `taskset -c {APP_CPU}`",
@@ -259,18 +261,23 @@ def render(data: dict) -> str:
 
 
 def summary_table(data: dict) -> str:
-    """A compact table (rate, host CPU/request and ratios per cell) for bench/README.md."""
+    """A compact table (rate, latency, host CPU per unit and ratios per cell) for bench/README.md."""
     agg = aggregate(data["samples"])
     modes = [m for m in ("kernel", "pno") if any(s["mode"] == m for s in data["samples"])]
-    head = ["app", "cell"] + [f"{m} rate" for m in modes] + [f"{m} host CPU µs/unit" for m in modes]
+    head = ["app", "cell"]
+    for m in modes:
+        head += [f"{m} rate", f"{m} p50 / p99", f"{m} host CPU µs/unit"]
     if "pno" in modes:
-        head += ["rate ratio", "host CPU ratio"]
+        head += ["rate ratio", "p50 ratio", "host CPU ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (app, cell), e in agg.items():
         row = [app, cell]
-        row += [f"{fnum(e['modes'].get(m, {}).get('rate'))} {e['rate_unit']}" for m in modes]
-        row += [fnum(e["modes"].get(m, {}).get("app_cpu_us_per_unit")) for m in modes]
+        for m in modes:
+            mm = e["modes"].get(m, {})
+            lat = f"{fnum(mm.get('p50'))} / {fnum(mm.get('p99'))} {e['lat_unit']}" if e["lat_unit"] else "–"
+            row += [f"{fnum(mm.get('rate'))} {e['rate_unit']}", lat, fnum(mm.get("app_cpu_us_per_unit"))]
         if "pno" in modes:
-            row += [fratio(ratio(e, "pno", "rate")), fratio(ratio(e, "pno", "app_cpu_us_per_unit"))]
+            row += [fratio(ratio(e, "pno", "rate")), fratio(ratio(e, "pno", "p50")),
+                    fratio(ratio(e, "pno", "app_cpu_us_per_unit"))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
