@@ -63,6 +63,8 @@ namespace pno {
   X(tcp_loss_probes, "tail loss probes sent (RFC 8985 section 7)")                       \
   X(tcp_rack_marks, "holes marked lost after the reordering window (RFC 8985)")          \
   X(tcp_lost_retransmits, "retransmissions detected lost (data sent later was SACKed)")  \
+  X(tcp_dsack_rx, "ACKs reporting a duplicate segment (D-SACK, RFC 2883)")               \
+  X(tcp_reordering_seen, "connections that saw reordering: DupThresh off (RFC 8985 6.2)") \
   X(tcp_drop_truncated, "TCP header truncated or data offset invalid")                   \
   X(tcp_drop_bad_checksum, "TCP checksum wrong")                                         \
   X(tcp_drop_bad_flags, "illegal TCP flag combination")                                  \

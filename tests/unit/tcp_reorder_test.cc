@@ -154,3 +154,90 @@ TEST(TcpReorder, Paws_OldAckThatWouldUpdateTheWindowIsStillDropped_Rfc7323_5_3) 
 
 }  // namespace
 }  // namespace pno::test
+
+namespace pno::test {
+namespace {
+
+constexpr std::uint32_t m = kMss;
+
+TcpConfig sack_config() {
+  TcpConfig cfg = plain_config();
+  cfg.sack = true;
+  return cfg;
+}
+
+/// The peer SACKs segments [first, last) of a flight starting at `s`, one duplicate ACK each.
+void sack_segments(TcpHarness& h, std::uint32_t s, std::uint32_t first, std::uint32_t last) {
+  for (std::uint32_t i = first; i < last; ++i) h.send({.seq = h.peer_nxt, .ack = s, .sack = {{s + first * m, s + (i + 1) * m}}});
+}
+
+/// A flight of 10 segments whose first one is late: three SACKed segments make it lost by
+/// DupThresh (no reordering seen yet) and it is resent; the original arrives, then the peer
+/// reports the retransmission as a duplicate (D-SACK, RFC 2883). Leaves everything acknowledged.
+void learn_reordering_by_dsack(TcpHarness& h) {
+  const std::uint32_t s = send_full(h, 10);
+  sack_segments(h, s, 1, 4);
+  h.expect({.seq = s, .len = m});
+  EXPECT_EQ(h.counters.get(Counter::tcp_fast_retransmits), 1u);
+  h.send({.seq = h.peer_nxt, .ack = s + 10 * m});
+  h.send({.seq = h.peer_nxt, .ack = s + 10 * m, .sack = {{s, s + m}}});
+  h.drain();
+  EXPECT_EQ(h.counters.get(Counter::tcp_dsack_rx), 1u);
+  EXPECT_EQ(h.counters.get(Counter::tcp_reordering_seen), 1u);
+  h.nxt = s + 10 * m;
+}
+
+// RFC 8985 §6.2: once reordering was seen, DupThresh SACKed segments above a hole no longer make
+// it lost at once; it gets the reordering window, and a late original is not resent.
+TEST(TcpReorder, AfterDsackLateSegmentIsNotResentByDupThresh_Rfc8985_6_2) {
+  TcpHarness h(sack_config());
+  accept_with(h, {.sack_perm = true});
+  learn_reordering_by_dsack(h);
+  const std::uint32_t s = send_full(h, 6);
+  sack_segments(h, s, 1, 6);
+  h.expect_nothing();
+  h.send({.seq = h.peer_nxt, .ack = s + 6 * m});  // the late original
+  h.run_until(h.now + std::chrono::seconds(5));
+  h.expect_nothing();
+  EXPECT_EQ(h.counters.get(Counter::tcp_fast_retransmits), 1u);
+  EXPECT_EQ(h.counters.get(Counter::tcp_retransmits), 1u);
+  EXPECT_EQ(info(h).unacked, 0u);
+}
+
+// ... and a real loss is still repaired after the reordering window, long before the RTO.
+TEST(TcpReorder, AfterDsackLostSegmentIsResentAfterReorderingWindow_Rfc8985_6_2) {
+  TcpHarness h(sack_config());
+  accept_with(h, {.sack_perm = true});
+  learn_reordering_by_dsack(h);
+  const std::uint32_t s = send_full(h, 6);
+  sack_segments(h, s, 1, 6);
+  h.expect_nothing();
+  h.advance(std::chrono::milliseconds(5));  // reo_wnd: min(mult * SRTT / 4, SRTT), at least 1 ms
+  h.expect({.seq = s, .len = m});
+  EXPECT_EQ(h.counters.get(Counter::tcp_rack_marks), 1u);
+  EXPECT_EQ(h.counters.get(Counter::tcp_rto_expired), 0u);
+  h.send({.seq = h.peer_nxt, .ack = s + 6 * m});
+  EXPECT_EQ(info(h).unacked, 0u);
+}
+
+// RFC 8985 §6.2 RACK.reord: a hole below SACKed data filled by the original (never resent) shows
+// reordering by itself; the next late segment is not resent when three segments above it are SACKed.
+TEST(TcpReorder, HoleFilledByOriginalShowsReordering_Rfc8985_6_2) {
+  TcpHarness h(sack_config());
+  accept_with(h, {.sack_perm = true});
+  const std::uint32_t s = send_full(h, 10);
+  sack_segments(h, s, 1, 3);  // two segments: not yet lost by DupThresh
+  h.expect_nothing();
+  h.send({.seq = h.peer_nxt, .ack = s + 3 * m});  // segment 0 arrives late
+  EXPECT_EQ(h.counters.get(Counter::tcp_reordering_seen), 1u);
+  sack_segments(h, s, 4, 8);  // segment 3 late, 4-7 SACKed
+  h.expect_nothing();
+  h.send({.seq = h.peer_nxt, .ack = s + 10 * m});
+  h.expect_nothing();
+  EXPECT_EQ(h.counters.get(Counter::tcp_fast_retransmits), 0u);
+  EXPECT_EQ(h.counters.get(Counter::tcp_retransmits), 0u);
+}
+
+
+}  // namespace
+}  // namespace pno::test

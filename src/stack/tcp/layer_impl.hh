@@ -179,6 +179,10 @@ struct TcpLayer::Impl {
   bool send_recovery(Sock& s);
   /// Loss detection after the scoreboard took an ACK: lost retransmissions, reordering timer.
   void detect_losses(Sock& s);
+  /// Reordering seen (RFC 8985 RACK.reord): loss detection goes by time from now on.
+  void note_reordering(Sock& s);
+  /// An ACK reported a duplicate segment (D-SACK, RFC 2883): widen the reordering window.
+  void on_dsack(Sock& s);
   /// Enters fast recovery if loss is known (3 duplicate ACKs, IsLost(SND.UNA), or time-based marks).
   void maybe_enter_recovery(Sock& s);
   void on_reo_timer(Sock& s);

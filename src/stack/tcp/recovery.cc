@@ -48,6 +48,9 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
 
   std::uint32_t acked = 0;
   const std::uint32_t flight_before = t.flight();
+  const SeqNum old_una = t.snd.una;
+  const bool sacked_above = t.sack_ok && !t.sb.empty();
+  const SeqNum prev_high_sacked = t.sb.high_sacked();
   if (ack > t.snd.una) {
     acked = ack.since(t.snd.una);
     std::uint32_t data_acked = acked - (t.syn_unacked() ? 1 : 0);
@@ -70,6 +73,10 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
     newly_sacked = t.sb.update(t.snd.una, t.snd.max,
                                std::span<const SackBlock>(seg.opts.sack.data(), seg.opts.sack_count));
   }
+  if (dsack) on_dsack(s);
+  // RFC 8985 §6.2 (RACK.reord): the cumulative ACK filled a hole below SACKed data with octets
+  // never retransmitted, so they were late, not lost.
+  if (acked > 0 && sacked_above && old_una < prev_high_sacked && t.high_rxt < old_una) note_reordering(s);
   if (acked > 0) {
     on_new_ack(s, seg, acked);
   } else if (ack == t.snd.una && t.snd.una != t.snd.max) {
@@ -91,6 +98,8 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
   if (t.sack_ok && t.snd.una != t.snd.max) {
     if (acked > 0 || newly_sacked > 0) detect_losses(s);
     maybe_enter_recovery(s);
+  } else {
+    t.timers.reo = kNever;  // nothing outstanding: no hole to time
   }
 
   // Window update (RFC 9293 §3.10.7.4): only from a segment at least as new as the last one used.
@@ -134,6 +143,31 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
   return true;
 }
 
+void TcpLayer::Impl::note_reordering(Sock& s) {
+  Tcb& t = s.tcb;
+  if (t.reord_seen || !t.sack_ok) return;
+  // From now on a hole is lost when it stayed a hole for the reordering window (detect_losses),
+  // not as soon as DupThresh segments above it are SACKed: under reordering that rule resends
+  // every late segment (RFC 8985 §6.2, reo_wnd is 0 only while RACK.reord is false).
+  t.reord_seen = true;
+  t.sb.set_dupthresh(false);
+  ctr.inc(Counter::tcp_reordering_seen);
+}
+
+void TcpLayer::Impl::on_dsack(Sock& s) {
+  Tcb& t = s.tcb;
+  ctr.inc(Counter::tcp_dsack_rx);
+  // A D-SACK of our retransmission says the original arrived too: it was late (or its ACK was
+  // lost). RFC 8985 §6.2 step 4: widen the reordering window once per round trip that reports
+  // D-SACKs, and keep it wide for the next 16 recoveries.
+  note_reordering(s);
+  if (t.snd.una >= t.dsack_round_end) {
+    if (t.reo_wnd_mult < 255) ++t.reo_wnd_mult;
+    t.dsack_round_end = t.snd.max;
+    t.reo_wnd_persist = 16;
+  }
+}
+
 void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked) {
   Tcb& t = s.tcb;
   // RTT: timestamps give a sample from every ACK of new data (RFC 7323 §4.1); else time one
@@ -153,6 +187,8 @@ void TcpLayer::Impl::on_new_ack(Sock& s, const TcpRepr& seg, std::uint32_t acked
       t.recovery = Recovery::none;
       t.dupacks = 0;
       if (t.recovery_reduced) t.cc.on_recovery_end(now);
+      // RFC 8985 §6.2 step 4: the widened window lasts 16 recoveries without D-SACK.
+      if (t.reo_wnd_persist > 0 && --t.reo_wnd_persist == 0) t.reo_wnd_mult = 1;
     } else if (!t.sack_ok) {
       // NewReno partial ACK (RFC 6582 §3.2 step 4): resend the next hole, deflate cwnd by the
       // amount acknowledged, add back one SMSS, and restart the RTO for the first partial ACK.
@@ -201,8 +237,11 @@ void TcpLayer::Impl::on_dup_ack(Sock& s, const TcpRepr&, std::uint32_t) {
 void TcpLayer::Impl::maybe_enter_recovery(Sock& s) {
   Tcb& t = s.tcb;
   if (t.recovery != Recovery::none || t.snd.una == t.snd.max) return;
-  const bool lost = t.dupacks >= SackScoreboard::kDupThresh ||
-                    (t.sack_ok && (t.sb.loss_detected(t.snd.una, t.snd.mss) || t.lost_end > t.snd.una));
+  // Counting rules (three duplicate ACKs, RFC 6675 IsLost) until reordering was seen; with SACK
+  // after that only time (lost_end, from the reordering window) says a hole is lost, RFC 8985 §6.2.
+  const bool by_count = !(t.sack_ok && t.reord_seen) &&
+                        (t.dupacks >= SackScoreboard::kDupThresh || (t.sack_ok && t.sb.loss_detected(t.snd.una, t.snd.mss)));
+  const bool lost = by_count || (t.sack_ok && t.lost_end > t.snd.una);
   if (!lost) return;
   // RFC 6582 §3.2 step 2 / §4: without SACK, only when the ACK covers more than "recover", so
   // duplicate ACKs of a flight that was already answered (by recovery or an RTO) do not cause a
@@ -254,7 +293,8 @@ void TcpLayer::Impl::detect_losses(Sock& s) {
     }
   }
   // RFC 8985 §6.2: a hole below SACKed data (sent before it) is lost once it stayed a hole for
-  // the reordering window, RACK.reo_wnd = RACK.min_RTT / 4 (SRTT / 4 here).
+  // the reordering window, RACK.reo_wnd = min(reo_wnd_mult * RACK.min_RTT / 4, SRTT) (SRTT for
+  // min_RTT here).
   SeqNum seq;
   std::uint32_t len = 0;
   const SeqNum from = seq_max(t.lost_end, t.snd.una);
@@ -262,10 +302,13 @@ void TcpLayer::Impl::detect_losses(Sock& s) {
     t.timers.reo = kNever;
     return;
   }
-  if (t.timers.reo == kNever) {
+  // A timer armed for holes that are all acknowledged or marked by now is stale: arm it afresh
+  // for this one, or its early expiry would only re-arm it and delay the mark by a whole window.
+  if (t.timers.reo == kNever || t.reo_end <= from) {
     const Duration srtt = t.rtt.has_sample() ? t.rtt.srtt() : std::chrono::milliseconds(100);
     t.reo_end = high_sacked;
-    t.timers.reo = now + std::max<Duration>(srtt / 4, std::chrono::milliseconds(1));
+    const Duration reo_wnd = std::min<Duration>(srtt / 4 * t.reo_wnd_mult, srtt);
+    t.timers.reo = now + std::max<Duration>(reo_wnd, std::chrono::milliseconds(1));
   }
 }
 

@@ -16,6 +16,10 @@ bool lost_given(std::size_t ranges_above, std::uint64_t bytes_above, std::uint32
 }
 }  // namespace
 
+bool SackScoreboard::lost_by_count(std::size_t ranges_above, std::uint64_t bytes_above, std::uint32_t smss) const {
+  return dupthresh_ && lost_given(ranges_above, bytes_above, smss);
+}
+
 std::uint32_t SackScoreboard::add(SeqNum left, SeqNum right) {
   std::size_t i = 0;
   while (i < count_ && ranges_[i].right < left) ++i;
@@ -86,7 +90,7 @@ bool SackScoreboard::is_lost(SeqNum seq, std::uint32_t smss) const {
     if (ranges_[k].right <= from) break;  // sorted: nothing lower lies above seq
     bytes += ranges_[k].right.since(from);
     ++n;
-    if (lost_given(n, bytes, smss)) return true;
+    if (lost_by_count(n, bytes, smss)) return true;
   }
   return false;
 }
@@ -121,7 +125,7 @@ std::uint32_t SackScoreboard::pipe(SeqNum snd_una, SeqNum snd_nxt, SeqNum high_r
     lo = seq_max(lo, snd_una);
     hi = seq_min(hi, snd_nxt);
     if (lo < hi) {
-      if (!lost_given(ranges_above, bytes_above, smss)) {
+      if (!lost_by_count(ranges_above, bytes_above, smss)) {
         // Octets below lost_end are lost regardless of IsLost.
         const SeqNum from = seq_min(seq_max(lo, lost_end), hi);
         pipe += hi.since(from);
@@ -151,8 +155,8 @@ bool SackScoreboard::next_lost(SeqNum snd_una, SeqNum high_rxt, std::uint32_t sm
     if (lo < hi) {
       // IsLost only falls as we go up: the first hole that is not lost (and not below lost_end)
       // ends the search.
-      if (!lost_given(count_ - k, bytes_above, smss) && !(lo < lost_end)) return false;
-      if (!lost_given(count_ - k, bytes_above, smss)) hi = seq_min(hi, lost_end);
+      if (!lost_by_count(count_ - k, bytes_above, smss) && !(lo < lost_end)) return false;
+      if (!lost_by_count(count_ - k, bytes_above, smss)) hi = seq_min(hi, lost_end);
       seq = lo;
       len = std::min(smss, hi.since(lo));
       return true;

@@ -53,6 +53,11 @@ class SackScoreboard {
   /// Whether the scoreboard says loss happened (enter recovery, RFC 6675 §5 step C).
   [[nodiscard]] bool loss_detected(SeqNum snd_una, std::uint32_t smss) const { return is_lost(snd_una, smss); }
   void clear() { count_ = 0; }
+  /// RFC 8985 §6.2: once reordering has been seen, DupThresh SACKed segments above a hole no
+  /// longer make it lost (IsLost, pipe and NextSeg rule 1 then go by `lost_end` alone, i.e. by
+  /// time); until then RFC 6675's rule applies.
+  void set_dupthresh(bool on) { dupthresh_ = on; }
+  [[nodiscard]] bool dupthresh() const { return dupthresh_; }
   [[nodiscard]] bool empty() const { return count_ == 0; }
   [[nodiscard]] std::size_t range_count() const { return count_; }
 
@@ -66,6 +71,8 @@ class SackScoreboard {
   std::array<Range, kMaxRanges> ranges_{};  ///< sorted, disjoint, non-adjacent
   std::size_t count_ = 0;
   SeqNum snd_una_{};  ///< from the last update(), for high_sacked() on an empty board
+  bool dupthresh_ = true;
+  [[nodiscard]] bool lost_by_count(std::size_t ranges_above, std::uint64_t bytes_above, std::uint32_t smss) const;
 };
 
 }  // namespace pno::tcp

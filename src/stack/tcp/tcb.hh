@@ -150,6 +150,11 @@ struct Tcb {
   SeqNum lost_end{};            ///< non-SACKed octets below this are lost
   SeqNum rxt_mark{};            ///< SND.MAX when the latest retransmission of this round went out
   SeqNum reo_end{};             ///< highest SACKed octet + 1 when the reordering timer was armed
+  // RFC 8985 §6.2 reordering window.
+  bool reord_seen = false;      ///< RACK.reord: reordering seen, loss goes by time, not DupThresh
+  std::uint8_t reo_wnd_mult = 1;    ///< RACK.reo_wnd_mult: reo_wnd = mult * SRTT / 4, at most SRTT
+  std::uint8_t reo_wnd_persist = 0; ///< RACK.reo_wnd_persist: recoveries before mult returns to 1
+  SeqNum dsack_round_end{};     ///< RACK.dsack_round: D-SACKs raise the multiplier once per round
   // Tail loss probe, RFC 8985 §7.
   bool tlp_out = false;         ///< a probe is outstanding (one per tail)
   bool tlp_rxt = false;         ///< ... and it was a retransmission
@@ -187,7 +192,7 @@ struct Tcb {
     snd.wl2 = iss;
     recover = iss;
     high_rxt = iss - 1;
-    lost_end = rxt_mark = reo_end = tlp_end = rescue_rxt = rtt_seq = iss;
+    lost_end = rxt_mark = reo_end = tlp_end = rescue_rxt = rtt_seq = dsack_round_end = iss;
   }
   /// Bytes in flight by sequence space (SYN and FIN included).
   [[nodiscard]] std::uint32_t flight() const { return snd.max.since(snd.una); }
