@@ -319,12 +319,16 @@ class Run:
         return secs * self.profile.slack
 
     # --- servers on the host ---
-    def spawn(self, name: str, cmd: list[str], cwd: Path | None = None) -> Proc:
-        """Starts a server; in pno mode under `pno run`, so its sockets go to the engine."""
+    def offloaded(self, cmd: list[str]) -> list[str]:
+        """In pno mode the command under `pno run`, so its sockets go to the engine."""
         if self.mode == "pno":
-            cmd = [self.opts.pno, "run", "--require-engine", "--engine-socket", str(self.bed.host_socket),
-                   "--"] + cmd
-        p = Proc(name, cmd, self.art / f"{name}.out", cwd=cwd)
+            return [self.opts.pno, "run", "--require-engine", "--engine-socket", str(self.bed.host_socket),
+                    "--"] + cmd
+        return cmd
+
+    def spawn(self, name: str, cmd: list[str], cwd: Path | None = None) -> Proc:
+        """Starts a server (offloaded in pno mode)."""
+        p = Proc(name, self.offloaded(cmd), self.art / f"{name}.out", cwd=cwd)
         self.procs.append(p)
         self.on_cleanup(p.kill)
         return p
@@ -762,7 +766,8 @@ http {{
 }}
 """)
     nginx = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(run.art / "nginx-error.log")]
-    t = subprocess.run(nginx + ["-t"], capture_output=True, text=True)
+    # -t binds the listening address too, so it runs where the server will.
+    t = subprocess.run(run.offloaded(nginx + ["-t"]), capture_output=True, text=True, timeout=30)
     expect(t.returncode == 0, f"nginx -t: {t.stderr}")
     master = run.spawn("nginx", nginx)
     run.wait_port(master, port)
