@@ -1,6 +1,8 @@
 #include "engine/loop.hh"
 
 #include <algorithm>
+#include <poll.h>
+
 #include <cerrno>
 #include <ctime>
 
@@ -40,6 +42,12 @@ bool Loop::run_once(Instant now) {
 }
 
 void Loop::idle_wait(Instant now) {
+  if (wake_ != nullptr && wake_->take_busy()) {
+    // The host service moved bytes or commands: not idle.
+    idle_iters_ = 0;
+    sleep_ = Duration{0};
+    return;
+  }
   if (cfg_.busy_poll) return;
   if (++idle_iters_ < cfg_.spin_iterations) return;
   // Progressive back-off: each empty wake-up doubles the sleep, up to max_sleep.
@@ -50,6 +58,19 @@ void Loop::idle_wait(Instant now) {
   const auto ns = (wake - now).count();
   timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   counters_.inc(EngineCounter::loop_sleeps);
+  if (wake_ != nullptr) {
+    // Tell attached hosts we sleep (they ring the doorbell after producing), re-check, then wait on
+    // the doorbells and sockets with the same timeout.
+    if (!wake_->prepare_sleep()) {
+      idle_iters_ = 0;
+      sleep_ = Duration{0};
+      return;
+    }
+    pollfd p{wake_->wait_fd(), POLLIN, 0};
+    ppoll(&p, 1, &ts, nullptr);  // EINTR (a signal) just ends the sleep early
+    wake_->woke();
+    return;
+  }
   nanosleep(&ts, nullptr);  // EINTR (a signal) just ends the sleep early
 }
 

@@ -11,6 +11,7 @@
 
 #include "engine/clock.hh"
 #include "engine/engine_counters.hh"
+#include "engine/host_service.hh"
 #include "engine/port.hh"
 #include "engine/services.hh"
 #include "stack/stack.hh"
@@ -42,6 +43,9 @@ class Loop final : private FrameHandler {
   void run();
   /// One iteration; returns whether it did any work (frames in or out, events). For tests/benchmarks.
   bool run_once(Instant now);
+  /// Idle sleeps wait on `w`'s fd (doorbells, attach and control sockets) instead of plain timers,
+  /// so host processes wake the engine at once; still never past the stack's next deadline.
+  void set_idle_wake(IdleWake* w) { wake_ = w; }
 
  private:
   void on_frame(ByteSpan frame, const RxMeta& meta) override;
@@ -59,6 +63,7 @@ class Loop final : private FrameHandler {
   Instant next_deadline_ = kNever;
   std::uint32_t idle_iters_ = 0;
   Duration sleep_{0};
+  IdleWake* wake_ = nullptr;
 };
 
 }  // namespace pno::engine

@@ -18,6 +18,7 @@
 #include "engine/clock.hh"
 #include "engine/loop.hh"
 #include "engine/port.hh"
+#include "engine/host_service.hh"
 #include "engine/services.hh"
 #include "engine/stats.hh"
 #include "stack/stack.hh"
@@ -66,6 +67,11 @@ struct Options {
   // services
   bool echo = false, discard = false;
   std::uint16_t echo_port = 7, discard_port = 9;
+  // host channel (src/channel): unmodified Linux apps through libpno.so
+  std::string host_socket;
+  std::uint32_t host_max_sockets = 1024;
+  std::string host_ring_bytes = "256K";
+  bool host_allow_any_uid = false;
   // client
   std::string connect;
   std::uint32_t conns = 1;
@@ -180,6 +186,12 @@ int main(int argc, char** argv) {
   g_svc->add_option("--echo-port", o.echo_port, "echo port");
   g_svc->add_flag("--discard", o.discard, "TCP discard server (RFC 863)");
   g_svc->add_option("--discard-port", o.discard_port, "discard port");
+  g_svc->add_option("--host-socket", o.host_socket,
+                    "serve host processes (libpno.so) attaching at this Unix socket path, e.g. /run/pno/engine.sock");
+  g_svc->add_option("--host-max-sockets", o.host_max_sockets, "socket slots per attached process family")
+      ->check(CLI::Range(1u, 65534u));
+  g_svc->add_option("--host-ring-bytes", o.host_ring_bytes, "per-socket send and receive ring size (power of two)");
+  g_svc->add_flag("--host-allow-any-uid", o.host_allow_any_uid, "let processes of any uid attach (default: ours and root)");
   g_svc->add_flag("--keepalive", o.keepalive,
                   "SO_KEEPALIVE on service and client connections (timing: --tcp-keepalive-*)");
 
@@ -296,7 +308,7 @@ int main(int argc, char** argv) {
   } else if (app.count("--send-bytes") + app.count("--recv-bytes") + app.count("--conns") > 0) {
     return usage_error("--send-bytes/--recv-bytes/--conns need --connect");
   }
-  if (!o.echo && !o.discard && !client) {
+  if (!o.echo && !o.discard && !client && o.host_socket.empty()) {
     std::fprintf(stderr, "pno-engine: note: no service enabled (--echo, --discard, --connect): ARP and ping only\n");
   }
   if (o.echo && o.discard && o.echo_port == o.discard_port) return usage_error("--echo-port equals --discard-port");
@@ -402,6 +414,25 @@ int main(int argc, char** argv) {
                                                    o.keepalive));
     }
 
+    HostService* host = nullptr;
+    if (!o.host_socket.empty()) {
+      HostServiceConfig hc;
+      hc.socket_path = o.host_socket;
+      hc.geometry.max_sockets = o.host_max_sockets;
+      const auto rb = parse_size(o.host_ring_bytes);
+      if (!rb || *rb > (1u << 30)) return usage_error("--host-ring-bytes: a size up to 1G");
+      hc.geometry.stream_ring_bytes = static_cast<std::uint32_t>(*rb);
+      hc.addrs = {sc.addr};
+      hc.allow_any_uid = o.host_allow_any_uid;
+      channel::contract::RegionHeader probe;
+      if (!channel::contract::layout(hc.geometry, probe)) {
+        return usage_error("--host-ring-bytes must be a power of two >= 4096");
+      }
+      auto hs = std::make_unique<HostService>(hc);
+      host = hs.get();
+      services.add(std::move(hs));
+    }
+
     stack.announce();
     port->flush(clock.now());
     std::string failed;
@@ -413,7 +444,8 @@ int main(int argc, char** argv) {
     const std::string where = pmd == Pmd::eal ? port->name() : o.iface;
     std::printf("pno-engine: ready on %s %s mac %s mtu %u driver %s%s%s%s%s\n", where.c_str(), o.ip.c_str(),
                 sc.mac.str().c_str(), static_cast<unsigned>(sc.caps.mtu), port->driver().c_str(),
-                eal->hugepages() ? " hugepages" : " no-huge", o.echo ? " echo" : "", o.discard ? " discard" : "",
+                eal->hugepages() ? " hugepages" : " no-huge", o.echo ? " echo" : "",
+                o.discard ? (host != nullptr ? " discard host" : " discard") : (host != nullptr ? " host" : ""),
                 client ? " client" : "");
     if (!port->link_up()) std::printf("pno-engine: warning: link is down\n");
     std::fflush(stdout);
@@ -445,6 +477,7 @@ int main(int argc, char** argv) {
     Loop loop(lc, *port, stack, services, clock, ecounters, g_signals, [&](const char* why) {
       if (o.stats) print_stats_line(stdout, (std::string("pno-stats: why=") + why).c_str(), snapshot());
     });
+    if (host != nullptr) loop.set_idle_wake(host);
     loop.run();
 
     rc = services.finish(stack.tcp(), clock.now());
