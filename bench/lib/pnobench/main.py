@@ -81,7 +81,7 @@ class Bench:
 
     def sample(self, s: dict) -> None:
         self.data["samples"].append(s)
-        self.hints[(s["app"], s["cell"])] = s["rate"]
+        self.hints[(s["app"], s["cell"], s["mode"])] = s["rate"]
         lat = f" p50 {s['p50']:.3g} p99 {s['p99']:.3g} {s['lat_unit']}" if s.get("p50") is not None else ""
         log(f"  {s['app']} {s['cell']} [{s['mode']} r{s['rep']}]: {s['rate']:,.1f} {s['rate_unit']}{lat}, "
             f"host {s.get('app_cpu_us_per_unit', 0):.2f} µs/{s['unit']}, engine "
@@ -96,8 +96,9 @@ class Bench:
         self.data["errors"].append({"app": app, "cell": cell, "mode": mode, "rep": rep, "error": text})
         log(f"  ERROR {app} {cell} [{mode} r{rep}]: {text.splitlines()[0] if text else ''}")
 
-    def rate_hint(self, app: str, cell: str) -> float | None:
-        return self.hints.get((app, cell))
+    def rate_hint(self, app: str, cell: str, mode: str) -> float | None:
+        """The rate this cell had in this mode before, so the next run lasts about --secs."""
+        return self.hints.get((app, cell, mode))
 
     # --- the run ---
     def engine_args(self, mode: str) -> list[str] | None:
@@ -141,6 +142,7 @@ class Bench:
             self.data["engine_idle"] = self.bed.idle
             self.data["engine_restarts_after_death"] = self.bed.engine_deaths
             self.data["meta"]["host_rps"] = self.bed.rps
+            self.data["engine_stats_at_exit"] = dict(self.bed.testbed.stats)
             try:
                 self.bed.down()
             except Exception as e:

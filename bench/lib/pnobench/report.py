@@ -69,7 +69,7 @@ TARGETS = [
 ]
 
 
-def evaluate_targets(agg: dict, mode: str) -> list[dict]:
+def evaluate_targets(agg: dict, mode: str, mode_ran: bool = False) -> list[dict]:
     res = []
     for t in TARGETS:
         cells = [(key, e) for key, e in agg.items() if t.select(key[0], e["params"])]
@@ -83,6 +83,8 @@ def evaluate_targets(agg: dict, mode: str) -> list[dict]:
                 status = "met" if all(ok) and len(have) == len(ratios) else "missed" if not all(ok) else "partial"
                 detail = [{"cell": c, "ratio": r, "ok": o} for (c, r), o in zip(have, ok)]
             worst = (max if t.op == "<=" else min)([r for _, r in have]) if have else None
+            if not have and mode_ran:
+                status = "no PnO number (errors)"
         else:
             worst = None
         res.append({"target": t.name, "metric": t.metric, "op": t.op, "bound": t.bound, "what": t.what,
@@ -119,7 +121,7 @@ def spread(m: dict) -> str:
     return f" ±{(max(r) - min(r)) / 2 / m['rate'] * 100:.0f}%"
 
 
-def app_table(app: str, agg: dict, modes: list[str]) -> list[str]:
+def app_table(app: str, agg: dict, modes: list[str], mode_status: dict | None = None) -> list[str]:
     keys = [k for k in agg if k[0] == app]
     if not keys:
         return []
@@ -139,7 +141,8 @@ def app_table(app: str, agg: dict, modes: list[str]) -> list[str]:
         for mode in modes:
             m = e["modes"].get(mode)
             if m is None:
-                row = [key[1], mode] + ["not run"] + [""] * (len(head) - 3)
+                ran = (mode_status or {}).get(mode, {}).get("status") == "run"
+                row = [key[1], mode] + ["error (see Errors)" if ran else "not run"] + [""] * (len(head) - 3)
             else:
                 row = [key[1], mode, fnum(m["rate"]) + spread(m) + (f" (n={m['n']})" if m["n"] > 1 else "")]
                 if lat:
@@ -221,12 +224,14 @@ def render(data: dict) -> str:
 
     L += ["## Targets (ratios PnO / kernel of the medians)", ""]
     pno_modes = [m for m in PNO_MODES if m in modes_run]
-    if not pno_modes:
+    if not pno_modes and data["modes"].get("pno", {}).get("status") == "run":
+        L += ["The PnO mode ran but produced no number (see Errors).", ""]
+    elif not pno_modes:
         L += ["No PnO rows ran, so every target is **not run** (pno: " +
               (data["modes"].get("pno", {}).get("status") or "") + ").", ""]
     L += ["| target | cells | bound | " + " | ".join(f"{m}: worst ratio | {m}: status" for m in (pno_modes or ["pno"]))
           + " |", "|---|---|---|" + "---|---|" * max(1, len(pno_modes))]
-    evals = {m: evaluate_targets(agg, m) for m in (pno_modes or ["pno"])}
+    evals = {m: evaluate_targets(agg, m, data["modes"].get(m, {}).get("status") == "run") for m in (pno_modes or ["pno"])}
     for i, t in enumerate(TARGETS):
         row = [t.name, t.what, f"{t.op} {t.bound:g}"]
         for m in evals:
@@ -248,11 +253,14 @@ def render(data: dict) -> str:
           "engine CPU over the kernel's host CPU. In kernel rows the engine column is the idle engine running "
           "beside them (not counted in their host+engine); `–` there means no engine ran.", ""]
     for app in ("redis", "lighttpd", "haproxy", "echo", "iperf"):
-        L += app_table(app, agg, modes_shown)
+        L += app_table(app, agg, modes_shown, data.get("modes"))
     if data.get("errors"):
         L += ["## Errors (cells without a number)", ""]
         for e in data["errors"]:
-            L.append(f"- {e['app']} {e['cell']} {e['mode']} rep {e['rep']}: {e['error'].splitlines()[0][:300]}")
+            text = " ⏎ ".join(x.strip() for x in e["error"].splitlines() if x.strip())
+            if len(text) > 600:
+                text = text[:300] + " … " + text[-300:]
+            L.append(f"- {e['app']} {e['cell']} {e['mode']} rep {e['rep']}: `{text.replace('`', chr(39))}`")
         L.append("")
     plots = data.get("plots") or []
     if plots:

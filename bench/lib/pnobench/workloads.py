@@ -78,6 +78,7 @@ class Group:
         self.art = self.run.art
         self.servers: list = []
         self.samples: list[dict] = []
+        self.failed_in_a_row = 0
 
     # --- servers: the whole session pinned to the app CPU; in pno mode under `pno run` ---
     def spawn(self, name: str, cmd: list[str], cwd: Path | None = None):
@@ -114,7 +115,13 @@ class Group:
             res = fn()
         except Exception as e:
             self.ctx.error(self.app, cell, self.mode, self.rep, e)
+            self.failed_in_a_row += 1
+            if self.failed_in_a_row >= 3:
+                # A mode that cannot serve would otherwise spend a client timeout on every cell.
+                raise CellError(f"{self.failed_in_a_row} cells in a row failed: the rest of {self.app} "
+                                f"[{self.mode}] repetition {self.rep} is skipped") from None
             return None
+        self.failed_in_a_row = 0
         b = probe.snap()
         cpu = CpuProbe.delta(a, b)
         s = {"app": self.app, "cell": cell, "mode": self.mode, "rep": self.rep, "params": params,
@@ -186,7 +193,7 @@ logfile {g.art}/redis.log
         for size in plan.sizes:
             for op in ("SET", "GET"):
                 cell = f"{op} {size_label(size)} P{pipeline}"
-                rate = g.ctx.rate_hint("redis", cell) or redis_guess(pipeline, size)
+                rate = g.ctx.rate_hint("redis", cell, g.mode) or redis_guess(pipeline, size)
                 n = int(min(5_000_000, max(2000, rate * plan.secs)))
                 n -= n % max(pipeline, 1)
 
