@@ -217,6 +217,13 @@ void write_all(int fd, const void* data, std::size_t n) {
   }
 }
 
+int get_int_opt(int fd, int level, int opt) {
+  int v = -12345;
+  socklen_t len = sizeof v;
+  EXPECT_EQ(::getsockopt(fd, level, opt, &v, &len), 0) << errname(errno);
+  return v;
+}
+
 std::vector<std::uint8_t> pattern(std::size_t n, std::uint64_t off) {
   std::vector<std::uint8_t> v(n);
   fill_pattern(v, off);

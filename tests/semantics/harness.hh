@@ -99,6 +99,9 @@ std::vector<std::uint8_t> pattern(std::size_t n, std::uint64_t off = 0);
 std::string hex(const void* data, std::size_t n);
 inline std::string hex(const std::string& s) { return hex(s.data(), s.size()); }
 
+/// getsockopt of an int option: the value, or -12345 on failure (the test fails too).
+int get_int_opt(int fd, int level, int opt);
+
 /// SIGPIPE handler that counts deliveries (installed by main for the whole run).
 void install_sigpipe_counter();
 int sigpipe_count();

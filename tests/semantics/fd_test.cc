@@ -1,0 +1,324 @@
+// Descriptors: dup, dup2, dup3, fcntl F_DUPFD(_CLOEXEC), fd numbering, threads sharing a socket,
+// and fork (parent and child both using inherited sockets).
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "harness.hh"
+
+namespace pno::semtest {
+namespace {
+
+std::string id(const Conn& c) { return std::to_string(c.cid); }
+
+std::string peer_read(Peer& p, const Conn& c, int n) {
+  auto r = p.call("readhex " + id(c) + " " + std::to_string(n) + " 5000");
+  return r.size() >= 2 ? r[1] : "";
+}
+
+/// Waits for a forked child: its exit status (the child reports failures as non-zero codes).
+int wait_child(pid_t pid) {
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(Dup, SharesTheConnectionAndFinWaitsForTheLastClose) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd d(::dup(c.fd));
+  ASSERT_GE(d.get(), 0);
+  EXPECT_NE(d.get(), c.fd.get());
+  ASSERT_EQ(::write(d, "dup", 3), 3);
+  EXPECT_EQ(peer_read(p, c, 3), hex("dup"));
+  c.fd.reset();
+  EXPECT_EQ(p.call("wait " + id(c) + " 300", true)[1], "ETIMEDOUT") << "FIN while a dup was still open";
+  ASSERT_EQ(::write(d, "more", 4), 4);
+  EXPECT_EQ(peer_read(p, c, 4), hex("more"));
+  d.reset();
+  EXPECT_EQ(p.call("wait " + id(c) + " 5000")[1], "eof");
+}
+
+TEST(Dup, SharesFileStatusFlagsButNotFdFlags) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd d(::dup(c.fd));
+  ASSERT_EQ(::fcntl(c.fd, F_SETFL, O_NONBLOCK), 0);
+  EXPECT_TRUE(::fcntl(d, F_GETFL) & O_NONBLOCK) << "O_NONBLOCK belongs to the open file";
+  ASSERT_EQ(::fcntl(c.fd, F_SETFD, FD_CLOEXEC), 0);
+  EXPECT_EQ(::fcntl(d, F_GETFD), 0) << "FD_CLOEXEC belongs to the descriptor";
+}
+
+TEST(Dup2, ReplacesTheTargetFd) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  int pp[2];
+  ASSERT_EQ(::pipe(pp), 0);
+  Fd r(pp[0]), w(pp[1]);
+  ASSERT_EQ(::dup2(c.fd, w), w.get());
+  // The pipe's only write end was closed by dup2: its reader sees EOF.
+  char b;
+  EXPECT_EQ(::read(r, &b, 1), 0);
+  ASSERT_EQ(::write(w, "via", 3), 3);
+  EXPECT_EQ(peer_read(p, c, 3), hex("via"));
+  EXPECT_EQ(::dup2(c.fd, c.fd), c.fd.get());
+  int closed = ::dup(c.fd);
+  ::close(closed);
+  errno = 0;
+  EXPECT_EQ(::dup2(closed, w), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
+TEST(Dup2, OverASocketClosesTheConnection) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  int pp[2];
+  ASSERT_EQ(::pipe(pp), 0);
+  Fd r(pp[0]), w(pp[1]);
+  ASSERT_EQ(::dup2(r, c.fd), c.fd.get());
+  EXPECT_EQ(p.call("wait " + id(c) + " 5000")[1], "eof");
+  struct stat st {};
+  ASSERT_EQ(::fstat(c.fd, &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the fd is the pipe now";
+  ASSERT_EQ(::write(w, "p", 1), 1);
+  char b;
+  EXPECT_EQ(::read(c.fd, &b, 1), 1);
+}
+
+TEST(Dup3, CloexecAndErrors) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd spare = tcp_socket();
+  ASSERT_EQ(::dup3(c.fd, spare, O_CLOEXEC), spare.get());
+  EXPECT_EQ(::fcntl(spare, F_GETFD), FD_CLOEXEC);
+  ASSERT_EQ(::write(spare, "d3", 2), 2);
+  EXPECT_EQ(peer_read(p, c, 2), hex("d3"));
+  errno = 0;
+  EXPECT_EQ(::dup3(c.fd, c.fd, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(::dup3(c.fd, spare, O_NONBLOCK), -1);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+TEST(FcntlDupfd, MinimumNumberAndCloexec) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd d(::fcntl(c.fd, F_DUPFD, 100));
+  EXPECT_GE(d.get(), 100);
+  EXPECT_EQ(::fcntl(d, F_GETFD), 0);
+  Fd e(::fcntl(c.fd, F_DUPFD_CLOEXEC, 200));
+  EXPECT_GE(e.get(), 200);
+  EXPECT_EQ(::fcntl(e, F_GETFD), FD_CLOEXEC);
+  ASSERT_EQ(::write(d, "a", 1), 1);
+  ASSERT_EQ(::write(e, "b", 1), 1);
+  EXPECT_EQ(peer_read(p, c, 2), hex("ab"));
+}
+
+TEST(FdNumbers, LowestFreeNumberIsUsedAndFitsSelect) {
+  Peer p;
+  std::vector<Fd> socks;
+  for (int i = 0; i < 5; ++i) socks.push_back(tcp_socket());
+  for (auto& s : socks) EXPECT_LT(s.get(), FD_SETSIZE);
+  int hole = socks[2].get();
+  socks[2].reset();
+  Fd again = tcp_socket();
+  EXPECT_EQ(again.get(), hole);
+  // accept() too takes the lowest free number.
+  auto [l, port] = listen_local();
+  int hole2 = socks[1].get();
+  socks[1].reset();
+  p.post("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  Fd acc(::accept(l, nullptr, nullptr));
+  p.reply();
+  EXPECT_EQ(acc.get(), hole2);
+}
+
+TEST(Threads, ReaderAndWriterShareOneSocket) {
+  Peer p, sender, drain;
+  Conn c = connect_to_peer(p);
+  const std::size_t n = 2 << 20;
+  sender.post("send " + id(c) + " " + std::to_string(n));
+  drain.post("drain " + id(c) + " 30000");
+  std::vector<std::uint8_t> got;
+  std::thread reader([&] { got = read_exact(c.fd, n, 30000); });
+  std::thread writer([&] {
+    auto data = pattern(n);
+    write_all(c.fd, data.data(), data.size());
+    ::shutdown(c.fd, SHUT_WR);
+  });
+  reader.join();
+  writer.join();
+  EXPECT_TRUE(check_pattern(got, 0));
+  EXPECT_EQ(sender.reply()[0], "ok");
+  auto r = drain.reply();
+  EXPECT_EQ(r[1], std::to_string(n));
+  EXPECT_EQ(r[2], "1");
+}
+
+TEST(Threads, ShutdownWakesABlockedReader) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  std::atomic<ssize_t> rc{-2};
+  std::thread reader([&] {
+    char b;
+    rc = ::recv(c.fd, &b, 1, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(rc.load(), -2) << "recv returned without data";
+  ASSERT_EQ(::shutdown(c.fd, SHUT_RDWR), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  while (rc.load() == -2 && ms_since(t0) < 3000) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (rc.load() == -2) {
+    // Unblock it anyway, so the test can end.
+    p.call("sendhex " + id(c) + " 00", true);
+    p.call("close " + id(c), true);
+  }
+  reader.join();
+  EXPECT_EQ(rc.load(), 0) << "shutdown() did not wake the reader with EOF";
+}
+
+TEST(Threads, BlockedReaderGetsDataSentFromAnotherThread) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  std::string got;
+  std::thread reader([&] {
+    auto v = read_exact(c.fd, 5);
+    got.assign(v.begin(), v.end());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  p.call("sendhex " + id(c) + " " + hex("wake!"));
+  reader.join();
+  EXPECT_EQ(got, "wake!");
+}
+
+TEST(Threads, TwoThreadsAcceptFromOneListener) {
+  Peer p;
+  auto [l, port] = listen_local();
+  std::atomic<int> ok{0};
+  auto acceptor = [&] {
+    int c = ::accept(l, nullptr, nullptr);
+    if (c >= 0) {
+      ++ok;
+      ::close(c);
+    }
+  };
+  std::thread a(acceptor), b(acceptor);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  p.call("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  p.call("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  a.join();
+  b.join();
+  EXPECT_EQ(ok.load(), 2);
+}
+
+TEST(Fork, ParentAndChildAcceptOnTheInheritedListener) {
+  Peer p;
+  auto [l, port] = listen_local();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);  // a child stuck on a failed expectation must not outlive the test
+    int c = ::accept(l, nullptr, nullptr);
+    if (c < 0) ::_exit(10);
+    if (::write(c, "child", 5) != 5) ::_exit(11);
+    ::close(c);
+    ::_exit(0);
+  }
+  std::string target = "connect " + env().local_ip + " " + std::to_string(port) + " 5000";
+  // Both connections first: whichever process accepts first must not leave the other waiting.
+  auto r1 = p.call(target);
+  auto r2 = p.call(target);
+  Fd mine(::accept(l, nullptr, nullptr));
+  ASSERT_GE(mine.get(), 0);
+  ASSERT_EQ(::write(mine, "parent", 6), 6);
+  // Child and parent each took one of the two connections, whichever came first.
+  std::set<std::string> seen;
+  for (auto& r : {r1, r2}) {
+    auto got = p.call("readhex " + r[1] + " 6 5000");
+    seen.insert(got[1]);
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{hex("child"), hex("parent")}));
+  EXPECT_EQ(wait_child(pid), 0);
+  // The child (and its copy of the listener) is gone: the parent's listener still works.
+  auto r3 = p.call(target);
+  Fd third(::accept(l, nullptr, nullptr));
+  EXPECT_GE(third.get(), 0) << errname(errno);
+  ASSERT_EQ(::write(third, "3", 1), 1);
+  EXPECT_EQ(p.call("readhex " + r3[1] + " 1 5000")[1], hex("3"));
+}
+
+TEST(Fork, ChildClosingAnInheritedConnectionDoesNotEndIt) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);  // a child stuck on a failed expectation must not outlive the test
+    ::_exit(::close(c.fd) == 0 ? 0 : 1);
+  }
+  EXPECT_EQ(wait_child(pid), 0);
+  EXPECT_EQ(p.call("wait " + id(c) + " 300", true)[1], "ETIMEDOUT") << "FIN although the parent holds it";
+  ASSERT_EQ(::write(c.fd, "still", 5), 5);
+  EXPECT_EQ(peer_read(p, c, 5), hex("still"));
+  p.call("sendhex " + id(c) + " " + hex("back"));
+  auto back = read_exact(c.fd, 4);
+  EXPECT_EQ(std::string(back.begin(), back.end()), "back");
+  c.fd.reset();
+  EXPECT_EQ(p.call("wait " + id(c) + " 5000")[1], "eof");
+}
+
+TEST(Fork, ChildAndParentWriteOnOneConnectionInTurn) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);  // a child stuck on a failed expectation must not outlive the test
+    if (::write(c.fd, "from-child;", 11) != 11) ::_exit(1);
+    char b[4];
+    // The child also reads from it: the peer's reply to the child.
+    ssize_t k = ::recv(c.fd, b, 4, MSG_WAITALL);
+    ::_exit(k == 4 && std::string(b, 4) == "kid!" ? 0 : 2);
+  }
+  EXPECT_EQ(peer_read(p, c, 11), hex("from-child;"));
+  p.call("sendhex " + id(c) + " " + hex("kid!"));
+  EXPECT_EQ(wait_child(pid), 0);
+  ASSERT_EQ(::write(c.fd, "from-parent", 11), 11);
+  EXPECT_EQ(peer_read(p, c, 11), hex("from-parent"));
+}
+
+TEST(Fork, ChildCreatesItsOwnConnections) {
+  Peer p;
+  auto [lid, port] = p.listen();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);  // a child stuck on a failed expectation must not outlive the test
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    auto a = make_addr(env().peer_ip, port);
+    if (::connect(s, sa(a), sizeof a) != 0) ::_exit(1);
+    if (::write(s, "new", 3) != 3) ::_exit(2);
+    ::close(s);
+    ::_exit(0);
+  }
+  int cid = p.accept(lid);
+  auto r = p.call("readhex " + std::to_string(cid) + " 100 5000");  // until EOF
+  EXPECT_EQ(r[1], hex("new"));
+  EXPECT_EQ(r[2], "1") << "no FIN after the child closed";
+  EXPECT_EQ(wait_child(pid), 0);
+}
+
+}  // namespace
+}  // namespace pno::semtest
