@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -717,4 +718,50 @@ TEST(ChannelAttach, HostSeesTheEnginesVersionInWhy) {
   char why2[256] = {};
   EXPECT_EQ(HostChannel::attach(path.c_str(), why2), nullptr);
   EXPECT_NE(std::string(why2).find("cannot reach the engine"), std::string::npos) << why2;
+}
+
+TEST(ChannelE2e, DrainChangedListsChangedSocketsAndReportsOverflow) {
+  c::Geometry g;
+  g.changed_entries = 16;
+  Bench b(g);
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    HostSocket out[64];
+    bool overflowed = true;
+    ch->drain_changed(out, overflowed);
+    CHILD_CHECK(!overflowed);
+    // One socket: its changes show up, and event_seq moves when data arrives.
+    auto s = ch->socket();
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    std::size_t n = ch->drain_changed(out, overflowed);
+    CHILD_CHECK(!overflowed && n >= 1);
+    CHILD_CHECK(std::find(out, out + n, *s) != out + n);
+    const std::uint32_t seq = ch->event_seq(*s);
+    CHILD_CHECK(send_all(*ch, *s, as_bytes(std::span("ping", 4))));
+    CHILD_CHECK(wait_ready(*ch, *s, kReadable));
+    CHILD_CHECK(ch->event_seq(*s) != seq);
+    n = ch->drain_changed(out, overflowed);
+    CHILD_CHECK(std::find(out, out + n, *s) != out + n);
+    // Many sockets changing without a drain: more than the ring holds -> overflow, then rescan.
+    std::vector<HostSocket> many;
+    for (int i = 0; i < 24; ++i) {
+      auto m = ch->socket();
+      CHILD_CHECK(m.ok());
+      CHILD_CHECK(ch->connect(*m, {kPeerIp, 7}) == Errc::in_progress);
+      many.push_back(*m);
+    }
+    for (auto m : many) CHILD_CHECK(wait_ready(*ch, m, kWritable));
+    ch->drain_changed(out, overflowed);
+    CHILD_CHECK(overflowed);
+    ch->drain_changed(out, overflowed);
+    CHILD_CHECK(!overflowed);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
 }
