@@ -73,8 +73,11 @@ def _per_app(agg: dict, metric: str, ylabel: str, path: Path, title: str, extra_
                     continue
                 ax.plot([x for x, _ in pts], [y for _, y in pts], linestyle=":", marker="x", alpha=0.7,
                         color=STYLE.get(mode, {}).get("color"), label=f"{mode} {lbl} host+engine")
-        _size_axes(ax, app, ylabel, _sizes(series))
-        ax.set_ylim(bottom=0)
+        if app == "redis":  # P=1 and P=16 differ ten-fold
+            _size_axes(ax, f"{app} (log scale)", ylabel, _sizes(series), logy=True)
+        else:
+            _size_axes(ax, app, ylabel, _sizes(series))
+            ax.set_ylim(bottom=0)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

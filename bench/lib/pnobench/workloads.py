@@ -155,7 +155,7 @@ class Group:
 def redis_guess(pipeline: int, size: int) -> float:
     """First guess of a cell's rate (req/s), so a cell lasts about plan.secs; later reps use the
     rate measured before."""
-    base = 30000.0 if pipeline == 1 else 150000.0
+    base = 15000.0 if pipeline == 1 else 120000.0
     return min(base, 400e6 / max(size, 64))
 
 
