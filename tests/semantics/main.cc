@@ -87,6 +87,6 @@ int main(int argc, char** argv) {
   // SIGPIPE is counted, never fatal: a test checks that a write raised it (or did not), and a
   // broken connection in one test must not end the whole run.
   pno::semtest::install_sigpipe_counter();
-  ::testing::UnitTest::GetInstance()->listeners().Append(new Watchdog(90));
+  ::testing::UnitTest::GetInstance()->listeners().Append(new Watchdog(60));
   return RUN_ALL_TESTS();
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -41,6 +42,72 @@ def log(msg: str) -> None:
 
 def on_signal(signum, _frame):
     raise Interrupted(f"signal {signum}")
+
+
+HANG = re.compile(r"^pno-semantics: (\S+) did not finish within")
+RESULT = re.compile(r"^\[ +(OK|FAILED) +\] (\S+) \(")
+
+
+def run_suite(cmd: list[str], gtest_args: list[str], timeout: float, mode: str) -> int:
+    """Runs the suite; when its watchdog ends it on a hung test, runs the tests not yet run again
+    without that one, so one hang does not hide the results of everything after it. Returns 0
+    only when every selected test ran and passed."""
+    user_filter = "*"
+    rest = []
+    for a in gtest_args:
+        if a.startswith("--gtest_filter="):
+            user_filter = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    finished: list[str] = []
+    failed: list[str] = []
+    hung: list[str] = []
+    deadline = time.monotonic() + timeout
+    rc = 1
+    while True:
+        skip = finished + hung
+        flt = user_filter
+        if skip:
+            flt += (":" if "-" in user_filter else "-") + ":".join(skip)
+        full = cmd + [f"--gtest_filter={flt}"] + rest
+        log(f"{mode}: $ {shlex.join(full) if len(skip) < 5 else shlex.join(cmd) + f' (without {len(skip)} tests already run)'}")
+        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        hang = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                if m := RESULT.match(line):
+                    finished.append(m.group(2))
+                    if m.group(1) == "FAILED":
+                        failed.append(m.group(2))
+                elif m := HANG.match(line):
+                    hang = m.group(1)
+                if time.monotonic() > deadline:
+                    break
+            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"the suite did not finish within {timeout:.0f}s")
+            rc = 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if rc < 0:
+            log(f"the suite died of signal {-rc}")
+        if hang is None or time.monotonic() > deadline:
+            break
+        hung.append(hang)
+    if hung or failed:
+        log(f"{mode}: {len(failed)} failed, {len(hung)} hung (of {len(finished) + len(hung)} run)")
+        for t in failed:
+            print(f"  FAILED {t}")
+        for t in hung:
+            print(f"  HUNG   {t}")
+        return 1
+    return 0 if rc == 0 else 1
 
 
 def main() -> int:
@@ -88,7 +155,6 @@ def main() -> int:
     signal.signal(signal.SIGHUP, on_signal)
 
     peer_proc: subprocess.Popen | None = None
-    suite_proc: subprocess.Popen | None = None
     rc = 1
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,19 +180,10 @@ def main() -> int:
                 raise RuntimeError(f"pno-semantics-peer did not start (see {run_dir}/semantics-peer.log)")
             time.sleep(0.05)
 
-        cmd = [str(suite), "--local-ip", local_ip, "--peer-ip", peer_ip, "--control", str(control)] + gtest_args
-        if opts.mode == "shim":
-            cmd = [str(pno), "run", "--engine-socket", str(host_socket), "--"] + cmd
-        log(f"{opts.mode}: $ {shlex.join(cmd)}")
-        suite_proc = subprocess.Popen(cmd, start_new_session=True)
-        try:
-            rc = suite_proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"the suite did not finish within {timeout:.0f}s")
-            rc = 1
-        if rc < 0:
-            log(f"the suite died of signal {-rc}")
-            rc = 1
+        base = [str(suite), "--local-ip", local_ip, "--peer-ip", peer_ip, "--control", str(control)]
+        prefix = [str(pno), "run", "--require-engine", "--engine-socket", str(host_socket), "--"] \
+            if opts.mode == "shim" else []
+        rc = run_suite(prefix + base, gtest_args, timeout, opts.mode)
         if opts.mode == "shim":
             alive = subprocess.run([str(TESTBED), "status"], env=env, capture_output=True, text=True).stdout
             if "engine: running" not in alive:
@@ -141,13 +198,12 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for p in (suite_proc, peer_proc):
-            if p is not None and p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
+        if peer_proc is not None and peer_proc.poll() is None:
+            try:
+                os.killpg(peer_proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            peer_proc.wait()
         subprocess.run([str(TESTBED), "down"], env=env, stdout=subprocess.DEVNULL)
     log(f"{opts.mode}: {'PASS' if rc == 0 else 'FAIL'}")
     return rc
