@@ -17,6 +17,7 @@
 
 #include "channel/spsc.hh"
 #include "stack/tcp/tcp_layer.hh"
+#include "stack/tcp/tcp_state.hh"
 
 namespace pno::engine {
 
@@ -32,6 +33,7 @@ constexpr std::uint64_t kTagListener = 1ULL << 32;
 constexpr std::uint64_t kTagConn = 2ULL << 32;
 constexpr std::uint64_t kTagDoorbell = 3ULL << 32;
 constexpr int kErrCorrupt = EIO;
+constexpr std::uint16_t kDeferred = 0xffff;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd) {
   if (fd >= 0) ::close(fd);
@@ -49,6 +51,10 @@ struct EngSock {
   bool shut_wr_pending = false;  ///< shutdown(write) after the send ring drained
   bool shut_wr_done = false;
   bool rx_eof = false;
+  bool linger_wait = false;      ///< SO_LINGER > 0: the close() completion waits (tag below)
+  bool linger_fin = false;       ///< our FIN is queued; waiting for everything to be acked
+  std::uint16_t linger_tag = 0;
+  Instant linger_until{};
   std::uint32_t snd_head = 0, rcv_tail = 0, acc_tail = 0;
   std::uint32_t flags = 0, tcp_ready = 0, event_seq = 0;
   std::int32_t err = 0;
@@ -106,8 +112,12 @@ struct HostService::Impl {
   std::unordered_map<SocketId, SockRef> by_tcp;
   std::vector<std::byte> staging = std::vector<std::byte>(kStaging);
   std::vector<std::uint32_t> work;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> lingering;  ///< (family, slot) in a blocking close
   Instant next_control{};
+  Instant now{};
   bool busy = false;
+  bool idle = false;          ///< the loop sleeps between iterations (see woke())
+  bool control_due = false;   ///< the last sleep ended on wait_fd() readiness
 
   explicit Impl(HostServiceConfig c) : cfg(std::move(c)) {}
   ~Impl() {
@@ -531,11 +541,13 @@ struct HostService::Impl {
     if (s.closing) {
       if (pending == 0 || (s.flags & c::kFlagSendClosed) != 0 || s.state != c::SlotState::connected) {
         const bool unread = s.rcv_tail != hl.rcv_head;
+        if (s.linger_wait && !unread && !linger_done(f, i, s)) return;
         if (unread) {
           tcp->abort(s.id);  // Linux: close() with unread data sends RST (RFC 2525 §2.17)
         } else {
           tcp->close(s.id);
         }
+        finish_linger(f, s);
         free_slot(f, i);
       }
       return;
@@ -625,6 +637,41 @@ struct HostService::Impl {
       std::uint32_t head = hl.rcv_head;
       if (f.dma->read_u32(so + offsetof(c::SocketSlot, rcv_head), head) && head != hl.rcv_head) mark_dirty(f, i);
     }
+  }
+
+  /// SO_LINGER with a timeout: close() returns once everything sent is acknowledged (our FIN
+  /// included) or the timeout passed, as Linux's blocking close does; the connection then goes on
+  /// closing in the background. Polled from on_tick while pending.
+  bool linger_done(Family& f, std::uint32_t i, EngSock& s) {
+    if (!s.linger_fin) {
+      s.linger_fin = true;
+      tcp->shutdown(s.id, ShutdownHow::write);
+    }
+    const auto ti = tcp->info(s.id);
+    const bool acked = !ti || fin_acked(*ti);
+    if (acked || now >= s.linger_until) return true;
+    mark_lingering(f, i);
+    return false;
+  }
+  static bool fin_acked(const TcpInfo& ti) {
+    // TcpState values past FIN-WAIT-1 whose FIN was acknowledged: FIN-WAIT-2, TIME-WAIT, CLOSED.
+    using tcp::TcpState;
+    const auto st = static_cast<TcpState>(ti.state);
+    return st == TcpState::fin_wait_2 || st == TcpState::time_wait || st == TcpState::closed;
+  }
+  void mark_lingering(Family& f, std::uint32_t i) {
+    if (std::find(lingering.begin(), lingering.end(), std::pair{f.id, i}) == lingering.end()) {
+      lingering.emplace_back(f.id, i);
+    }
+  }
+  void finish_linger(Family& f, EngSock& s) {
+    if (!s.linger_wait) return;
+    s.linger_wait = false;
+    c::Completion cp;
+    cp.tag = s.linger_tag;
+    cp.op = c::Op::close;
+    if (f.cpl.push(std::span(&cp, 1)) == 0) f.backlog.push_back(cp);
+    f.progress = true;
   }
 
   void pre_accept(Family& f, std::uint32_t i, EngSock& s, const c::SlotHostLine& hl) {
@@ -726,9 +773,21 @@ struct HostService::Impl {
         mark_dirty(f, i);
         return cp;
       }
-      case c::Op::close:
+      case c::Op::close: {
+        if (s.state == c::SlotState::connected && s.id != kInvalidSocket) {
+          const auto lg = tcp->getsockopt(s.id, SockOpt::linger);
+          if (lg && *lg > 0) {
+            s.linger_wait = true;
+            s.linger_tag = cmd.tag;
+            s.linger_until = now + std::chrono::seconds(*lg);
+            close_socket(f, i, s);
+            cp.tag = kDeferred;
+            return cp;
+          }
+        }
         close_socket(f, i, s);
         return cp;
+      }
       case c::Op::setsockopt:
         if (s.id == kInvalidSocket) return fail(Errc::inval);
         return fail(tcp->setsockopt(s.id, static_cast<SockOpt>(cmd.how), cmd.value));
@@ -874,9 +933,13 @@ struct HostService::Impl {
       if (got == 0) break;
       busy = true;
       c::Completion out[32];
-      for (std::size_t k = 0; k < got; ++k) out[k] = execute(f, batch[k]);
-      const std::size_t pushed = f.cpl.push(std::span(out).first(got));
-      for (std::size_t k = pushed; k < got; ++k) f.backlog.push_back(out[k]);
+      std::size_t nout = 0;
+      for (std::size_t k = 0; k < got; ++k) {
+        const c::Completion cp = execute(f, batch[k]);
+        if (cp.tag != kDeferred) out[nout++] = cp;
+      }
+      const std::size_t pushed = f.cpl.push(std::span(out).first(nout));
+      for (std::size_t k = pushed; k < nout; ++k) f.backlog.push_back(out[k]);
       f.progress = true;
     }
     // Kicks: sockets with host-side work.
@@ -994,12 +1057,24 @@ bool HostService::on_event(tcp::TcpLayer& /*tcp*/, const SocketEvent& ev, Instan
 
 void HostService::on_tick(tcp::TcpLayer& /*tcp*/, Instant now) {
   Impl& im = *impl_;
-  if (now >= im.next_control) {
+  im.now = now;
+  if (im.control_due || (!im.idle && now >= im.next_control)) {
+    im.control_due = false;
     im.next_control = now + kControlInterval;
     im.poll_control();
   }
+  if (!im.lingering.empty()) {
+    auto waiting = std::move(im.lingering);
+    im.lingering.clear();
+    for (auto [fid, i] : waiting) {
+      if (Family* f = im.family(fid); f != nullptr && i < f->socks.size() && f->socks[i].linger_wait) {
+        im.mark_dirty(*f, i);
+      }
+    }
+  }
   for (auto& f : im.fams) im.serve(*f);
   im.reap();
+  if (im.busy) im.idle = false;
 }
 
 void HostService::poll_control() { impl_->poll_control(); }
@@ -1024,16 +1099,22 @@ bool HostService::prepare_sleep() {
     f->dma->fence();
     if (!f->dirty.empty() || !f->backlog.empty() || f->cmd.pending() || f->kicks.pending()) work = true;
   }
-  if (work) woke();
+  if (work) {
+    woke(false);
+    im.idle = false;
+  }
   return !work;
 }
 
-void HostService::woke() {
+void HostService::woke(bool fd_ready) {
   Impl& im = *impl_;
   for (auto& f : im.fams) {
     if (f->active) f->dma->write_u32(offsetof(c::RegionHeader, engine_sleeping), 0);
   }
-  im.poll_control();
+  // While the loop sleeps between iterations, the sleep itself tells whether a socket or doorbell
+  // needs looking at: no epoll_wait per idle wake-up.
+  im.control_due = fd_ready;
+  im.idle = true;
 }
 
 const HostServiceStats& HostService::stats() const { return impl_->stats; }

@@ -33,8 +33,8 @@ class IdleWake {
   virtual bool take_busy() = 0;
   /// About to sleep: publishes "asleep" to the other side, re-checks for work; false = do not sleep.
   virtual bool prepare_sleep() = 0;
-  /// Woke up (or decided not to sleep after prepare_sleep returned true).
-  virtual void woke() = 0;
+  /// Woke up; `fd_ready`: wait_fd() was readable (else the timeout or a signal ended the sleep).
+  virtual void woke(bool fd_ready) = 0;
 };
 
 struct HostServiceConfig {
@@ -68,7 +68,7 @@ class HostService final : public Service, public IdleWake {
   [[nodiscard]] int wait_fd() const override;
   bool take_busy() override;
   bool prepare_sleep() override;
-  void woke() override;
+  void woke(bool fd_ready) override;
 
   /// Checks the attach socket and control connections now (normally rate-limited inside on_tick).
   void poll_control();

@@ -67,8 +67,8 @@ void Loop::idle_wait(Instant now) {
       return;
     }
     pollfd p{wake_->wait_fd(), POLLIN, 0};
-    ppoll(&p, 1, &ts, nullptr);  // EINTR (a signal) just ends the sleep early
-    wake_->woke();
+    const int r = ppoll(&p, 1, &ts, nullptr);  // EINTR (a signal) just ends the sleep early
+    wake_->woke(r > 0 && (p.revents & POLLIN) != 0);
     return;
   }
   nanosleep(&ts, nullptr);  // EINTR (a signal) just ends the sleep early

@@ -765,3 +765,56 @@ TEST(ChannelE2e, DrainChangedListsChangedSocketsAndReportsOverflow) {
   }
   EXPECT_EQ(b.run_child(pid), 0);
 }
+
+TEST(ChannelE2e, CloseWithLingerWaitsForTheAckOrTheTimeout) {
+  Bench b;
+  PeerEcho echo(b.peer, 7);
+  // A peer that accepts on port 9 and never reads: its window fills, our data stays unacked.
+  auto& pt = b.peer.tcp();
+  const SocketId sink = *pt.socket();
+  pt.setsockopt(sink, SockOpt::rcvbuf, 16384);
+  pt.bind(sink, {Ipv4Addr::any(), 9});
+  pt.listen(sink, 4);
+  std::vector<SocketId> held;
+  b.on_step = [&] {
+    echo.step();
+    while (auto a = pt.accept(sink)) held.push_back(*a);
+  };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    // Acknowledged quickly: close() returns once our FIN is acked.
+    auto s = ch->socket();
+    CHILD_CHECK(ch->setsockopt(*s, SockOpt::linger, 5) == Errc::ok);
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    CHILD_CHECK(send_all(*ch, *s, pattern(50'000, 3)));
+    auto t0 = std::chrono::steady_clock::now();
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    CHILD_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+    // Never acknowledged: close() blocks for the linger time, then returns.
+    auto s2 = ch->socket();
+    CHILD_CHECK(ch->setsockopt(*s2, SockOpt::linger, 1) == Errc::ok);
+    CHILD_CHECK(ch->connect(*s2, {kPeerIp, 9}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s2, kWritable));
+    iovec iov{nullptr, 0};
+    const auto big = pattern(200'000, 4);
+    std::size_t off = 0;
+    for (int k = 0; k < 50 && off < big.size(); ++k) {
+      iov = {const_cast<std::byte*>(big.data() + off), big.size() - off};
+      if (auto n = ch->send(*s2, std::span(&iov, 1)); n) off += *n;
+      usleep(10'000);
+    }
+    t0 = std::chrono::steady_clock::now();
+    CHILD_CHECK(ch->close(*s2) == Errc::ok);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHILD_CHECK(took >= std::chrono::milliseconds(900));
+    CHILD_CHECK(took < std::chrono::seconds(4));
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+  ASSERT_FALSE(echo.conns.empty());
+  EXPECT_TRUE(echo.conns[0].eof);  // the FIN arrived before close() returned
+}
