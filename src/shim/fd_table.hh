@@ -185,6 +185,10 @@ class FdTable {
   std::atomic<int> high_{0};
 };
 
+/// What connect() has done on a socket (struct socket's SS_UNCONNECTED / SS_CONNECTING /
+/// SS_CONNECTED in Linux): connect()'s answers depend on it, not only on the TCP state.
+enum class ConnState : std::uint32_t { unconnected = 0, connecting = 1, connected = 2 };
+
 /// An option set on a pending socket, replayed to the engine at hand-over.
 struct RecordedOpt {
   SockOpt opt;
@@ -202,6 +206,7 @@ struct SockDesc {
   std::atomic<std::int64_t> rcvtimeo_us;  ///< 0: block forever (SO_RCVTIMEO)
   std::atomic<std::int64_t> sndtimeo_us;
   std::atomic<std::uint32_t> listening;
+  std::atomic<std::uint32_t> conn_state;  ///< ConnState: Linux's socket state (SS_*) for connect()
   std::atomic<std::int32_t> linger_on, linger_secs;  ///< as set, for getsockopt(SO_LINGER)
   std::atomic<std::uint32_t> quickack;
   // Pending state (before hand-over), guarded by `lock`.
@@ -232,6 +237,7 @@ struct SockDesc {
     rcvtimeo_us.store(0);
     sndtimeo_us.store(0);
     listening.store(0);
+    conn_state.store(0);
     linger_on.store(0);
     linger_secs.store(0);
     quickack.store(0);

@@ -308,6 +308,14 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
       return fail(to_errno(got.error()));
     }
+    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLHUP | EPOLLERR)) != 0) {
+      // Nothing to read and never will be: the error (if not yet taken) once, then EOF, as Linux's
+      // tcp_recvmsg() does after a reset. Never wait on a socket that cannot change any more.
+      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
+      Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
+      if (err != Errc::ok) return fail(to_errno(err));
+      if ((rd & EPOLLHUP) != 0) return 0;
+    }
     if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
     int w = wait_socket(st, r.s, EPOLLIN | EPOLLRDHUP, timeo);
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
@@ -338,6 +346,14 @@ ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (put.error() == Errc::pipe) raise_sigpipe(flags);
       return fail(to_errno(put.error()));
     }
+    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLHUP | EPOLLERR)) != 0) {
+      // The connection is gone but the ring claims to be full: EPIPE (the error first, if any).
+      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
+      Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::pipe;
+      if (err == Errc::ok) err = Errc::pipe;
+      if (err == Errc::pipe) raise_sigpipe(flags);
+      return fail(to_errno(err));
+    }
     if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
     int w = wait_socket(st, r.s, EPOLLOUT, timeo);
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
@@ -361,6 +377,11 @@ ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t 
       if (put.error() == Errc::pipe) raise_sigpipe(0);
       return fail(to_errno(put.error()));
     }
+    if ((ready_of(st, r.s) & (EPOLLHUP | EPOLLERR)) != 0) {
+      if (done > 0) break;
+      raise_sigpipe(0);
+      return fail(EPIPE);
+    }
     if (timeo < 0) {
       if (done > 0) break;
       return fail(EAGAIN);
@@ -374,18 +395,47 @@ ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t 
   return static_cast<ssize_t>(done);
 }
 
-int finish_connect(State* st, SockRef r, Errc e) {
-  if (e == Errc::ok) return 0;
-  if (e != Errc::in_progress) return fail(to_errno(e));
-  if (r.d->nonblock.load() != 0) return fail(EINPROGRESS);
-  std::int64_t timeo = r.d->sndtimeo_us.load();
-  if (timeo < 0) return fail(EINPROGRESS);
-  int w = wait_socket(st, r.s, EPOLLOUT, timeo);
-  if (w == EAGAIN) return fail(EINPROGRESS);  // SO_SNDTIMEO expired: Linux says EINPROGRESS
-  if (w != 0) return fail(w);
-  Errc err = st->ch->take_error(r.s);
-  if (err != Errc::ok) return fail(to_errno(err));
+/// The outcome of a connect() in progress, as net/ipv4/af_inet.c __inet_stream_connect() reports
+/// it: still in progress (EALREADY / wait), failed (the pending error, once; ECONNABORTED when it was
+/// already taken through SO_ERROR) or done (0, and SS_CONNECTED from then on).
+int resolve_connect(State* st, SockRef r, bool first_call) {
+  SockDesc& d = *r.d;
+  std::uint32_t rd = ready_of(st, r.s);
+  if ((rd & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) {
+    bool nb = d.nonblock.load() != 0;
+    std::int64_t timeo = nb ? -1 : d.sndtimeo_us.load();
+    if (timeo < 0) return fail(first_call ? EINPROGRESS : EALREADY);
+    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    if (w == EAGAIN) return fail(first_call ? EINPROGRESS : EALREADY);  // SO_SNDTIMEO expired
+    if (w != 0) return fail(w);
+    rd = ready_of(st, r.s);
+  }
+  if ((rd & (EPOLLERR | EPOLLHUP)) != 0) {
+    Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
+    d.conn_state.store(static_cast<std::uint32_t>(ConnState::unconnected));
+    return fail(err != Errc::ok ? to_errno(err) : ECONNABORTED);
+  }
+  d.conn_state.store(static_cast<std::uint32_t>(ConnState::connected));
   return 0;
+}
+
+/// connect() on an offloaded socket (also right after the hand-over started the handshake).
+int connect_offloaded(State* st, SockRef r, const Endpoint* remote, Errc started) {
+  SockDesc& d = *r.d;
+  if (d.listening.load() != 0) return fail(EISCONN);  // a listener is not in TCP_CLOSE
+  auto state = static_cast<ConnState>(d.conn_state.load());
+  if (state == ConnState::connected) return fail(EISCONN);
+  if (state == ConnState::connecting) return resolve_connect(st, r, false);
+  Errc e = started;
+  if (remote != nullptr) e = st->ch->connect(r.s, *remote);
+  if (e == Errc::ok) {
+    d.conn_state.store(static_cast<std::uint32_t>(ConnState::connected));
+    return 0;
+  }
+  if (e != Errc::in_progress) return fail(to_errno(e));
+  d.conn_state.store(static_cast<std::uint32_t>(ConnState::connecting));
+  if (d.nonblock.load() != 0) return fail(EINPROGRESS);
+  return resolve_connect(st, r, true);
 }
 
 int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags) {
@@ -405,6 +455,8 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
     }
     if (a.error() != Errc::again) return fail(to_errno(a.error()));
     if (timeo < 0) return fail(EAGAIN);
+    if (!st->ch->alive()) return fail(ECONNABORTED);
+    if ((ready_of(st, r.s) & (EPOLLERR | EPOLLHUP)) != 0) return fail(EINVAL);  // not listening
     int w = wait_socket(st, r.s, EPOLLIN, timeo);
     if (w != 0) return fail(w);
   }
@@ -426,6 +478,7 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
   d.refs.store(1);
   d.sock.store(ns);
   d.nonblock.store((flags & SOCK_NONBLOCK) != 0 ? 1 : 0);  // not inherited from the listener
+  d.conn_state.store(static_cast<std::uint32_t>(ConnState::connected));
   FdRef old = st->fds.take(nfd);
   if (old.kind != FdKind::kernel) untrack_fd(st, nfd, old);
   st->fds.set(nfd, FdKind::socket, idx);
@@ -559,7 +612,8 @@ int connect_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
       // connect(AF_UNSPEC) disconnects a Linux TCP socket; the engine has no such operation.
       return fail(ep.error() == static_cast<Errc>(EAFNOSUPPORT) ? EOPNOTSUPP : to_errno(ep.error()));
     }
-    return finish_connect(st, r, st->ch->connect(r.s, *ep));
+    Endpoint remote = *ep;
+    return connect_offloaded(st, r, &remote, Errc::ok);
   }
   if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(connect)(fd, a, len);
   Result<Endpoint> ep = endpoint_from(a, len);
@@ -570,7 +624,7 @@ int connect_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
   Endpoint remote = *ep;
   Errc e = handover(st, fd, ref, [&](HostSocket s) { return st->ch->connect(s, remote); });
   if (e != Errc::ok && e != Errc::in_progress) return fail(to_errno(e));
-  return finish_connect(st, offloaded(st, fd), e);
+  return connect_offloaded(st, offloaded(st, fd), nullptr, e);
 }
 
 int write_int(void* optval, socklen_t* optlen, int v) {
