@@ -142,11 +142,11 @@ class Bench:
             self.data["engine_idle"] = self.bed.idle
             self.data["engine_restarts_after_death"] = self.bed.engine_deaths
             self.data["meta"]["host_rps"] = self.bed.rps
-            self.data["engine_stats_at_exit"] = dict(self.bed.testbed.stats)
             try:
                 self.bed.down()
             except Exception as e:
                 log(f"testbed down: {e!r}")
+            self.data["engine_stats_at_exit"] = dict(self.bed.testbed.stats)  # read by down()
             self.data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
             self.save()
 

@@ -218,6 +218,13 @@ def render(data: dict) -> str:
                                         " — it does NOT back off when idle"))
     if not data.get("engine_idle"):
         L.append("- engine idle CPU: not measured (no engine ran)")
+    st = data.get("engine_stats_at_exit") or {}
+    keys = ("tcp_conn_passive_opens", "tcp_retransmits", "tcp_rto_expired", "tcp_loss_probes", "tcp_ooo_segments",
+            "tcp_rst_tx", "tcp_rst_rx", "tcp_drop_bad_syn_cookie", "mbuf_engine_in_flight", "mbuf_leaked")
+    shown = [f"{k}={st[k]}" for k in keys if k in st]
+    if shown:
+        L.append("- engine counters at exit (last engine of the run; all in artifacts/testbed/engine-stats.txt): "
+                 + ", ".join(shown))
     L.append("")
     if meta.get("note"):
         L += [f"> {meta['note']}", ""]
