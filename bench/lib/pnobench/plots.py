@@ -75,6 +75,8 @@ def _per_app(agg: dict, metric: str, ylabel: str, path: Path, title: str, extra_
                         color=STYLE.get(mode, {}).get("color"), label=f"{mode} {lbl} host+engine")
         if app == "redis":  # P=1 and P=16 differ ten-fold
             _size_axes(ax, f"{app} (log scale)", ylabel, _sizes(series), logy=True)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, ncol=2)
         else:
             _size_axes(ax, app, ylabel, _sizes(series))
             ax.set_ylim(bottom=0)
