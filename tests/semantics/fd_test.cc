@@ -2,6 +2,7 @@
 // and fork (parent and child both using inherited sockets).
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -143,6 +144,45 @@ TEST(FdNumbers, LowestFreeNumberIsUsedAndFitsSelect) {
   Fd acc(::accept(l, nullptr, nullptr));
   p.reply();
   EXPECT_EQ(acc.get(), hole2);
+}
+
+TEST(FdNumbers, SocketAboveFdSetsizeWorksWithPollAndEpoll) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd high(::dup2(c.fd, 1500));
+  ASSERT_EQ(high.get(), 1500) << errname(errno);
+  c.fd.reset();
+  ASSERT_EQ(::write(high, "hi", 2), 2);
+  EXPECT_EQ(peer_read(p, c, 2), hex("hi"));
+  p.call("sendhex " + id(c) + " 00");
+  EXPECT_EQ(poll_one(high, POLLIN, 5000), POLLIN);
+  Fd ep(::epoll_create1(0));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = high;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, high, &ev), 0);
+  epoll_event out{};
+  ASSERT_EQ(::epoll_wait(ep, &out, 1, 1000), 1);
+  EXPECT_EQ(out.data.fd, 1500);
+}
+
+TEST(FdNumbers, TwoFdsOfOneSocketInOneEpollSet) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd d(::dup(c.fd));
+  Fd ep(::epoll_create1(0));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 1;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev), 0);
+  ev.data.u64 = 2;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev), 0) << "a second fd of the same socket is its own entry";
+  p.call("sendhex " + id(c) + " 00");
+  epoll_event out[4];
+  int n = ::epoll_wait(ep, out, 4, 5000);
+  if (n == 1) n += ::epoll_wait(ep, out + 1, 3, 1000);  // the two entries may wake separately
+  ASSERT_EQ(n, 2);
+  EXPECT_EQ(out[0].data.u64 + out[1].data.u64, 3u);
 }
 
 TEST(Threads, ReaderAndWriterShareOneSocket) {
@@ -297,6 +337,30 @@ TEST(Fork, ChildAndParentWriteOnOneConnectionInTurn) {
   EXPECT_EQ(wait_child(pid), 0);
   ASSERT_EQ(::write(c.fd, "from-parent", 11), 11);
   EXPECT_EQ(peer_read(p, c, 11), hex("from-parent"));
+}
+
+TEST(Fork, ChildClosesTheInheritedListenerAndTheParentsStillAccepts) {
+  Peer p;
+  auto [l, port] = listen_local();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);
+    int rc = ::close(l);
+    // Linger a little after the close, so the parent's accept runs while the child still lives.
+    ::usleep(200 * 1000);
+    ::_exit(rc == 0 ? 0 : 1);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto r = p.call("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  Fd c(::accept(l, nullptr, nullptr));
+  ASSERT_GE(c.get(), 0) << errname(errno);
+  ASSERT_EQ(::write(c, "ok", 2), 2);
+  EXPECT_EQ(p.call("readhex " + r[1] + " 2 5000")[1], hex("ok"));
+  EXPECT_EQ(wait_child(pid), 0);
+  auto r2 = p.call("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  Fd c2(::accept(l, nullptr, nullptr));
+  EXPECT_GE(c2.get(), 0) << "after the child exited: " << errname(errno);
 }
 
 TEST(Fork, ChildCreatesItsOwnConnections) {

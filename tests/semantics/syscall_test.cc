@@ -10,7 +10,9 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/sendfile.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -127,6 +129,114 @@ TEST(Syscall, ListenerAcceptDupAndReadinessThroughRawSystemCalls) {
   timespec ts{5, 0};
   EXPECT_EQ(::syscall(SYS_ppoll, &pf, 1, &ts, nullptr, 8), 1);
   EXPECT_EQ(pf.revents, POLLIN);
+}
+
+TEST(Syscall, VectorAndMessageCallsThroughRawSystemCalls) {
+  Peer p;
+  auto [lid, port] = p.listen();
+  long s = ::syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  Fd guard(static_cast<int>(s));
+  auto a = make_addr(env().peer_ip, port);
+  ASSERT_EQ(::syscall(SYS_connect, s, &a, sizeof a), 0) << errname(errno);
+  int cid = p.accept(lid);
+
+  char x[] = "wv", y[] = "-sm", z[] = "-mm";
+  iovec wv[2] = {{x, 1}, {x + 1, 1}};
+  EXPECT_EQ(::syscall(SYS_writev, s, wv, 2), 2);
+  iovec sv{y, 3};
+  msghdr m{};
+  m.msg_iov = &sv;
+  m.msg_iovlen = 1;
+  EXPECT_EQ(::syscall(SYS_sendmsg, s, &m, 0), 3);
+  iovec mv{z, 3};
+  mmsghdr mm{};
+  mm.msg_hdr.msg_iov = &mv;
+  mm.msg_hdr.msg_iovlen = 1;
+  EXPECT_EQ(::syscall(SYS_sendmmsg, s, &mm, 1, 0), 1);
+  char path[] = "/tmp/pno-semantics-sys-XXXXXX";
+  Fd f(::mkstemp(path));
+  ::unlink(path);
+  ASSERT_EQ(::write(f, "-sf", 3), 3);
+  off_t off = 0;
+  EXPECT_EQ(::syscall(SYS_sendfile, s, f.get(), &off, 3), 3);
+  EXPECT_EQ(p.call("readhex " + id(cid) + " 11 5000")[1], hex("wv-sm-mm-sf"));
+
+  p.call("sendhex " + id(cid) + " " + hex("abcdefgh"));
+  pollfd pf{static_cast<int>(s), POLLIN, 0};
+  ASSERT_EQ(::syscall(SYS_poll, &pf, 1, 5000), 1);
+  ASSERT_EQ(wait_readable_bytes(static_cast<int>(s), 8), 8);
+  char b[8];
+  iovec rv[2] = {{b, 1}, {b + 1, 1}};
+  EXPECT_EQ(::syscall(SYS_readv, s, rv, 2), 2);
+  iovec r1{b + 2, 2};
+  msghdr rm{};
+  rm.msg_iov = &r1;
+  rm.msg_iovlen = 1;
+  EXPECT_EQ(::syscall(SYS_recvmsg, s, &rm, 0), 2);
+  iovec r2{b + 4, 4};
+  mmsghdr rmm{};
+  rmm.msg_hdr.msg_iov = &r2;
+  rmm.msg_hdr.msg_iovlen = 1;
+  EXPECT_EQ(::syscall(SYS_recvmmsg, s, &rmm, 1, MSG_DONTWAIT, nullptr), 1);
+  EXPECT_EQ(rmm.msg_len, 4u);
+  EXPECT_EQ(std::string(b, 8), "abcdefgh");
+
+  // Readiness through select, pselect6, epoll_create, epoll_wait, epoll_pwait2.
+  p.call("sendhex " + id(cid) + " 00");
+  ASSERT_EQ(wait_readable_bytes(static_cast<int>(s), 1), 1);
+  fd_set rd;
+  FD_ZERO(&rd);
+  FD_SET(static_cast<int>(s), &rd);
+  timeval tv{1, 0};
+  EXPECT_EQ(::syscall(SYS_select, s + 1, &rd, nullptr, nullptr, &tv), 1);
+  FD_SET(static_cast<int>(s), &rd);
+  timespec ts{1, 0};
+  EXPECT_EQ(::syscall(SYS_pselect6, s + 1, &rd, nullptr, nullptr, &ts, nullptr), 1);
+  long ep = ::syscall(SYS_epoll_create, 4);
+  ASSERT_GE(ep, 0);
+  Fd epguard(static_cast<int>(ep));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 9;
+  ASSERT_EQ(::syscall(SYS_epoll_ctl, ep, EPOLL_CTL_ADD, s, &ev), 0);
+  epoll_event out{};
+  EXPECT_EQ(::syscall(SYS_epoll_wait, ep, &out, 1, 1000), 1);
+  EXPECT_EQ(out.data.u64, 9u);
+  out = {};
+  EXPECT_EQ(::syscall(SYS_epoll_pwait2, ep, &out, 1, &ts, nullptr, 8), 1);
+  EXPECT_EQ(out.data.u64, 9u);
+
+  // dup2 and a socketpair (which stays with the kernel).
+  Fd spare = tcp_socket();
+  ASSERT_EQ(::syscall(SYS_dup2, s, spare.get()), spare.get());
+  ASSERT_EQ(::syscall(SYS_write, spare.get(), "2", 1), 1);
+  EXPECT_EQ(p.call("readhex " + id(cid) + " 1 5000")[1], hex("2"));
+  int sv2[2];
+  ASSERT_EQ(::syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv2), 0);
+  Fd u0(sv2[0]), u1(sv2[1]);
+  EXPECT_EQ(::syscall(SYS_write, sv2[0], "u", 1), 1);
+  EXPECT_EQ(::syscall(SYS_read, sv2[1], b, 1), 1);
+}
+
+TEST(Syscall, ErrorsComeBackAsMinusOneAndErrno) {
+  Fd s = tcp_socket();
+  char b;
+  errno = 0;
+  EXPECT_EQ(::syscall(SYS_read, s.get(), &b, 1), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  errno = 0;
+  EXPECT_EQ(::syscall(SYS_listen, -1, 1), -1);
+  EXPECT_EQ(errno, EBADF);
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  errno = 0;
+  EXPECT_EQ(::syscall(SYS_getpeername, s.get(), &a, &len), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  auto bad = make_addr("198.18.250.250", 0);
+  errno = 0;
+  EXPECT_EQ(::syscall(SYS_bind, s.get(), &bad, sizeof bad), -1);
+  EXPECT_EQ(errno, EADDRNOTAVAIL);
 }
 
 TEST(Fortify, CheckedEntryPointsBehaveLikeThePlainOnes) {
