@@ -83,8 +83,11 @@ def evaluate_targets(agg: dict, mode: str, mode_ran: bool = False) -> list[dict]
                 status = "met" if all(ok) and len(have) == len(ratios) else "missed" if not all(ok) else "partial"
                 detail = [{"cell": c, "ratio": r, "ok": o} for (c, r), o in zip(have, ok)]
             worst = (max if t.op == "<=" else min)([r for _, r in have]) if have else None
-            if not have and mode_ran:
-                status = "no PnO number (errors)"
+            if not have:
+                if any(mode in e["modes"] for _, e in cells) and not any("kernel" in e["modes"] for _, e in cells):
+                    status = "no kernel rows to compare"
+                elif mode_ran:
+                    status = "no PnO number (errors)"
         else:
             worst = None
         res.append({"target": t.name, "metric": t.metric, "op": t.op, "bound": t.bound, "what": t.what,
