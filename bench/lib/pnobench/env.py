@@ -165,21 +165,9 @@ def missing_tools() -> list[str]:
     return [t for t in need if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
 
 
-ECHO_SRC = REPO / "bench" / "lib" / "echo_server.cc"
-
-
 def echo_server(build: Path) -> Path:
-    """bench/lib/echo_server.cc compiled (once, again when the source changes) into BUILD/bench/."""
-    out = build / "bench" / "pno-bench-echo"
-    if out.exists() and out.stat().st_mtime >= ECHO_SRC.stat().st_mtime:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        raise SystemExit("bench/run: no C++ compiler for bench/lib/echo_server.cc")
-    cmd = [cxx, "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out) + ".tmp", str(ECHO_SRC)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"bench/run: building the echo server failed:\n{' '.join(cmd)}\n{p.stderr}")
-    Path(str(out) + ".tmp").replace(out)
+    """The echo server app (bench/echo_server.cc), built with the project as BUILD/bin/pno-bench-echo."""
+    out = build / "bin" / "pno-bench-echo"
+    if not out.exists():
+        raise SystemExit(f"bench/run: {out} is missing: build the project (scripts/bootstrap or ninja -C {build})")
     return out

@@ -361,7 +361,7 @@ def loadgen_json(g: Group, args: list[str], timeout: float, label: str) -> dict:
 
 
 def group_echo(g: Group) -> None:
-    """pno-bench-echo (bench/lib/echo_server.cc): one thread, epoll, TCP_NODELAY."""
+    """pno-bench-echo (bench/echo_server.cc): one thread, epoll, TCP_NODELAY."""
     plan: Plan = g.ctx.plan
     port = 7007
     srv = g.spawn("echo", [str(g.ctx.echo_server), g.ip, str(port)])
