@@ -76,6 +76,8 @@ enum class MemberKind : std::uint8_t { socket, nested };
 struct EpollMember {
   std::atomic<std::uint32_t> next_free;
   std::uint32_t next;        ///< next member of the same instance (0 = end)
+  std::uint32_t prev;        ///< previous member (0 = head)
+  std::uint32_t owner;       ///< the EpollDesc index it belongs to; 0 while free
   int fd;                    ///< the fd number it was added under (key for MOD/DEL)
   MemberKind kind;
   std::uint32_t target;      ///< SockDesc index, or EpollDesc index for a nested instance

@@ -92,7 +92,8 @@ bool spin(Check&& check) {
   return false;
 }
 
-/// Waits until the socket shows one of `mask` (or an error/hang-up). timeout_us: 0 = forever,
+/// Waits until the socket shows one of `mask` or a pending error (EPOLLHUP only when in `mask`:
+/// the TCP hang-up can precede the last bytes reaching the ring). timeout_us: 0 = forever,
 /// -1 = do not wait. Returns 0, EAGAIN (timed out) or EINTR.
 int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us);
 

@@ -109,7 +109,8 @@ __attribute__((constructor)) void pno_shim_init() {
   }
   auto* st = new (g_state_storage) State();  // placement into static storage, never freed
   bool ok = st->fds.init(kMaxTrackedFds) && st->socks.init(kMaxSockDescs) &&
-            st->epolls.init(kMaxEpolls) && st->members.init(kMaxMembers);
+            st->epolls.init(kMaxEpolls) && st->members.init(kMaxMembers) &&
+            st->member_hint.init(kMaxTrackedFds);
   if (!ok) {
     if (require) require_engine_failed(path, "cannot map the shim's descriptor tables");
     log(LogLevel::warn, "cannot map the descriptor tables: using the kernel TCP stack");
@@ -308,16 +309,17 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
       return fail(to_errno(got.error()));
     }
-    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLHUP | EPOLLERR)) != 0) {
-      // Nothing to read and never will be: the error (if not yet taken) once, then EOF, as Linux's
-      // tcp_recvmsg() does after a reset. Never wait on a socket that cannot change any more.
+    if ((ready_of(st, r.s) & EPOLLERR) != 0) {
+      // A pending error with nothing to read: report it (once), as tcp_recvmsg() does; never wait
+      // on it.
       if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
       Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
       if (err != Errc::ok) return fail(to_errno(err));
-      if ((rd & EPOLLHUP) != 0) return 0;
     }
     if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    int w = wait_socket(st, r.s, EPOLLIN | EPOLLRDHUP, timeo);
+    // Readable, not RDHUP: the FIN shows as RDHUP before the bytes ahead of it have reached
+    // the ring; EOF is readable only once they have.
+    int w = wait_socket(st, r.s, EPOLLIN, timeo);
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
   }
 }
@@ -355,7 +357,7 @@ ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       return fail(to_errno(err));
     }
     if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo);
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
   }
 }
@@ -386,7 +388,7 @@ ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t 
       if (done > 0) break;
       return fail(EAGAIN);
     }
-    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo);
     if (w != 0) {
       if (done > 0) break;
       return fail(w);
@@ -405,7 +407,7 @@ int resolve_connect(State* st, SockRef r, bool first_call) {
     bool nb = d.nonblock.load() != 0;
     std::int64_t timeo = nb ? -1 : d.sndtimeo_us.load();
     if (timeo < 0) return fail(first_call ? EINPROGRESS : EALREADY);
-    int w = wait_socket(st, r.s, EPOLLOUT, timeo);
+    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo);
     if (w == EAGAIN) return fail(first_call ? EINPROGRESS : EALREADY);  // SO_SNDTIMEO expired
     if (w != 0) return fail(w);
     rd = ready_of(st, r.s);
@@ -457,7 +459,7 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
     if (timeo < 0) return fail(EAGAIN);
     if (!st->ch->alive()) return fail(ECONNABORTED);
     if ((ready_of(st, r.s) & (EPOLLERR | EPOLLHUP)) != 0) return fail(EINVAL);  // not listening
-    int w = wait_socket(st, r.s, EPOLLIN, timeo);
+    int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo);
     if (w != 0) return fail(w);
   }
   std::uint32_t idx = st->socks.alloc();

@@ -35,6 +35,8 @@ struct State {
   Pool<SockDesc> socks;
   Pool<EpollDesc> epolls;
   Pool<EpollMember> members;
+  /// fd -> the member it was last added as, so epoll_ctl finds it without walking the list.
+  Mapping<std::atomic<std::uint32_t>> member_hint;
   int internal_fd_base = 0;
 };
 

@@ -69,7 +69,9 @@ EpollDesc* epoll_of(State* st, int epfd, std::uint32_t* idx = nullptr) {
 }
 
 void link_tail(State* st, EpollDesc& ep, std::uint32_t mi) {
-  st->members[mi].next = 0;
+  EpollMember& m = st->members[mi];
+  m.next = 0;
+  m.prev = ep.tail;
   if (ep.tail != 0) {
     st->members[ep.tail].next = mi;
   } else {
@@ -78,28 +80,40 @@ void link_tail(State* st, EpollDesc& ep, std::uint32_t mi) {
   ep.tail = mi;
 }
 
-/// Finds the member registered under `fd` (lock held). Returns its index and its predecessor.
-std::uint32_t find_member(State* st, EpollDesc& ep, int fd, std::uint32_t* prev_out) {
-  std::uint32_t prev = 0;
-  for (std::uint32_t mi = ep.head; mi != 0; prev = mi, mi = st->members[mi].next) {
-    if (st->members[mi].fd == fd) {
-      if (prev_out != nullptr) *prev_out = prev;
-      return mi;
-    }
+/// Takes `mi` out of the list (it stays allocated).
+void detach(State* st, EpollDesc& ep, std::uint32_t mi) {
+  EpollMember& m = st->members[mi];
+  if (m.prev != 0) {
+    st->members[m.prev].next = m.next;
+  } else {
+    ep.head = m.next;
+  }
+  if (m.next != 0) {
+    st->members[m.next].prev = m.prev;
+  } else {
+    ep.tail = m.prev;
+  }
+  m.next = m.prev = 0;
+}
+
+/// The member registered under `fd` in instance `eidx` (lock held): the fd's hint first (the
+/// common case of an fd in one epoll set is O(1)), else a walk.
+std::uint32_t find_member(State* st, EpollDesc& ep, std::uint32_t eidx, int fd) {
+  if (st->fds.in_range(fd)) {
+    std::uint32_t h = st->member_hint[static_cast<std::size_t>(fd)].load(std::memory_order_relaxed);
+    if (h != 0 && st->members[h].owner == eidx && st->members[h].fd == fd) return h;
+  }
+  for (std::uint32_t mi = ep.head; mi != 0; mi = st->members[mi].next) {
+    if (st->members[mi].fd == fd) return mi;
   }
   return 0;
 }
 
-void unlink_member(State* st, EpollDesc& ep, std::uint32_t mi, std::uint32_t prev) {
-  std::uint32_t next = st->members[mi].next;
-  if (prev != 0) {
-    st->members[prev].next = next;
-  } else {
-    ep.head = next;
-  }
-  if (ep.tail == mi) ep.tail = prev;
-  if (st->members[mi].kind == MemberKind::nested) ep.n_nested.fetch_sub(1);
-  st->members[mi].next = 0;
+void unlink_member(State* st, EpollDesc& ep, std::uint32_t mi) {
+  detach(st, ep, mi);
+  EpollMember& m = st->members[mi];
+  if (m.kind == MemberKind::nested) ep.n_nested.fetch_sub(1);
+  m.owner = 0;
   st->members.free(mi);
   ep.n_members.fetch_sub(1);
 }
@@ -132,14 +146,14 @@ void member_ready(State* st, const EpollMember& m, int depth, std::uint32_t& rea
 /// turn, as Linux's ready list does.
 int scan_members(State* st, EpollDesc& ep, epoll_event* out, int max, bool consume, int depth) {
   int n = 0;
-  std::uint32_t prev = 0;
   std::uint32_t mi = ep.head;
-  std::uint32_t moved_head = 0, moved_tail = 0;
+  std::uint32_t moved[64];
+  std::size_t n_moved = 0;
   while (mi != 0 && n < max) {
     EpollMember& m = st->members[mi];
     std::uint32_t next = m.next;
     if (!member_alive(st, m)) {
-      unlink_member(st, ep, mi, prev);
+      unlink_member(st, ep, mi);
       mi = next;
       continue;
     }
@@ -152,35 +166,16 @@ int scan_members(State* st, EpollDesc& ep, epoll_event* out, int max, bool consu
         out[n].data.u64 = m.data;
       }
       ++n;
-      if (consume && (m.st.events & (EPOLLET | EPOLLONESHOT)) == 0 && next != 0) {
-        // Move to a side list; spliced back at the tail below.
-        if (prev != 0) {
-          st->members[prev].next = next;
-        } else {
-          ep.head = next;
-        }
-        if (ep.tail == mi) ep.tail = prev;
-        m.next = 0;
-        if (moved_tail != 0) {
-          st->members[moved_tail].next = mi;
-        } else {
-          moved_head = mi;
-        }
-        moved_tail = mi;
-        mi = next;
-        continue;
+      if (consume && (m.st.events & (EPOLLET | EPOLLONESHOT)) == 0 && n_moved < std::size(moved)) {
+        moved[n_moved++] = mi;
       }
     }
-    prev = mi;
     mi = next;
   }
-  if (moved_head != 0) {
-    if (ep.tail != 0) {
-      st->members[ep.tail].next = moved_head;
-    } else {
-      ep.head = moved_head;
-    }
-    ep.tail = moved_tail;
+  // Spliced back at the tail in the order they reported.
+  for (std::size_t i = 0; i < n_moved; ++i) {
+    detach(st, ep, moved[i]);
+    link_tail(st, ep, moved[i]);
   }
   return n;
 }
@@ -297,8 +292,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
     if (r < 0) return r;
   }
   SpinGuard lk(ep->lock);
-  std::uint32_t prev = 0;
-  std::uint32_t mi = find_member(st, *ep, fd, &prev);
+  std::uint32_t mi = find_member(st, *ep, eidx, fd);
   bool exclusive = mi != 0 && (st->members[mi].st.events & EPOLLEXCLUSIVE) != 0;
   int err = t.kind == FdKind::epoll ? 0 : epoll_ctl_check(op, events, mi != 0, exclusive, false);
   if (err != 0) return fail(err);
@@ -314,7 +308,9 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
                                                   : st->epolls[t.index].gen.load();
       m.data = ev->data.u64;
       m.st = MemberState{events, 0, false, false};
+      m.owner = eidx;
       link_tail(st, *ep, ni);
+      if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(ni, std::memory_order_relaxed);
       ep->n_members.fetch_add(1);
       if (m.kind == MemberKind::nested) ep->n_nested.fetch_add(1);
       break;
@@ -328,7 +324,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
       break;
     }
     case EPOLL_CTL_DEL:
-      if (mi != 0) unlink_member(st, *ep, mi, prev);
+      if (mi != 0) unlink_member(st, *ep, mi);
       break;
     default:
       return fail(EINVAL);
@@ -475,7 +471,7 @@ int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::in
 
 int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us) {
   if (timeout_us < 0) return EAGAIN;
-  std::uint32_t want = mask | EPOLLERR | EPOLLHUP;
+  std::uint32_t want = mask | EPOLLERR;
   auto check = [&] { return (ready_of(st, s) & want) != 0; };
   if (spin(check)) return 0;
   std::int64_t deadline = timeout_us == 0 ? -1 : now_ns() + timeout_us * 1000;
@@ -500,7 +496,7 @@ void epoll_release(State* st, std::uint32_t idx) {
   if (ep.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   {
     SpinGuard lk(ep.lock);
-    while (ep.head != 0) unlink_member(st, ep, ep.head, 0);
+    while (ep.head != 0) unlink_member(st, ep, ep.head);
   }
   if (ep.kick_fd >= 0) {
     st->fds.take(ep.kick_fd);
