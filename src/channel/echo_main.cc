@@ -90,12 +90,19 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const double c0 = cpu_seconds(), s0 = sys_seconds();
     std::uint64_t bytes = 0, recv_calls = 0, send_calls = 0, waits = 0;
+    std::chrono::nanoseconds in_calls{0};  // time inside send()/recv() only (the data path proper)
+    auto timed = [&](auto&& fn) {
+      const auto a = std::chrono::steady_clock::now();
+      auto r = fn();
+      in_calls += std::chrono::steady_clock::now() - a;
+      return r;
+    };
     std::size_t have = 0, off = 0;
     bool eof = false;
     while (!eof || off < have) {
       if (off < have) {
         iovec iov{buf.data() + off, have - off};
-        auto r = ch->send(*s, std::span(&iov, 1));
+        auto r = timed([&] { return ch->send(*s, std::span(&iov, 1)); });
         ++send_calls;
         if (r) {
           off += *r;
@@ -106,7 +113,7 @@ int main(int argc, char** argv) {
       }
       if (!eof && have == 0) {
         iovec iov{buf.data(), buf.size()};
-        auto r = ch->recv(*s, std::span(&iov, 1));
+        auto r = timed([&] { return ch->recv(*s, std::span(&iov, 1)); });
         ++recv_calls;
         if (r) {
           if (*r == 0) {
@@ -128,11 +135,12 @@ int main(int argc, char** argv) {
     const double cpu = cpu_seconds() - c0, sys = sys_seconds() - s0;
     std::printf(
         "pno-channel-echo: %s:%u echoed %llu bytes in %.3f s (%.1f MB/s each way); host CPU %.3f s (sys %.3f) = "
-        "%.3f ns/byte; %llu recv + %llu send calls (%.0f ns/call), %llu waits\n",
+        "%.3f ns/byte; %llu recv + %llu send calls, %.0f ns/call inside the calls (%.3f ns/byte), %llu waits\n",
         peer.addr.str().c_str(), peer.port, static_cast<unsigned long long>(bytes), secs, bytes / secs / 1e6, cpu, sys,
         cpu * 1e9 / static_cast<double>(bytes ? bytes : 1), static_cast<unsigned long long>(recv_calls),
         static_cast<unsigned long long>(send_calls),
-        cpu * 1e9 / static_cast<double>(recv_calls + send_calls ? recv_calls + send_calls : 1),
+        static_cast<double>(in_calls.count()) / static_cast<double>(recv_calls + send_calls ? recv_calls + send_calls : 1),
+        static_cast<double>(in_calls.count()) / static_cast<double>(bytes ? 2 * bytes : 1),
         static_cast<unsigned long long>(waits));
     std::fflush(stdout);
   }

@@ -205,10 +205,15 @@ struct HostChannel::Impl {
   }
 
   /// Files completions into their reply slots (whoever holds the lock does it for everyone).
-  void drain_completions() {
+  void drain_completions(bool may_steal = false) {
     c::RegionHeader& h = *hdr;
     std::uint32_t expect = 0;
-    if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) return;
+    if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) {
+      // Someone else drains for everyone. A holder killed while draining would block every control
+      // call of the family: take the lock over once its process is gone.
+      if (!may_steal || expect == pid || ::kill(static_cast<pid_t>(expect), 0) == 0 || errno != ESRCH) return;
+      if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) return;
+    }
     auto r = ring<c::Completion>(geo.cpl_off, geo.cpl_entries);
     c::Completion batch[8];
     for (;;) {
@@ -286,7 +291,7 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
   c::ReplySlot& rs = reply(tag);
   Waiter* w = nullptr;
   for (std::uint32_t spins = 0;; ++spins) {
-    drain_completions();
+    drain_completions((spins & 63) == 63);
     if (at(rs.state).load(std::memory_order_acquire) == 2) break;
     if (spins < 200) continue;
     if (spins < 400) {

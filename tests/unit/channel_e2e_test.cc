@@ -818,3 +818,46 @@ TEST(ChannelE2e, CloseWithLingerWaitsForTheAckOrTheTimeout) {
   ASSERT_FALSE(echo.conns.empty());
   EXPECT_TRUE(echo.conns[0].eof);  // the FIN arrived before close() returned
 }
+
+TEST(ChannelE2e, SleepingEngineIsWokenByTheDoorbellOnlyWhenAsleep) {
+  Bench b;
+  Signal attached, go;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    attached.raise();
+    // Wait for the parent's go (a blocking read on the pipe's read end, made blocking here).
+    fcntl(go.fds[0], F_SETFL, 0);
+    char x;
+    CHILD_CHECK(::read(go.fds[0], &x, 1) == 1);
+    auto s = ch->socket();  // a command while the engine sleeps: must ring the doorbell
+    CHILD_CHECK(s.ok());
+    _exit(0);
+  }
+  ASSERT_TRUE(b.run_until([&] { return attached.seen(); }));
+  b.run_until([&] { return b.svc->families() == 1; }, 5);
+  b.run_until([] { return false; }, 0.05);
+  ASSERT_TRUE(b.svc->prepare_sleep());  // nothing to do: publishes engine_sleeping
+  go.raise();
+  pollfd p{b.svc->wait_fd(), POLLIN, 0};
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);  // woken by the doorbell, not by the timeout
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  b.svc->woke(true);
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_GE(b.svc->stats().doorbells, 1u);
+  // Awake, a command costs the host no doorbell.
+  const auto rung = b.svc->stats().doorbells;
+  const pid_t pid2 = fork();
+  ASSERT_GE(pid2, 0);
+  if (pid2 == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    for (int i = 0; i < 20; ++i) CHILD_CHECK(ch->socket().ok());
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid2), 0);
+  EXPECT_EQ(b.svc->stats().doorbells, rung);
+}
