@@ -17,6 +17,8 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <thread>
+#include <atomic>
 #include <vector>
 
 #include "channel/contract.hh"
@@ -860,4 +862,51 @@ TEST(ChannelE2e, SleepingEngineIsWokenByTheDoorbellOnlyWhenAsleep) {
   }
   EXPECT_EQ(b.run_child(pid2), 0);
   EXPECT_EQ(b.svc->stats().doorbells, rung);
+}
+
+TEST(ChannelE2e, ThreadsShareOneChannelForControlAndData) {
+  Bench b;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 3; ++round) {
+          auto s = ch->socket();
+          if (!s || ch->connect(*s, {kPeerIp, 7}) != Errc::in_progress || !wait_ready(*ch, *s, kWritable)) {
+            ++failures;
+            return;
+          }
+          const auto data = pattern(200'000, static_cast<unsigned>(t * 10 + round));
+          std::vector<std::byte> back(data.size());
+          std::size_t sent = 0, got = 0;
+          while (got < data.size()) {
+            if (sent < data.size()) {
+              iovec iov{const_cast<std::byte*>(data.data() + sent), data.size() - sent};
+              if (auto n = ch->send(*s, std::span(&iov, 1)); n) sent += *n;
+            }
+            iovec in{back.data() + got, back.size() - got};
+            if (auto n = ch->recv(*s, std::span(&in, 1)); n && *n > 0) {
+              got += *n;
+            } else if (!wait_ready(*ch, *s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u))) {
+              ++failures;
+              return;
+            }
+          }
+          if (back != data || ch->close(*s) != Errc::ok) ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHILD_CHECK(failures.load() == 0);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0; }, 5));
 }
