@@ -139,7 +139,7 @@ TEST(Data, BlockingReadWaitsForData) {
   char b[8];
   EXPECT_EQ(::read(c.fd, b, sizeof b), 1);
   EXPECT_EQ(::read(c.fd, b, sizeof b), 1);
-  EXPECT_GE(ms_since(t0), 150) << "the second read did not wait for the second chunk";
+  EXPECT_GE(ms_since(t0), 100) << "the second read did not wait for the second chunk";
   later.reply();
 }
 

@@ -46,12 +46,13 @@ def on_signal(signum, _frame):
 
 HANG = re.compile(r"^pno-semantics: (\S+) did not finish within")
 RESULT = re.compile(r"^\[ +(OK|FAILED) +\] (\S+) \(")
+START = re.compile(r"^\[ RUN +\] (\S+)")
 
 
 def run_suite(cmd: list[str], gtest_args: list[str], timeout: float, mode: str) -> int:
-    """Runs the suite; when its watchdog ends it on a hung test, runs the tests not yet run again
-    without that one, so one hang does not hide the results of everything after it. Returns 0
-    only when every selected test ran and passed."""
+    """Runs the suite; when a test hangs (the suite's watchdog ends the process) or crashes it, runs
+    the tests not yet run again without that one, so one hang or crash does not hide the results of
+    everything after it. Returns 0 only when every selected test ran and passed."""
     user_filter = "*"
     rest = []
     for a in gtest_args:
@@ -62,10 +63,11 @@ def run_suite(cmd: list[str], gtest_args: list[str], timeout: float, mode: str) 
     finished: list[str] = []
     failed: list[str] = []
     hung: list[str] = []
+    crashed: list[str] = []
     deadline = time.monotonic() + timeout
     rc = 1
     while True:
-        skip = finished + hung
+        skip = finished + hung + crashed
         flt = user_filter
         if skip:
             flt += (":" if "-" in user_filter else "-") + ":".join(skip)
@@ -74,12 +76,16 @@ def run_suite(cmd: list[str], gtest_args: list[str], timeout: float, mode: str) 
         proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         hang = None
+        current = None
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 sys.stdout.write(line)
                 sys.stdout.flush()
-                if m := RESULT.match(line):
+                if m := START.match(line):
+                    current = m.group(1)
+                elif m := RESULT.match(line):
+                    current = None
                     finished.append(m.group(2))
                     if m.group(1) == "FAILED":
                         failed.append(m.group(2))
@@ -96,16 +102,24 @@ def run_suite(cmd: list[str], gtest_args: list[str], timeout: float, mode: str) 
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if rc < 0:
-            log(f"the suite died of signal {-rc}")
-        if hang is None or time.monotonic() > deadline:
+            log(f"the suite died of signal {-rc}" + (f" in {current}" if current else ""))
+        if time.monotonic() > deadline:
             break
-        hung.append(hang)
-    if hung or failed:
-        log(f"{mode}: {len(failed)} failed, {len(hung)} hung (of {len(finished) + len(hung)} run)")
+        if hang is not None:
+            hung.append(hang)
+        elif rc != 0 and current is not None:
+            crashed.append(current)
+        else:
+            break
+    if hung or failed or crashed:
+        log(f"{mode}: {len(failed)} failed, {len(hung)} hung, {len(crashed)} crashed "
+            f"(of {len(finished) + len(hung) + len(crashed)} run)")
         for t in failed:
-            print(f"  FAILED {t}")
+            print(f"  FAILED  {t}")
         for t in hung:
-            print(f"  HUNG   {t}")
+            print(f"  HUNG    {t}")
+        for t in crashed:
+            print(f"  CRASHED {t}")
         return 1
     return 0 if rc == 0 else 1
 
