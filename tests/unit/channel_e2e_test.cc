@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -909,4 +910,27 @@ TEST(ChannelE2e, ThreadsShareOneChannelForControlAndData) {
   }
   EXPECT_EQ(b.run_child(pid), 0);
   EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0; }, 5));
+}
+
+TEST(ChannelAttach, PeerCredentialsOfAnotherUidAreRefused) {
+  Bench b;
+  // Past the file permissions (0600 socket): the engine still checks SO_PEERCRED itself.
+  ASSERT_EQ(::chmod(b.path.c_str(), 0777), 0);
+  const bool root = ::geteuid() == 0;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (root) CHILD_CHECK(::setresgid(65534, 65534, 65534) == 0 && ::setresuid(65534, 65534, 65534) == 0);
+    char why[256] = {};
+    auto ch = HostChannel::attach(b.path.c_str(), why);
+    if (root) {
+      CHILD_CHECK(ch == nullptr);
+      CHILD_CHECK(std::strstr(why, "uid 65534 may not use this engine") != nullptr);
+    } else {
+      CHILD_CHECK(ch != nullptr);  // same uid as the engine: accepted
+    }
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_EQ(b.svc->stats().refused, root ? 1u : 0u);
 }
