@@ -363,6 +363,27 @@ TEST(Fork, ChildClosesTheInheritedListenerAndTheParentsStillAccepts) {
   EXPECT_GE(c2.get(), 0) << "after the child exited: " << errname(errno);
 }
 
+TEST(Fork, ChildExitingWithoutCloseEndsItsConnection) {
+  // The process's exit closes its descriptors: the peer gets the data, then the FIN.
+  Peer p;
+  auto [lid, port] = p.listen();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    auto a = make_addr(env().peer_ip, port);
+    if (::connect(s, sa(a), sizeof a) != 0) ::_exit(1);
+    if (::write(s, "bye", 3) != 3) ::_exit(2);
+    ::_exit(0);
+  }
+  int cid = p.accept(lid);
+  EXPECT_EQ(wait_child(pid), 0);
+  auto r = p.call("readhex " + std::to_string(cid) + " 100 5000");
+  EXPECT_EQ(r[1], hex("bye"));
+  EXPECT_EQ(r[2], "1") << "no FIN after the child exited";
+}
+
 TEST(Fork, ChildCreatesItsOwnConnections) {
   Peer p;
   auto [lid, port] = p.listen();

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -511,6 +512,27 @@ TEST(Epoll, PwaitAndPwait2) {
   EXPECT_EQ(::epoll_pwait2(ep, &ev, 1, &longer, nullptr), 1);
   EXPECT_EQ(ev.data.u64, 1u);
   EXPECT_EQ(::epoll_pwait(ep, &ev, 1, 0, nullptr), 1);
+}
+
+TEST(Epoll, SmallMaxeventsRotatesThroughReadySockets) {
+  // Level-triggered entries go to the back of the ready list once reported, so with maxevents 1
+  // repeated waits visit every ready socket instead of starving all but the first.
+  Peer p;
+  std::vector<Conn> conns;
+  Fd ep(::epoll_create1(0));
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    conns.push_back(connect_to_peer(p));
+    ep_add(ep, conns.back().fd, EPOLLIN, i);
+    p.call("sendhex " + id(conns.back()) + " 00");
+  }
+  for (auto& c : conns) ASSERT_EQ(wait_readable_bytes(c.fd, 1), 1);
+  std::set<std::uint64_t> seen;
+  for (int i = 0; i < 3; ++i) {
+    auto evs = ep_wait(ep, 1000, 1);
+    ASSERT_EQ(evs.size(), 1u);
+    seen.insert(evs[0].data.u64);
+  }
+  EXPECT_EQ(seen.size(), 3u) << "a ready socket was starved";
 }
 
 TEST(Epoll, RegistrationFollowsTheOpenFileNotTheFd) {
