@@ -52,6 +52,23 @@ TEST(TcpReorder, RtoRetransmissionEndsAtSndMaxWhenSackBlocksAreGone_Rfc9293_3_10
   h.expect({.seq = got, .len = 1436});
 }
 
+// After an RTO, go-back-N rewinds SND.NXT to SND.UNA; the peer may still acknowledge everything
+// sent before (only its ACKs were late). "Not yet sent" in RFC 9293 §3.10.7.4 means beyond the
+// highest sequence number sent (Linux and BSD compare with snd_max), so that ACK is accepted.
+TEST(TcpReorder, AckAboveRewoundSndNxtUpToSndMaxIsAccepted_Rfc9293_3_10_7_4) {
+  TcpHarness h;
+  h.established_passive();
+  const std::uint32_t s = send_full(h, 4);
+  h.advance(rto(h));
+  h.expect({.seq = s, .len = kMss});  // SND.NXT is now s + kMss, SND.MAX s + 4 * kMss
+  h.send({.seq = h.peer_nxt, .ack = s + 4 * kMss});
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_ack), 0u);
+  EXPECT_EQ(info(h).unacked, 0u);
+  h.send({.seq = h.peer_nxt, .ack = s + 4 * kMss + 1});  // beyond SND.MAX: dropped, answered
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_ack), 1u);
+  h.expect({.flags = kTcpAck, .seq = s + 4 * kMss, .ack = h.peer_nxt});
+}
+
 // RFC 8985 §7.3: when no new segment may be sent, the probe is the highest-sequence segment sent
 // so far. Data the peer's window holds back was never sent and is no probe.
 TEST(TcpReorder, TailLossProbeResendsLastSentSegmentWhenWindowLimited_Rfc8985_7_3) {
