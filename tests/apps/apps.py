@@ -121,11 +121,51 @@ def children_of(pid: int) -> list[int]:
     return sorted(set(out))
 
 
+def start_time(pid: int) -> str | None:
+    """The process's start time (/proc/PID/stat field 22): with the pid, it names one process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class Leftovers:
+    """The servers a test started and its temporary directory, in a file, so that the next test
+    cleans up after a test killed without its cleanup (SIGKILL). Lines: "PID START_TIME" of a
+    session leader, or "dir PATH"."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def add(self, pid: int) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{pid} {start_time(pid)}\n")
+
+    def add_dir(self, path: Path) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"dir {path}\n")
+
+    def reap(self) -> None:
+        if not self.path.exists():
+            return
+        for line in self.path.read_text().splitlines():
+            pid_s, start = line.split(" ", 1)
+            if pid_s == "dir":
+                shutil.rmtree(start, ignore_errors=True)
+                continue
+            pid = int(pid_s)
+            if start_time(pid) == start and group_alive(pid):
+                log(f"killing process group {pid} left running by an earlier test")
+                os.killpg(pid, signal.SIGKILL)
+        self.path.unlink()
+
+
 class Proc:
     """One server process (with whatever it forks): its own session, so the group is exactly what
     it started. Stopped with a signal to its pid; what is left of the group afterwards is killed."""
 
-    def __init__(self, name: str, cmd: list[str], logfile: Path, cwd: Path | None = None):
+    def __init__(self, name: str, cmd: list[str], logfile: Path, cwd: Path | None = None,
+                 leftovers: Leftovers | None = None):
         self.name = name
         self.cmd = cmd
         self.logfile = logfile
@@ -134,6 +174,8 @@ class Proc:
             self.p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, cwd=cwd)
         self.pid = self.p.pid
+        if leftovers:
+            leftovers.add(self.pid)
         self.stopped = False
         self.returncode: int | None = None
 
@@ -294,6 +336,7 @@ class Run:
         # The server's address: the kernel link's host end, or the engine.
         self.ip = KHOST_IP if mode == "kernel" else ENGINE_IP
         self.bed = Testbed(opts, mode, self.art)
+        self.leftovers = Leftovers(Path(opts.results) / ".servers")
         self.procs: list[Proc] = []
         self._cleanups: list[Callable[[], None]] = []
         self.metrics: dict[str, float] = {}
@@ -328,7 +371,7 @@ class Run:
 
     def spawn(self, name: str, cmd: list[str], cwd: Path | None = None) -> Proc:
         """Starts a server (offloaded in pno mode)."""
-        p = Proc(name, self.offloaded(cmd), self.art / f"{name}.out", cwd=cwd)
+        p = Proc(name, self.offloaded(cmd), self.art / f"{name}.out", cwd=cwd, leftovers=self.leftovers)
         self.procs.append(p)
         self.on_cleanup(p.kill)
         return p
@@ -879,6 +922,9 @@ def run_test(name: str, opts: argparse.Namespace) -> tuple[bool, float, dict]:
     ok = False
     try:
         log(f"=== {name}: {APP_FN[app].__doc__}")
+        run.leftovers.reap()
+        run.leftovers.add_dir(run.work)
+        run.on_cleanup(lambda: run.leftovers.path.unlink(missing_ok=True))
         run.on_cleanup(run.bed.down)
         run.bed.up()
         run.add_loss()
