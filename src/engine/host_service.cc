@@ -33,6 +33,8 @@ constexpr std::uint64_t kTagListener = 1ULL << 32;
 constexpr std::uint64_t kTagConn = 2ULL << 32;
 constexpr std::uint64_t kTagDoorbell = 3ULL << 32;
 constexpr int kErrCorrupt = EIO;
+/// How long the connections of a family that died may take to hand their send rings to TCP.
+constexpr Duration kDyingLimit = std::chrono::seconds(30);
 constexpr std::uint16_t kDeferred = 0xffff;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd) {
@@ -83,7 +85,9 @@ struct Family {
   std::vector<c::Completion> backlog;  ///< completions that did not fit the ring yet
   std::uint32_t changed_overflow = 0;
   bool progress = false;
-  bool dead = false;
+  bool dead = false;    ///< hung up or corrupt
+  bool dying = false;   ///< its sockets are being closed (see start_dying)
+  Instant dying_until{};
 
   ~Family() {
     for (int& fd : waiter_fds) close_fd(fd);
@@ -155,17 +159,6 @@ struct HostService::Impl {
         ::close(fd);
         continue;
       }
-      if (!cfg.allow_any_uid && cred.uid != ::geteuid() && cred.uid != 0) {
-        c::AttachReply rep;
-        rep.status = c::AttachStatus::refused;
-        std::snprintf(rep.why, sizeof(rep.why), "uid %u may not use this engine (it runs as uid %u)",
-                      static_cast<unsigned>(cred.uid), static_cast<unsigned>(::geteuid()));
-        log("refused pid %d: %s", static_cast<int>(cred.pid), rep.why);
-        [[maybe_unused]] ssize_t r = ::send(fd, &rep, sizeof(rep), MSG_NOSIGNAL);
-        ::close(fd);
-        ++stats.refused;
-        continue;
-      }
       auto f = std::make_unique<Family>();
       f->id = next_family++;
       f->conn_fd = fd;
@@ -189,6 +182,18 @@ struct HostService::Impl {
       return;
     }
     c::AttachReply rep;
+    // Refusals are answered after the request was read: closing a Unix socket with unread data
+    // would reset the connection and the host would never see why.
+    if (!cfg.allow_any_uid && f.uid != ::geteuid() && f.uid != 0) {
+      rep.status = c::AttachStatus::refused;
+      std::snprintf(rep.why, sizeof(rep.why), "uid %u may not use this engine (it runs as uid %u)",
+                    static_cast<unsigned>(f.uid), static_cast<unsigned>(::geteuid()));
+      log("refused pid %d: %s", static_cast<int>(f.pid), rep.why);
+      [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL);
+      ++stats.refused;
+      f.dead = true;
+      return;
+    }
     if (req.abi_version != c::kAbiVersion) {
       rep.status = c::AttachStatus::version_mismatch;
       std::snprintf(rep.why, sizeof(rep.why), "host speaks channel ABI version %u, engine speaks %u",
@@ -373,8 +378,10 @@ struct HostService::Impl {
 
   void reap() {
     for (std::size_t k = 0; k < fams.size();) {
-      if (fams[k]->dead) {
-        close_family(*fams[k]);
+      Family& f = *fams[k];
+      if (f.dead && !f.dying) start_dying(f);
+      if (f.dying && (!f.active || !has_sockets(f) || now >= f.dying_until)) {
+        finish_family(f);
         fams.erase(fams.begin() + static_cast<std::ptrdiff_t>(k));
       } else {
         ++k;
@@ -861,49 +868,68 @@ struct HostService::Impl {
     mark_dirty(f, i);
   }
 
-  /// Every process of the family is gone: close its sockets as Linux does at exit.
-  void close_family(Family& f) {
+  /// Every process of the family is gone: close its sockets as Linux does at exit. Listeners close
+  /// at once (port free, un-accepted connections reset); a connection with unread received data is
+  /// reset; the others first send what their send ring still holds, then FIN. The family lingers
+  /// (region mapped, no commands) until the last of them is closed, at most kDyingLimit.
+  void start_dying(Family& f) {
+    f.dying = true;
+    f.dying_until = now + kDyingLimit;
+    if (f.conn_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.conn_fd, nullptr);
+    if (f.doorbell_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.doorbell_fd, nullptr);
+    close_fd(f.conn_fd);
+    close_fd(f.doorbell_fd);
+    for (int& fd : f.waiter_fds) close_fd(fd);
+    f.registered.clear();
+    if (!f.active) return;
+    for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
+      EngSock& s = f.socks[i];
+      if (s.state == c::SlotState::listening && !s.closing) close_socket(f, i, s);
+    }
+    for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
+      EngSock& s = f.socks[i];
+      if (s.state == c::SlotState::free) continue;
+      s.linger_wait = false;
+      s.closing = true;
+      if (s.id == kInvalidSocket) {
+        free_slot(f, i);
+        continue;
+      }
+      std::uint32_t rcv_head = s.rcv_tail;
+      f.dma->read_u32(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, rcv_head), rcv_head);
+      if (s.rcv_tail != rcv_head) {
+        tcp->abort(s.id);  // unread data: RST, the send ring is discarded (as Linux does)
+        free_slot(f, i);
+        continue;
+      }
+      pump(f, i);  // drains what fits and closes when the ring is empty
+    }
+    log("pid %d's family detached; closing its sockets", static_cast<int>(f.pid));
+  }
+
+  [[nodiscard]] static bool has_sockets(const Family& f) {
+    return std::any_of(f.socks.begin(), f.socks.end(), [](const EngSock& s) { return s.state != c::SlotState::free; });
+  }
+
+  /// The end of a dying family: whatever is still open (send ring never drained) is closed now.
+  void finish_family(Family& f) {
     if (f.active) {
       for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
         EngSock& s = f.socks[i];
-        if (s.state == c::SlotState::listening) close_socket(f, i, s);
-      }
-      for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
-        EngSock& s = f.socks[i];
         if (s.state == c::SlotState::free) continue;
-        if (s.id != kInvalidSocket) {
-          // Push what the send ring still holds (as the kernel keeps sending a dead process's
-          // buffered data), then FIN, or RST when received data was never read.
-          s.closing = true;
-          pump(f, i);
-          if (f.socks[i].state != c::SlotState::free) {
-            c::SlotHostLine hl{};
-            f.dma->read(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, snd_tail),
-                        std::as_writable_bytes(std::span(&hl, 1)));
-            const auto rb = tcp->readable_bytes(s.id);
-            if (s.rcv_tail != hl.rcv_head || (rb && *rb > 0)) {
-              tcp->abort(s.id);
-            } else {
-              tcp->close(s.id);
-            }
-            free_slot(f, i);
-          }
-        } else {
-          free_slot(f, i);
-        }
+        if (s.id != kInvalidSocket) tcp->close(s.id);
+        free_slot(f, i);
       }
-      dma_past.read_ops += f.dma->stats().read_ops;
-      dma_past.read_bytes += f.dma->stats().read_bytes;
-      dma_past.write_ops += f.dma->stats().write_ops;
-      dma_past.write_bytes += f.dma->stats().write_bytes;
-      dma_past.word_reads += f.dma->stats().word_reads;
-      dma_past.word_writes += f.dma->stats().word_writes;
-      dma_past.out_of_bounds += f.dma->stats().out_of_bounds;
+      const auto& d = f.dma->stats();
+      dma_past.read_ops += d.read_ops;
+      dma_past.read_bytes += d.read_bytes;
+      dma_past.write_ops += d.write_ops;
+      dma_past.write_bytes += d.write_bytes;
+      dma_past.word_reads += d.word_reads;
+      dma_past.word_writes += d.word_writes;
+      dma_past.out_of_bounds += d.out_of_bounds;
       ++stats.families_closed;
-      log("pid %d's family detached; its sockets are closed", static_cast<int>(f.pid));
     }
-    if (f.conn_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.conn_fd, nullptr);
-    if (f.doorbell_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.doorbell_fd, nullptr);
   }
 
   // -------------------------------------------------------------------------------- service
@@ -918,7 +944,16 @@ struct HostService::Impl {
   }
 
   void serve(Family& f) {
-    if (!f.active || f.dead) return;
+    if (!f.active) return;
+    if (f.dying) {
+      // No host any more: only the closing connections move (send ring -> TCP, then FIN).
+      work.swap(f.dirty);
+      f.dirty.clear();
+      for (std::uint32_t i : work) pump(f, i);
+      work.clear();
+      return;
+    }
+    if (f.dead) return;
     flush_backlog(f);
     // Commands, as many as their completions have room for.
     c::Command batch[32];
