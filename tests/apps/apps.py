@@ -807,7 +807,7 @@ backend be
 
 
 def app_nginx(run: Run) -> None:
-    """nginx master + 2 workers: content by sha256, wrk, both workers serve requests."""
+    """nginx master + 2 workers: content by sha256, wrk, both workers serve requests, reload."""
     port = 8090
     root, files = docroot(run, "www")
     prefix = run.work / "nginx"
@@ -866,6 +866,21 @@ http {{
     log(f"nginx: requests per worker pid {served}")
     expect(set(served) == set(workers), f"access log pids {sorted(served)} are not the workers {workers}")
     expect(min(served.values()) > 0, f"a worker served nothing: {served}")
+    # Reload (SIGHUP): the master re-reads its config and forks two new workers that serve on the
+    # listening socket it holds; the old workers finish and exit.
+    run.quiesce(port)
+    os.kill(mpid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        new = children_of(mpid)
+        if len(new) == 2 and not set(new) & set(workers):
+            break
+        expect(time.monotonic() < deadline, f"nginx reload: master {mpid} has workers {new}, old ones {workers}")
+        time.sleep(0.05)
+    headers = run.curl_files(port, files, label="curl-after-reload")
+    pids = {int(h.get("x-worker-pid", 0)) for h in headers}
+    expect(pids <= set(new), f"after reload, X-Worker-Pid {sorted(pids)} is not one of the new workers {new}")
+    log(f"nginx reload: new workers {new} serve")
     run.check_alive()
     run.quiesce(port)
     master.stop(signal.SIGQUIT, grace=15)  # graceful shutdown: the master waits for its workers
