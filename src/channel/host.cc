@@ -855,6 +855,10 @@ std::uint32_t HostChannel::readiness(HostSocket s) const {
     return (q != 0 && q <= c::kAcceptQueue) ? std::uint32_t{kReadable} : std::uint32_t{0};
   }
   std::uint32_t r = tcp_ready & (kHangup | kReadHangup);
+  // The TCP layer shows RDHUP/HUP as soon as the FIN arrives; the host may see them only once every
+  // byte before the FIN is in the receive ring (as on Linux, where reading until EAGAIN after RDHUP
+  // gets everything), or on an error.
+  if ((flags & (c::kFlagRxEof | c::kFlagError)) == 0) r = 0;
   const bool err_pending = (flags & c::kFlagError) != 0 && at(sl->err_taken).load(std::memory_order_relaxed) == 0;
   if (err_pending) r |= kError;
   const std::uint32_t avail = at(sl->rcv_tail).load(std::memory_order_acquire) - at(sl->rcv_head).load(std::memory_order_relaxed);

@@ -592,7 +592,19 @@ struct HostService::Impl {
         s.rcv_tail += static_cast<std::uint32_t>(*n);
         space -= static_cast<std::uint32_t>(*n);
         stats.bytes_to_host += *n;
-        if (*n < chunk) break;
+        // No break on a short read: the next recv() tells EOF (0) from "nothing yet" (again); the
+        // TCP layer raises no new event for a FIN that lands behind data already reported.
+      }
+      if (space == 0 && !s.rx_eof) {
+        // The ring is full: a FIN right behind the data shows as readable with nothing readable.
+        const auto rb = tcp->readable_bytes(s.id);
+        if (rb && *rb == 0 && (tcp->readiness(s.id) & kReadHangup) != 0) {
+          if (const auto n = tcp->recv(s.id, std::span(staging).first(1)); n && *n == 0) {
+            s.rx_eof = true;
+            s.flags |= c::kFlagRxEof;
+            s.changed = true;
+          }
+        }
       }
       if (s.rcv_tail != tail0) {
         f.dma->write_u32(so + offsetof(c::SocketSlot, rcv_tail), s.rcv_tail);

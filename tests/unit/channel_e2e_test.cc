@@ -1002,3 +1002,65 @@ TEST(ChannelE2e, KilledFamilysSendRingIsDeliveredBeforeTheFin) {
   EXPECT_EQ(pt.take_error(conn), Errc::ok);
   EXPECT_TRUE(b.run_until([&] { return b.svc->families() == 0 && b.svc->sockets() == 0; }, 5));
 }
+
+TEST(ChannelE2e, ReadHangupShowsOnlyOnceEveryByteBeforeTheFinIsReadable) {
+  Bench b;
+  Signal listening;
+  const std::size_t total = 1'500'000;  // several rings' worth, then FIN right behind it
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {Ipv4Addr::any(), 84}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    listening.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    auto s = ch->accept(*l, nullptr);
+    CHILD_CHECK(s.ok());
+    std::vector<std::byte> buf(64 * 1024);
+    std::size_t got = 0;
+    bool eof = false;
+    while (!eof) {
+      CHILD_CHECK(wait_ready(*ch, *s, kReadable | kReadHangup));
+      const bool rdhup = (ch->readiness(*s) & kReadHangup) != 0;
+      // Read until EAGAIN or EOF (what an edge-triggered reader does on RDHUP).
+      for (;;) {
+        iovec iov{buf.data(), buf.size()};
+        auto n = ch->recv(*s, std::span(&iov, 1));
+        if (!n) {
+          CHILD_CHECK(n.error() == Errc::again);
+          CHILD_CHECK(!rdhup);  // after RDHUP, EAGAIN would lose the rest of the stream
+          break;
+        }
+        if (*n == 0) {
+          eof = true;
+          break;
+        }
+        got += *n;
+      }
+    }
+    CHILD_CHECK(got == total);
+    _exit(0);
+  }
+  auto& tcp = b.peer.tcp();
+  ASSERT_TRUE(b.run_until([&] { return listening.seen(); }));
+  const SocketId cs = *tcp.socket();
+  tcp.connect(cs, {kEngineIp, 84});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
+  const auto data = pattern(total, 8);
+  std::size_t sent = 0;
+  b.on_step = [&] {
+    if (sent < total) {
+      if (auto n = tcp.send(cs, std::span(data).subspan(sent)); n) sent += *n;
+      if (sent == total) tcp.shutdown(cs, ShutdownHow::write);
+    }
+  };
+  const int rc = b.run_child(pid);
+  EXPECT_EQ(rc, 0);
+  if (rc != 0) {
+    b.svc->dump(stderr);
+    std::fprintf(stderr, "peer sent %zu\n", sent);
+  }
+}
