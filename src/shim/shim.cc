@@ -278,6 +278,23 @@ class IovCursor {
   iovec win_[64];
 };
 
+/// A call's SO_RCVTIMEO/SO_SNDTIMEO budget: Linux counts it for the whole call, not per wait.
+class CallTimeout {
+ public:
+  explicit CallTimeout(std::int64_t timeo_us)
+      : timeo_(timeo_us), deadline_(timeo_us > 0 ? now_ns() + timeo_us * 1000 : 0) {}
+  /// What is left for the next wait, in wait_socket()'s terms (0 forever, -1 none left).
+  [[nodiscard]] std::int64_t left_us() const {
+    if (timeo_ <= 0) return timeo_;
+    std::int64_t left = (deadline_ - now_ns()) / 1000;
+    return left > 0 ? left : -1;
+  }
+
+ private:
+  std::int64_t timeo_;
+  std::int64_t deadline_;
+};
+
 bool nonblocking(const SockDesc& d, int flags) {
   return (flags & MSG_DONTWAIT) != 0 || d.nonblock.load(std::memory_order_relaxed) != 0;
 }
@@ -289,7 +306,7 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
   if (iovcnt > IOV_MAX) return fail(EINVAL);
   bool peek = (flags & MSG_PEEK) != 0;
   bool nb = nonblocking(*r.d, flags);
-  std::int64_t timeo = nb ? -1 : r.d->rcvtimeo_us.load(std::memory_order_relaxed);
+  CallTimeout timeo(nb ? -1 : r.d->rcvtimeo_us.load(std::memory_order_relaxed));
   bool waitall = (flags & MSG_WAITALL) != 0 && !peek && !nb;
   IovCursor cur(iov, iovcnt);
   if (cur.total() == 0) {
@@ -316,10 +333,10 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
       if (err != Errc::ok) return fail(to_errno(err));
     }
-    if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
+    if (timeo.left_us() < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
     // Readable, not RDHUP: the FIN shows as RDHUP before the bytes ahead of it have reached
     // the ring; EOF is readable only once they have.
-    int w = wait_socket(st, r.s, EPOLLIN, timeo);
+    int w = wait_socket(st, r.s, EPOLLIN, timeo.left_us());
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
   }
 }
@@ -333,7 +350,7 @@ ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
   if ((flags & (MSG_OOB | MSG_FASTOPEN)) != 0) return fail(EOPNOTSUPP);
   if (iovcnt > IOV_MAX) return fail(EINVAL);
   bool nb = nonblocking(*r.d, flags);
-  std::int64_t timeo = nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed);
+  CallTimeout timeo(nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed));
   bool more = (flags & MSG_MORE) != 0;
   IovCursor cur(iov, iovcnt);
   for (;;) {
@@ -356,15 +373,15 @@ ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (err == Errc::pipe) raise_sigpipe(flags);
       return fail(to_errno(err));
     }
-    if (timeo < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo);
+    if (timeo.left_us() < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
+    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo.left_us());
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
   }
 }
 
 ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t count) {
   bool nb = nonblocking(*r.d, 0);
-  std::int64_t timeo = nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed);
+  CallTimeout timeo(nb ? -1 : r.d->sndtimeo_us.load(std::memory_order_relaxed));
   std::size_t done = 0;
   while (done < count) {
     Result<std::size_t> put = st->ch->send_file(r.s, in_fd, offset, count - done);
@@ -384,11 +401,11 @@ ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t 
       raise_sigpipe(0);
       return fail(EPIPE);
     }
-    if (timeo < 0) {
+    if (timeo.left_us() < 0) {
       if (done > 0) break;
       return fail(EAGAIN);
     }
-    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo);
+    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo.left_us());
     if (w != 0) {
       if (done > 0) break;
       return fail(w);
@@ -446,7 +463,7 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
   if (addr != nullptr && addrlen == nullptr) return fail(EFAULT);
   if (addrlen != nullptr && static_cast<int>(*addrlen) < 0) return fail(EINVAL);
   bool nb = r.d->nonblock.load() != 0;
-  std::int64_t timeo = nb ? -1 : r.d->rcvtimeo_us.load();
+  CallTimeout timeo(nb ? -1 : r.d->rcvtimeo_us.load());
   Endpoint peer{};
   HostSocket ns = channel::kNoSocket;
   for (;;) {
@@ -456,10 +473,10 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
       break;
     }
     if (a.error() != Errc::again) return fail(to_errno(a.error()));
-    if (timeo < 0) return fail(EAGAIN);
+    if (timeo.left_us() < 0) return fail(EAGAIN);
     if (!st->ch->alive()) return fail(ECONNABORTED);
     if ((ready_of(st, r.s) & (EPOLLERR | EPOLLHUP)) != 0) return fail(EINVAL);  // not listening
-    int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo);
+    int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo.left_us());
     if (w != 0) return fail(w);
   }
   std::uint32_t idx = st->socks.alloc();
