@@ -38,6 +38,14 @@ inline std::uint32_t ready_of(State* st, HostSocket s) {
   return st->ch->readiness(s);
 }
 
+/// Readiness for epoll/poll/select. A listener of a dead engine shows nothing: it will never have a
+/// connection, and a level-triggered loop that keeps it registered (redis) would spin on
+/// EPOLLERR|EPOLLHUP; accept() on it fails with ECONNABORTED at once.
+inline std::uint32_t poll_ready_of(State* st, const SockDesc& d) {
+  if (!st->ch->alive() && d.listening.load(std::memory_order_relaxed) != 0) return 0;
+  return ready_of(st, d.sock.load(std::memory_order_acquire));
+}
+
 /// Sleeps once: arms the thread's waiter, re-checks `check`, then waits in ppoll() on the kernel
 /// fds pfd[0..nk) plus the waiter and the control fd (pfd has room for nk + 2) until something
 /// happens, `deadline_ns` (<0: none) passes or a signal arrives. Returns ppoll()'s result

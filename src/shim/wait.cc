@@ -129,7 +129,7 @@ bool member_alive(State* st, const EpollMember& m) {
 void member_ready(State* st, const EpollMember& m, int depth, std::uint32_t& ready, std::uint32_t& seq) {
   if (m.kind == MemberKind::socket) {
     HostSocket s = st->socks[m.target].sock.load(std::memory_order_acquire);
-    ready = ready_of(st, s);
+    ready = poll_ready_of(st, st->socks[m.target]);
     seq = st->ch->alive() ? st->ch->event_seq(s) : ~0U;
     return;
   }
@@ -372,7 +372,7 @@ int poll_impl(State* st, pollfd* fds, nfds_t n, std::int64_t deadline_ns, const 
       if (c == Class::kernel) continue;
       short rev = 0;
       if (c == Class::socket) {
-        std::uint32_t ready = ready_of(st, st->socks[r.index].sock.load());
+        std::uint32_t ready = poll_ready_of(st, st->socks[r.index]);
         rev = static_cast<short>(ready & (static_cast<std::uint32_t>(static_cast<unsigned short>(fds[i].events)) |
                                           POLLERR | POLLHUP));
       } else if ((fds[i].events & POLLIN) != 0 && epoll_peek(st, r.index, 1)) {
