@@ -266,6 +266,7 @@ class Testbed:
 
     def up(self) -> None:
         self._testbed("down", check=False)  # leftovers of a killed run
+        self.host_socket.unlink(missing_ok=True)
         self.is_up = True
         if self.mode == "kernel":
             log(f"$ scripts/testbed net   ({NETNS}, kernel link {KHOST_IP} <-> {KPEER_IP})")
