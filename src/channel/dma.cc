@@ -18,6 +18,7 @@ bool MemcpyDma::read(std::uint64_t off, MutByteSpan dst) {
   std::atomic_thread_fence(std::memory_order_acquire);
   ++stats_.read_ops;
   stats_.read_bytes += dst.size();
+  charge_read(dst.size());
   return true;
 }
 
@@ -30,6 +31,7 @@ bool MemcpyDma::write(std::uint64_t off, ByteSpan src) {
   std::memcpy(base_ + off, src.data(), src.size());
   ++stats_.write_ops;
   stats_.write_bytes += src.size();
+  charge_write(src.size());
   return true;
 }
 
@@ -42,6 +44,7 @@ bool MemcpyDma::read_u32(std::uint64_t off, std::uint32_t& v) {
   ++stats_.read_ops;
   ++stats_.word_reads;
   stats_.read_bytes += 4;
+  charge_read(4);
   return true;
 }
 
@@ -54,6 +57,7 @@ bool MemcpyDma::write_u32(std::uint64_t off, std::uint32_t v) {
   ++stats_.write_ops;
   ++stats_.word_writes;
   stats_.write_bytes += 4;
+  charge_write(4);
   return true;
 }
 

@@ -1,8 +1,8 @@
 // The engine's only way to touch host memory. Today the host region is mapped into the engine and
 // MemcpyDma copies; on a DPU this becomes DOCA DMA over PCIe. The interface is deliberately narrow
 // (byte ranges and 32-bit index words) and counts every transfer and byte per direction, so a model
-// of PCIe latency and bandwidth can be charged per call. Callers batch: one read of a whole ring
-// span or a slot's host line, never a field at a time.
+// of PCIe latency and bandwidth can be charged per call (PcieModel, attached with set_model()).
+// Callers batch: one read of a whole ring span or a slot's host line, never a field at a time.
 //
 // Trust: every offset is checked against the region size here; a transfer outside the region fails
 // (false) and is counted, it never touches memory outside the mapping. The *values* read (indices,
@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "channel/pcie_model.hh"
 #include "stack/bytes.hh"
 
 namespace pno::channel {
@@ -38,9 +39,19 @@ class DmaChannel {
   virtual void fence() = 0;
   [[nodiscard]] virtual std::uint64_t size() const = 0;
   [[nodiscard]] const DmaStats& stats() const { return stats_; }
+  /// Charges every later transfer to `m` (shared by all channels of one link); null or a disabled
+  /// model: no charge, one predictable branch per transfer.
+  void set_model(PcieModel* m) { model_ = m != nullptr && m->enabled() ? m : nullptr; }
 
  protected:
+  void charge_read(std::uint64_t bytes) {
+    if (model_ != nullptr) [[unlikely]] model_->note_read(bytes);
+  }
+  void charge_write(std::uint64_t bytes) {
+    if (model_ != nullptr) [[unlikely]] model_->note_write(bytes);
+  }
   DmaStats stats_;
+  PcieModel* model_ = nullptr;
 };
 
 /// DmaChannel on a shared mapping of the host region.
