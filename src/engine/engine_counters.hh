@@ -34,7 +34,14 @@ namespace pno::engine {
   X(loop_sleeps, "idle sleeps")                                                       \
   X(svc_accepted, "connections accepted by the built-in services")                    \
   X(svc_closed, "connections the built-in services closed")                           \
-  X(svc_errors, "connections the built-in services saw fail")
+  X(svc_errors, "connections the built-in services saw fail")                        \
+  X(dma_read_ops, "host service: DMA reads of host memory (incl. index words)")        \
+  X(dma_read_bytes, "host service: bytes read from host memory")                     \
+  X(dma_write_ops, "host service: DMA writes to host memory (incl. index words)")      \
+  X(dma_write_bytes, "host service: bytes written to host memory")                   \
+  X(dma_read_batches, "PCIe model: read round trips charged (batches with a read)")  \
+  X(dma_write_batches, "PCIe model: batches with a posted write")                     \
+  X(dma_stall_ns, "PCIe model: modelled ns the engine spun waiting on the link")
 
 enum class EngineCounter : std::uint16_t {
 #define PNO_ENGINE_COUNTER_ENUM(name, desc) name,
@@ -55,6 +62,8 @@ struct EngineCounters {
   std::array<std::uint64_t, kEngineCounterCount> v{};
   void inc(EngineCounter c, std::uint64_t n = 1) { v[static_cast<std::size_t>(c)] += n; }
   [[nodiscard]] std::uint64_t get(EngineCounter c) const { return v[static_cast<std::size_t>(c)]; }
+  /// For totals kept elsewhere (the host service's DMA figures), copied in before printing.
+  void set(EngineCounter c, std::uint64_t n) { v[static_cast<std::size_t>(c)] = n; }
 };
 
 }  // namespace pno::engine

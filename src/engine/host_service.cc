@@ -122,8 +122,9 @@ struct HostService::Impl {
   bool busy = false;
   bool idle = false;          ///< the loop sleeps between iterations (see woke())
   bool control_due = false;   ///< the last sleep ended on wait_fd() readiness
+  channel::PcieModel pcie;    ///< one link for all families; settled once per on_tick / prepare_sleep
 
-  explicit Impl(HostServiceConfig c) : cfg(std::move(c)) {}
+  explicit Impl(HostServiceConfig c) : cfg(std::move(c)), pcie(cfg.pcie, cfg.pcie_clock) {}
   ~Impl() {
     fams.clear();
     close_fd(epfd);
@@ -272,6 +273,7 @@ struct HostService::Impl {
     f.bytes = h.region_bytes;
     f.geo = h;
     f.dma = std::make_unique<channel::MemcpyDma>(f.map, f.bytes);
+    f.dma->set_model(&pcie);
     f.dma->write(0, std::as_bytes(std::span(&h, 1)));
     f.socks.assign(h.max_sockets, EngSock{});
     f.free_slots.clear();
@@ -1121,6 +1123,8 @@ void HostService::on_tick(tcp::TcpLayer& /*tcp*/, Instant now) {
   }
   for (auto& f : im.fams) im.serve(*f);
   im.reap();
+  // One iteration's transfers, over all families, are one batch per direction (pcie_model.hh).
+  if (im.pcie.enabled()) im.pcie.settle();
   if (im.busy) im.idle = false;
 }
 
@@ -1146,6 +1150,7 @@ bool HostService::prepare_sleep() {
     f->dma->fence();
     if (!f->dirty.empty() || !f->backlog.empty() || f->cmd.pending() || f->kicks.pending()) work = true;
   }
+  if (im.pcie.enabled()) im.pcie.settle();  // the re-check's index reads are one round trip
   if (work) {
     woke(false);
     im.idle = false;
@@ -1181,6 +1186,8 @@ channel::DmaStats HostService::dma_stats() const {
   }
   return s;
 }
+
+const channel::PcieModelStats& HostService::pcie_stats() const { return impl_->pcie.stats(); }
 
 std::size_t HostService::families() const { return impl_->fams.size(); }
 

@@ -18,6 +18,7 @@
 
 #include "channel/contract.hh"
 #include "channel/dma.hh"
+#include "channel/pcie_model.hh"
 #include "engine/services.hh"
 #include "stack/addr.hh"
 
@@ -43,6 +44,8 @@ struct HostServiceConfig {
   std::vector<Ipv4Cidr> addrs;         ///< the engine's addresses, published to the host
   bool allow_any_uid = false;          ///< else only the engine's uid and root may attach
   bool quiet = false;                  ///< no log lines (tests)
+  channel::PcieModelConfig pcie;       ///< PCIe cost charged on every family's DmaChannel (off by default)
+  channel::PcieClock* pcie_clock = nullptr;  ///< tests: a virtual clock for the model (default: steady, spin)
 };
 
 struct HostServiceStats {
@@ -76,6 +79,8 @@ class HostService final : public Service, public IdleWake {
   [[nodiscard]] const HostServiceStats& stats() const;
   /// DMA totals over all families, current and past.
   [[nodiscard]] channel::DmaStats dma_stats() const;
+  /// The PCIe model's batches and modelled stall (all zero when the model is off).
+  [[nodiscard]] const channel::PcieModelStats& pcie_stats() const;
   [[nodiscard]] std::size_t families() const;
   /// Sockets held for families (open, listening, pre-accepted).
   [[nodiscard]] std::size_t sockets() const;

@@ -72,6 +72,10 @@ struct Options {
   std::uint32_t host_max_sockets = 1024;
   std::string host_ring_bytes = "256K";
   bool host_allow_any_uid = false;
+  // PCIe cost model on the host service's DmaChannel (src/channel/pcie_model.hh)
+  std::uint64_t dma_latency_ns = 0;
+  double dma_gbps = 25;
+  std::string dma_batch = "iteration";
   // client
   std::string connect;
   std::uint32_t conns = 1;
@@ -195,6 +199,15 @@ int main(int argc, char** argv) {
   g_svc->add_flag("--keepalive", o.keepalive,
                   "SO_KEEPALIVE on service and client connections (timing: --tcp-keepalive-*)");
 
+  auto* g_dma = app.add_option_group("PCIe model (host service; off by default)");
+  g_dma->add_option("--dma-latency-ns", o.dma_latency_ns,
+                    "charge every DMA batch this completion latency (0: model off; BlueField ~1000-2000)");
+  g_dma->add_option("--dma-gbps", o.dma_gbps, "link bandwidth in GB/s (10^9 bytes/s) once the model is on")
+      ->check(CLI::PositiveNumber);
+  g_dma->add_option("--dma-batch", o.dma_batch,
+                    "iteration: one loop iteration's reads are one round trip | op: every read is its own")
+      ->check(CLI::IsMember({"iteration", "op"}));
+
   auto* g_cli = app.add_option_group("Client (engine connects to a server, then exits)");
   g_cli->add_option("--connect", o.connect, "server IP:PORT");
   g_cli->add_option("--conns", o.conns, "concurrent connections")->check(CLI::Range(1u, 1000000u));
@@ -312,6 +325,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pno-engine: note: no service enabled (--echo, --discard, --connect): ARP and ping only\n");
   }
   if (o.echo && o.discard && o.echo_port == o.discard_port) return usage_error("--echo-port equals --discard-port");
+  if (o.dma_latency_ns == 0 && app.count("--dma-gbps") + app.count("--dma-batch") > 0) {
+    std::fprintf(stderr, "pno-engine: note: --dma-gbps/--dma-batch have no effect without --dma-latency-ns\n");
+  }
+  if (o.dma_latency_ns > 0 && o.host_socket.empty()) {
+    std::fprintf(stderr, "pno-engine: note: the PCIe model charges the host service only (--host-socket)\n");
+  }
 
   tcp.msl = std::chrono::milliseconds(msl_ms);
   tcp.rto_min = std::chrono::milliseconds(rto_min_ms);
@@ -424,6 +443,13 @@ int main(int argc, char** argv) {
       hc.geometry.stream_ring_bytes = static_cast<std::uint32_t>(*rb);
       hc.addrs = {sc.addr};
       hc.allow_any_uid = o.host_allow_any_uid;
+      hc.pcie.latency_ns = o.dma_latency_ns;
+      hc.pcie.gbytes_per_s = o.dma_gbps;
+      hc.pcie.batching = o.dma_batch == "op" ? channel::DmaBatching::op : channel::DmaBatching::iteration;
+      if (hc.pcie.enabled()) {
+        std::fprintf(stderr, "pno-engine: PCIe model: %llu ns DMA latency, %.3g GB/s, batch per %s\n",
+                     static_cast<unsigned long long>(hc.pcie.latency_ns), hc.pcie.gbytes_per_s, o.dma_batch.c_str());
+      }
       channel::contract::RegionHeader probe;
       if (!channel::contract::layout(hc.geometry, probe)) {
         return usage_error("--host-ring-bytes must be a power of two >= 4096");
@@ -460,7 +486,21 @@ int main(int argc, char** argv) {
       services.set_has_client(true);
     }
 
+    // The host service keeps its DMA figures itself; they join the engine counters when printed.
+    auto copy_dma = [&]() {
+      if (host == nullptr) return;
+      const auto d = host->dma_stats();
+      const auto& p = host->pcie_stats();
+      ecounters.set(EngineCounter::dma_read_ops, d.read_ops);
+      ecounters.set(EngineCounter::dma_read_bytes, d.read_bytes);
+      ecounters.set(EngineCounter::dma_write_ops, d.write_ops);
+      ecounters.set(EngineCounter::dma_write_bytes, d.write_bytes);
+      ecounters.set(EngineCounter::dma_read_batches, p.read_batches);
+      ecounters.set(EngineCounter::dma_write_batches, p.write_batches);
+      ecounters.set(EngineCounter::dma_stall_ns, p.stall_ns);
+    };
     auto snapshot = [&]() {
+      copy_dma();
       StatsSnapshot s;
       s.stack = &stack.counters();
       s.engine = &ecounters;
@@ -481,6 +521,7 @@ int main(int argc, char** argv) {
     loop.run();
 
     rc = services.finish(stack.tcp(), clock.now());
+    copy_dma();
     stack.poll(clock.now());
     port->flush(clock.now());
     final_stack_counters = stack.counters();
