@@ -1118,8 +1118,12 @@ PNO_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noe
     }
     return PNO_REAL(close_range)(a, b, flags);
   };
-  int hw_scan = std::max(st->fds.capacity(), 1 << 20);
-  for (unsigned int fd = first; fd <= top && fd < static_cast<unsigned int>(hw_scan); ++fd) {
+  // No fd can exist at or above RLIMIT_NOFILE: the scan for protected fds stops there.
+  rlimit rl{};
+  unsigned int scan_end = (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1U << 30))
+                              ? static_cast<unsigned int>(rl.rlim_cur)
+                              : (1U << 20);
+  for (unsigned int fd = first; fd <= top && fd < scan_end; ++fd) {
     if (protected_fd(st, static_cast<int>(fd))) {
       if (fd > lo && flush(lo, fd - 1) < 0) return -1;
       lo = fd + 1;
