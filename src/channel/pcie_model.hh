@@ -65,6 +65,8 @@ class PcieModel {
  public:
   /// `clock` null: a SteadySpinClock owned by the model.
   explicit PcieModel(const PcieModelConfig& cfg, PcieClock* clock = nullptr);
+  PcieModel(const PcieModel&) = delete;  // clock_ may point at own_clock_
+  PcieModel& operator=(const PcieModel&) = delete;
 
   [[nodiscard]] bool enabled() const { return cfg_.enabled(); }
   [[nodiscard]] const PcieModelConfig& config() const { return cfg_; }
