@@ -326,17 +326,17 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
       return fail(to_errno(got.error()));
     }
-    if ((ready_of(st, r.s) & EPOLLERR) != 0) {
-      // A pending error with nothing to read: report it (once), as tcp_recvmsg() does; never wait
-      // on it.
+    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLERR | EPOLLHUP)) != 0) {
+      // A pending error with nothing to read: report it (once), as tcp_recvmsg() does. A hang-up
+      // with an empty ring is EOF: the channel shows EPOLLHUP only once every byte before it is
+      // in the ring. Never wait on either.
       if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
       Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
       if (err != Errc::ok) return fail(to_errno(err));
+      if ((rd & EPOLLHUP) != 0) return 0;
     }
     if (timeo.left_us() < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    // Readable, not RDHUP: the FIN shows as RDHUP before the bytes ahead of it have reached
-    // the ring; EOF is readable only once they have.
-    int w = wait_socket(st, r.s, EPOLLIN, timeo.left_us());
+    int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo.left_us());
     if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
   }
 }

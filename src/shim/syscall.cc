@@ -78,6 +78,16 @@ extern "C" __attribute__((visibility("default"))) long syscall(long nr, ...) noe
         return ::ppoll(as<pollfd*>(a0), as<nfds_t>(a1), as<const timespec*>(a2), as<const sigset_t*>(a3));
       case SYS_select:
         return ::select(as<int>(a0), as<fd_set*>(a1), as<fd_set*>(a2), as<fd_set*>(a3), as<timeval*>(a4));
+      case SYS_pselect6: {
+        // The kernel's sixth argument is {const sigset_t* ss; size_t ss_len} (or null).
+        struct SigData {
+          const sigset_t* ss;
+          size_t len;
+        };
+        const auto* sd = as<const SigData*>(a5);
+        return ::pselect(as<int>(a0), as<fd_set*>(a1), as<fd_set*>(a2), as<fd_set*>(a3), as<const timespec*>(a4),
+                         sd != nullptr ? sd->ss : nullptr);
+      }
       case SYS_sendfile: return ::sendfile(as<int>(a0), as<int>(a1), as<off_t*>(a2), as<size_t>(a3));
       default: break;
     }

@@ -2,6 +2,7 @@
 // offloaded and kernel fds. Every wait first looks at the shared state, spins a few microseconds,
 // then sleeps in the kernel on the kernel fds plus the thread's waiter and the channel's control
 // fd, so an idle application uses no CPU.
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
@@ -469,6 +470,23 @@ int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::in
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+/// Whether Linux would restart a socket call a signal interrupted: only without a timeout
+/// (net/core/sock.c sock_intr_errno) and when the handler has SA_RESTART. ppoll() does not say
+/// which signal arrived, so every installed handler must have SA_RESTART.
+bool restartable(std::int64_t timeout_us) {
+  if (timeout_us != 0) return false;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction sa {};
+    if (::sigaction(sig, nullptr, &sa) != 0) continue;
+    bool handler = (sa.sa_flags & SA_SIGINFO) != 0 ||
+                   (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+    if (handler && (sa.sa_flags & SA_RESTART) == 0) return false;
+  }
+  return true;
+}
+}  // namespace
+
 int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us) {
   if (timeout_us < 0) return EAGAIN;
   std::uint32_t want = mask | EPOLLERR;
@@ -478,7 +496,10 @@ int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeou
   for (;;) {
     pollfd pfd[2];
     int r = sleep_once(st, check, pfd, 0, deadline, nullptr);
-    if (r < 0) return errno == EINTR ? EINTR : errno;
+    if (r < 0) {
+      if (errno == EINTR && restartable(timeout_us)) continue;
+      return errno;
+    }
     if (check()) return 0;
     if (expired(deadline)) return EAGAIN;
   }
