@@ -97,19 +97,6 @@ void detach(State* st, EpollDesc& ep, std::uint32_t mi) {
   m.next = m.prev = 0;
 }
 
-/// The member registered under `fd` in instance `eidx` (lock held): the fd's hint first (the
-/// common case of an fd in one epoll set is O(1)), else a walk.
-std::uint32_t find_member(State* st, EpollDesc& ep, std::uint32_t eidx, int fd) {
-  if (st->fds.in_range(fd)) {
-    std::uint32_t h = st->member_hint[static_cast<std::size_t>(fd)].load(std::memory_order_relaxed);
-    if (h != 0 && st->members[h].owner == eidx && st->members[h].fd == fd) return h;
-  }
-  for (std::uint32_t mi = ep.head; mi != 0; mi = st->members[mi].next) {
-    if (st->members[mi].fd == fd) return mi;
-  }
-  return 0;
-}
-
 void unlink_member(State* st, EpollDesc& ep, std::uint32_t mi) {
   detach(st, ep, mi);
   EpollMember& m = st->members[mi];
@@ -124,6 +111,38 @@ bool member_alive(State* st, const EpollMember& m) {
     return st->socks[m.target].gen.load(std::memory_order_acquire) == m.target_gen;
   }
   return st->epolls[m.target].gen.load(std::memory_order_acquire) == m.target_gen;
+}
+
+/// Whether member `m` is the registration of `fd` as it is now. Linux keys an epoll entry by
+/// (file, fd) and drops it when the last reference to the file goes (fs/eventpoll.c ep_find(),
+/// eventpoll_release()): an entry whose socket was freed is gone, and an entry whose fd number
+/// now names another socket (the old one still open through a dup) belongs to that other file.
+bool member_is(State* st, const EpollMember& m, int fd, FdRef now) {
+  if (m.fd != fd || m.target != now.index) return false;
+  bool kind_ok = m.kind == MemberKind::socket ? now.kind == FdKind::socket : now.kind == FdKind::epoll;
+  return kind_ok && member_alive(st, m);
+}
+
+/// The member registered under (`fd`, what `fd` refers to now) in instance `eidx` (lock held):
+/// the fd's hint first (the common case of an fd in one epoll set is O(1)), else a walk. Members
+/// met on the walk whose target was freed are dropped, as the kernel drops them at the last close.
+std::uint32_t find_member(State* st, EpollDesc& ep, std::uint32_t eidx, int fd, FdRef now) {
+  if (st->fds.in_range(fd)) {
+    std::uint32_t h = st->member_hint[static_cast<std::size_t>(fd)].load(std::memory_order_relaxed);
+    if (h != 0 && st->members[h].owner == eidx && member_is(st, st->members[h], fd, now)) return h;
+  }
+  std::uint32_t mi = ep.head;
+  while (mi != 0) {
+    EpollMember& m = st->members[mi];
+    std::uint32_t next = m.next;
+    if (!member_alive(st, m)) {
+      unlink_member(st, ep, mi);
+    } else if (member_is(st, m, fd, now)) {
+      return mi;
+    }
+    mi = next;
+  }
+  return 0;
 }
 
 /// Readiness and event sequence of a member's target.
@@ -293,7 +312,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
     if (r < 0) return r;
   }
   SpinGuard lk(ep->lock);
-  std::uint32_t mi = find_member(st, *ep, eidx, fd);
+  std::uint32_t mi = find_member(st, *ep, eidx, fd, t);
   bool exclusive = mi != 0 && (st->members[mi].st.events & EPOLLEXCLUSIVE) != 0;
   int err = t.kind == FdKind::epoll ? 0 : epoll_ctl_check(op, events, mi != 0, exclusive, false);
   if (err != 0) return fail(err);
