@@ -3,7 +3,9 @@
 // ephemeral ports (RFC 6056), and SO_REUSEADDR with a TIME-WAIT connection.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
+#include <vector>
 
 #include "support/tcp_script.hh"
 
@@ -192,6 +194,164 @@ TEST(TcpListen, SecondListenerOnPortEaddrinuseEvenWithReuseAddr_Linux) {
   auto s = h.tcp->socket();
   ASSERT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseaddr, 1), Errc::ok);
   EXPECT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+}
+
+// --- SO_REUSEPORT (socket(7)): listener groups sharing a port ---
+
+/// A socket with SO_REUSEPORT bound to kLocalPort and listening.
+SocketId reuseport_listener(TcpHarness& h, int backlog = 64) {
+  auto s = h.tcp->socket();
+  EXPECT_TRUE(s.ok());
+  EXPECT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseport, 1), Errc::ok);
+  EXPECT_EQ(*h.tcp->getsockopt(*s, SockOpt::reuseport), 1);
+  EXPECT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::ok);
+  EXPECT_EQ(h.tcp->listen(*s, backlog), Errc::ok);
+  return *s;
+}
+
+/// Completes handshakes from peer ports [first, first + n) and returns each peer port's listener
+/// (by accepting from every listener in `ls` until all are empty).
+std::map<std::uint16_t, SocketId> connect_and_accept(TcpHarness& h, std::uint16_t first, int n,
+                                                    const std::vector<SocketId>& ls) {
+  for (int i = 0; i < n; ++i) {
+    const auto port = static_cast<std::uint16_t>(first + i);
+    const std::uint32_t iss = syn_from(h, port);
+    ack_from(h, port, iss);
+  }
+  h.expect_nothing();
+  std::map<std::uint16_t, SocketId> by_peer;
+  for (const SocketId l : ls) {
+    for (;;) {
+      Endpoint peer{};
+      auto c = h.tcp->accept(l, &peer);
+      if (!c.ok()) {
+        EXPECT_EQ(c.error(), Errc::again);
+        break;
+      }
+      EXPECT_TRUE(by_peer.emplace(peer.port, l).second) << "peer port " << peer.port << " accepted twice";
+    }
+  }
+  return by_peer;
+}
+
+TEST(TcpListen, ReuseportTwoListenersShareAPortAndBothAccept_Socket7) {
+  TcpHarness h;
+  const SocketId l1 = reuseport_listener(h);
+  const SocketId l2 = reuseport_listener(h);
+  EXPECT_EQ(h.tcp->local_endpoint(l1).value().port, kLocalPort);
+  EXPECT_EQ(h.tcp->local_endpoint(l2).value().port, kLocalPort);
+  const int n = 32;
+  const auto by_peer = connect_and_accept(h, 3000, n, {l1, l2});
+  ASSERT_EQ(by_peer.size(), static_cast<std::size_t>(n));
+  int on_l1 = 0, on_l2 = 0;
+  for (const auto& [port, l] : by_peer) (l == l1 ? on_l1 : on_l2) += 1;
+  // The split is by a keyed hash; 32 connections all landing on one member would mean no split.
+  EXPECT_GT(on_l1, 0);
+  EXPECT_GT(on_l2, 0);
+  EXPECT_EQ(h.counters.get(Counter::tcp_conn_passive_opens), static_cast<std::uint64_t>(n));
+}
+
+TEST(TcpListen, ReuseportBindWithoutOptionFailsAddrInUse_Socket7) {
+  TcpHarness h;
+  reuseport_listener(h);
+  reuseport_listener(h);
+  // Neither a plain socket nor one with SO_REUSEADDR may join the group.
+  auto plain = h.tcp->socket();
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+  ASSERT_EQ(h.tcp->setsockopt(*plain, SockOpt::reuseaddr, 1), Errc::ok);
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+  // Joining is fine once it sets SO_REUSEPORT too.
+  ASSERT_EQ(h.tcp->setsockopt(*plain, SockOpt::reuseport, 1), Errc::ok);
+  EXPECT_EQ(h.tcp->bind(*plain, Endpoint{kLocalIp, kLocalPort}), Errc::ok);
+}
+
+TEST(TcpListen, ReuseportBindAgainstAPlainListenerFailsAddrInUse_Socket7) {
+  TcpHarness h;
+  h.listen();  // no SO_REUSEPORT
+  auto s = h.tcp->socket();
+  ASSERT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseport, 1), Errc::ok);
+  EXPECT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::addr_in_use);
+}
+
+TEST(TcpListen, ReuseportOptionClearedBeforeListenFailsAddrInUse_Linux) {
+  // Linux checks the port again at listen(): a member that dropped SO_REUSEPORT after bind
+  // cannot listen beside the group.
+  TcpHarness h;
+  reuseport_listener(h);
+  auto s = h.tcp->socket();
+  ASSERT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseport, 1), Errc::ok);
+  ASSERT_EQ(h.tcp->bind(*s, Endpoint{kLocalIp, kLocalPort}), Errc::ok);
+  ASSERT_EQ(h.tcp->setsockopt(*s, SockOpt::reuseport, 0), Errc::ok);
+  EXPECT_EQ(h.tcp->listen(*s, 16), Errc::addr_in_use);
+}
+
+TEST(TcpListen, ReuseportClosingOneMemberLeavesTheOtherServing_Socket7) {
+  TcpHarness h;
+  const SocketId l1 = reuseport_listener(h);
+  const SocketId l2 = reuseport_listener(h);
+  ASSERT_EQ(h.tcp->close(l1), Errc::ok);
+  const int n = 16;
+  const auto by_peer = connect_and_accept(h, 4000, n, {l2});
+  ASSERT_EQ(by_peer.size(), static_cast<std::size_t>(n));
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_no_socket), 0u);
+  // Closing the last member frees the port: a SYN now gets a RST and a plain socket may bind.
+  ASSERT_EQ(h.tcp->close(l2), Errc::ok);
+  h.send({.flags = kTcpSyn, .seq = kPeerIss, .sport = 4999});
+  h.expect({.flags = kTcpRst | kTcpAck, .ack = kPeerIss + 1, .dport = 4999});
+}
+
+TEST(TcpListen, ReuseportSynCookieHandshakeCompletesOnTheMemberTheSynHashedTo_Socket7) {
+  // No SYN queue: every handshake goes through a SYN cookie, so the final ACK is demuxed afresh
+  // and must reach the same member as its SYN; each connection appears on exactly one member.
+  TcpConfig cfg = plain_config();
+  cfg.syn_backlog = 0;
+  TcpHarness h(cfg);
+  const SocketId l1 = reuseport_listener(h);
+  const SocketId l2 = reuseport_listener(h);
+  const int n = 24;
+  const auto by_peer = connect_and_accept(h, 5000, n, {l1, l2});
+  EXPECT_EQ(by_peer.size(), static_cast<std::size_t>(n));
+  EXPECT_EQ(h.counters.get(Counter::tcp_syn_cookies_sent), static_cast<std::uint64_t>(n));
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_syn_cookie), 0u);
+  int on_l1 = 0;
+  for (const auto& [port, l] : by_peer) on_l1 += l == l1 ? 1 : 0;
+  EXPECT_GT(on_l1, 0);
+  EXPECT_LT(on_l1, n);
+}
+
+TEST(TcpListen, ReuseportAcceptQueuesArePerMember_Linux) {
+  // Each member has its own backlog: while one member's queue is full (its SYNs are dropped), the
+  // other still completes handshakes into its own queue.
+  TcpHarness h;
+  const SocketId l1 = reuseport_listener(h, 0);  // Linux queues backlog + 1 = 1
+  const SocketId l2 = reuseport_listener(h, 0);
+  std::map<SocketId, std::uint16_t> queued;
+  std::uint64_t dropped = 0;
+  for (std::uint16_t port = 6100; port < 6200 && (queued[l1] == 0 || queued[l2] == 0); ++port) {
+    h.send({.flags = kTcpSyn, .seq = kPeerIss, .mss = 1460, .sport = port});
+    const auto sent = h.drain();
+    if (sent.empty()) {
+      ++dropped;  // its member's queue is full
+      continue;
+    }
+    ASSERT_EQ(sent.size(), 1u);
+    ASSERT_EQ(sent[0].flags, kTcpSyn | kTcpAck);
+    ack_from(h, port, sent[0].seq);
+    h.expect_nothing();
+    for (const SocketId l : {l1, l2}) {
+      if (queued[l] == 0 && (h.tcp->readiness(l) & kReadable)) queued[l] = port;
+    }
+  }
+  ASSERT_NE(queued[l1], 0);
+  ASSERT_NE(queued[l2], 0);
+  EXPECT_EQ(h.counters.get(Counter::tcp_drop_listen_overflow), dropped);
+  Endpoint peer{};
+  ASSERT_TRUE(h.tcp->accept(l1, &peer).ok());
+  EXPECT_EQ(peer.port, queued[l1]);
+  ASSERT_TRUE(h.tcp->accept(l2, &peer).ok());
+  EXPECT_EQ(peer.port, queued[l2]);
+  EXPECT_EQ(h.tcp->accept(l1).error(), Errc::again);
+  EXPECT_EQ(h.tcp->accept(l2).error(), Errc::again);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ void TcpLayer::Impl::input(const SegIn& in) {
       const bool newer_ts = !t.ts_ok || !seg.opts.has_timestamps ||
                             static_cast<std::int32_t>(seg.opts.ts.tsval - t.ts_recent) > 0;
       if (seg.seq > t.rcv.nxt && newer_ts) {
-        if (Sock* l = listener_for(seg.dst_port)) {
+        if (Sock* l = listener_for(seg.dst_port, Endpoint{in.ip.src, seg.src_port})) {
           if (s.orphan) {
             free_sock(s);
           } else {
@@ -46,7 +46,7 @@ void TcpLayer::Impl::input(const SegIn& in) {
     if (s.in_use) arm(s);
     return;
   }
-  if (Sock* l = listener_for(seg.dst_port)) {
+  if (Sock* l = listener_for(seg.dst_port, Endpoint{in.ip.src, seg.src_port})) {
     input_listen(*l, in);
     return;
   }

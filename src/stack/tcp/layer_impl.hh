@@ -98,7 +98,9 @@ struct TcpLayer::Impl {
   std::size_t live = 0;
 
   ConnTable conns;
-  std::unordered_map<std::uint16_t, std::uint32_t> listeners;  ///< port -> listener slot
+  /// port -> listening slots, in listen() order. More than one only for an SO_REUSEPORT group;
+  /// the vector is allocated by listen(), never on the packet path.
+  std::unordered_map<std::uint16_t, std::vector<std::uint32_t>> listeners;
   std::vector<std::uint32_t> pending;   ///< slots with output programmed
   std::vector<std::uint32_t> events;    ///< ring of slots with a readiness change
   std::size_t ev_head = 0, ev_len = 0;
@@ -118,8 +120,11 @@ struct TcpLayer::Impl {
   void unhash(Sock& s);
   [[nodiscard]] bool tuple_in_use(std::uint16_t local_port, Endpoint remote) const;
   /// `explicit_only`: ignore ports connect() picked itself (only the 4-tuple must be unique).
+  /// `reuseport`: the binding socket set SO_REUSEPORT (it may join others that set it too).
   [[nodiscard]] bool port_bound(std::uint16_t port, const Sock* except, bool reuseaddr,
-                                bool explicit_only = false) const;
+                                bool explicit_only = false, bool reuseport = false) const;
+  void listener_add(Sock& l);
+  void listener_remove(Sock& l);
 
   void set_state(Sock& s, TcpState st);
   void notify(Sock& s);
@@ -200,7 +205,9 @@ struct TcpLayer::Impl {
 
   // --- listener.cc ---
   void input_listen(Sock& l, const SegIn& in);
-  Sock* listener_for(std::uint16_t port);
+  /// The listener a segment from `remote` to `port` goes to: one member of an SO_REUSEPORT group
+  /// chosen by a keyed hash of the 4-tuple, so every segment of a handshake meets the same one.
+  Sock* listener_for(std::uint16_t port, Endpoint remote);
   void accept_enqueue(Sock& l, Sock& child);
   void listener_close(Sock& l);
   void child_gone(Sock& child);

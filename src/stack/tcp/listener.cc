@@ -27,11 +27,33 @@ std::uint8_t our_wscale(const TcpConfig& cfg, std::uint32_t rcvbuf) {
   return ws;
 }
 
-Sock* TcpLayer::Impl::listener_for(std::uint16_t port) {
+Sock* TcpLayer::Impl::listener_for(std::uint16_t port, Endpoint remote) {
   const auto it = listeners.find(port);
-  if (it == listeners.end()) return nullptr;
-  Sock& l = at(it->second);
+  if (it == listeners.end() || it->second.empty()) return nullptr;
+  const std::vector<std::uint32_t>& group = it->second;
+  std::size_t pick = 0;
+  if (group.size() > 1) {
+    // SO_REUSEPORT (socket(7)): spread connections over the group by a hash of the 4-tuple, as
+    // Linux does (inet_ehashfn + reciprocal_scale). Keyed by the stack's secret so a peer cannot
+    // steer its connections to one member.
+    const std::uint64_t h =
+        isn.hash((std::uint64_t{remote.addr.v} << 16) | remote.port,
+                 (std::uint64_t{ip.local_addr().v} << 16) | port);
+    pick = static_cast<std::size_t>(((h & 0xffffffffu) * group.size()) >> 32);
+  }
+  Sock& l = at(group[pick]);
   return l.in_use && l.tcb.state == TcpState::listen ? &l : nullptr;
+}
+
+void TcpLayer::Impl::listener_add(Sock& l) {
+  listeners[l.local.port].push_back(slot_of(l));
+}
+
+void TcpLayer::Impl::listener_remove(Sock& l) {
+  const auto it = listeners.find(l.local.port);
+  if (it == listeners.end()) return;
+  std::erase(it->second, slot_of(l));
+  if (it->second.empty()) listeners.erase(it);
 }
 
 Sock* TcpLayer::Impl::parent_of(Sock& c) {

@@ -70,10 +70,7 @@ Sock* TcpLayer::Impl::alloc() {
 void TcpLayer::Impl::free_sock(Sock& s) {
   if (!s.in_use) return;
   unhash(s);
-  if (s.tcb.state == TcpState::listen) {
-    auto it = listeners.find(s.local.port);
-    if (it != listeners.end() && it->second == slot_of(s)) listeners.erase(it);
-  }
+  if (s.tcb.state == TcpState::listen) listener_remove(s);
   // Scheduling flags stay: a stale entry on the pending list or event queue is harmless, and
   // clearing the flag could queue the slot twice.
   const std::uint32_t gen = s.gen % ((1u << (32 - kSlotBits)) - 1) + 1;
@@ -113,13 +110,16 @@ bool TcpLayer::Impl::tuple_in_use(std::uint16_t local_port, Endpoint remote) con
   return conns.find(ConnTable::key(local_port, remote)) != ConnTable::kNone;
 }
 
-bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reuseaddr, bool explicit_only) const {
-  // Linux inet_csk_bind_conflict: two sockets may share a port only if both set SO_REUSEADDR and
-  // neither listens. Binds are rare, so a scan is fine here.
+bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reuseaddr, bool explicit_only,
+                                bool reuseport) const {
+  // Linux inet_csk_bind_conflict: two sockets may share a port if both set SO_REUSEPORT (socket(7);
+  // the same-uid rule has no meaning here), or if both set SO_REUSEADDR and neither listens.
+  // Binds are rare, so a scan is fine here.
   for (std::uint32_t i = 0; i < slots; ++i) {
     const Sock& o = at(i);
     if (!o.in_use || &o == except || !o.bound || o.local.port != port) continue;
     if (explicit_only && o.autobound) continue;
+    if (reuseport && o.opt.reuseport) continue;
     if (o.tcb.state == TcpState::listen) return true;
     if (!(reuseaddr && o.opt.reuseaddr)) return true;
   }
@@ -343,7 +343,7 @@ Errc TcpLayer::bind(SocketId id, Endpoint local) {
   if (local.port == 0) {
     local.port = m.pick_ephemeral(Endpoint{});
     if (local.port == 0) return Errc::addr_in_use;
-  } else if (m.port_bound(local.port, s, s->opt.reuseaddr)) {
+  } else if (m.port_bound(local.port, s, s->opt.reuseaddr, false, s->opt.reuseport)) {
     return Errc::addr_in_use;
   }
   s->local = Endpoint{m.ip.local_addr(), local.port};
@@ -366,8 +366,15 @@ Errc TcpLayer::listen(SocketId id, int backlog) {
     s->local = Endpoint{m.ip.local_addr(), p};
     s->bound = true;
   }
-  if (m.listeners.contains(s->local.port)) return Errc::addr_in_use;
-  m.listeners.emplace(s->local.port, m.slot_of(*s));
+  // Linux checks the port again at listen() (inet_csk_get_port): joining listeners needs
+  // SO_REUSEPORT on every member, as set now.
+  if (const auto it = m.listeners.find(s->local.port); it != m.listeners.end()) {
+    if (!s->opt.reuseport) return Errc::addr_in_use;
+    for (const std::uint32_t o : it->second) {
+      if (!m.at(o).opt.reuseport) return Errc::addr_in_use;
+    }
+  }
+  m.listener_add(*s);
   s->backlog = std::clamp(backlog, 0, 65535);
   m.set_state(*s, TcpState::listen);
   return Errc::ok;
