@@ -567,5 +567,26 @@ TEST(Epoll, ClosedSocketLeavesTheSet) {
   EXPECT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, again, &ev), 0) << "closed socket still registered: " << errname(errno);
 }
 
+// The number of a closed member comes back as another connected socket (accept or connect): it is a
+// new entry, keyed by (file, fd) as Linux's ep_find does, and reports under its own data.
+TEST(Epoll, ClosedMemberNumberReusedByAConnectedSocketIsANewEntry) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd ep(::epoll_create1(0));
+  ep_add(ep, c.fd, EPOLLIN, 1);
+  const int num = c.fd.get();
+  c.fd.reset();
+  Conn d = connect_to_peer(p);
+  ASSERT_EQ(d.fd.get(), num) << "the lowest free fd number was not reused";
+  epoll_event ev{};
+  ev.events = EPOLLOUT;
+  ev.data.u64 = 2;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, d.fd, &ev), 0) << "closed socket still registered: " << errname(errno);
+  epoll_event out[4]{};
+  ASSERT_EQ(::epoll_wait(ep, out, 4, 2000), 1);
+  EXPECT_EQ(out[0].data.u64, 2u);
+  EXPECT_TRUE(out[0].events & EPOLLOUT);
+}
+
 }  // namespace
 }  // namespace pno::semtest
