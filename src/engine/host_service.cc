@@ -578,9 +578,13 @@ struct HostService::Impl {
         const auto n = tcp->recv(s.id, std::span(staging).first(chunk));
         if (!n) {
           if (n.error() != Errc::again && n.error() != Errc::not_conn) {
+            // The connection is gone (RST, timeout): nothing more will arrive. RxEof is published
+            // with the error so that once the host has taken the error (SO_ERROR or recv) it reads
+            // EOF and sees IN|HUP, as Linux does after tcp_done(); the error alone is cleared by
+            // take_error and would leave the socket looking like an idle live connection.
             set_error(f, i, s, n.error());
             s.rx_eof = true;
-            s.flags = (s.flags & ~c::kFlagSendable) | c::kFlagSendClosed;
+            s.flags = (s.flags & ~c::kFlagSendable) | c::kFlagSendClosed | c::kFlagRxEof;
           }
           break;
         }

@@ -458,6 +458,12 @@ TEST(ChannelE2e, PeerResetGivesConnResetOnceThenEof) {
     CHILD_CHECK((ch->readiness(*s) & kHangup) != 0);
     n = recv_wait(*ch, *s, buf);
     CHILD_CHECK(n.ok() && *n == 0);
+    // recv() reported the error: SO_ERROR has nothing left, the socket stays at EOF.
+    CHILD_CHECK(ch->take_error(*s) == Errc::ok);
+    CHILD_CHECK(ch->readiness(*s) == (kReadable | kWritable | kHangup | kReadHangup));
+    iovec one{buf, sizeof buf};
+    n = ch->recv(*s, std::span(&one, 1));
+    CHILD_CHECK(n.ok() && *n == 0);
     iovec iov{buf, 1};
     CHILD_CHECK(ch->send(*s, std::span(&iov, 1)).error() == Errc::pipe);
     CHILD_CHECK(ch->close(*s) == Errc::ok);
@@ -469,6 +475,49 @@ TEST(ChannelE2e, PeerResetGivesConnResetOnceThenEof) {
   tcp.connect(cs, {kEngineIp, 81});
   ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
   tcp.send(cs, as_bytes(std::span("abc", 3)));
+  b.run_until([] { return false; }, 0.2);
+  tcp.abort(cs);
+  EXPECT_EQ(b.run_child(pid), 0);
+}
+
+// Linux after an RST (tcp_reset + tcp_done): poll shows IN|OUT|HUP|RDHUP, and ERR while the error is
+// pending; SO_ERROR reports ECONNRESET once; every later read() is EOF (0), never EAGAIN.
+TEST(ChannelE2e, PeerResetTakenBySoErrorLeavesTheSocketReadableAtEof) {
+  Bench b;
+  Signal listening;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto l = ch->socket();
+    CHILD_CHECK(ch->bind(*l, {kEngineIp, 82}) == Errc::ok);
+    CHILD_CHECK(ch->listen(*l, 4) == Errc::ok);
+    listening.raise();
+    CHILD_CHECK(wait_ready(*ch, *l, kReadable));
+    auto s = ch->accept(*l, nullptr);
+    CHILD_CHECK(s.ok());
+    CHILD_CHECK(wait_ready(*ch, *s, kError));
+    CHILD_CHECK(ch->readiness(*s) == (kReadable | kWritable | kError | kHangup | kReadHangup));
+    CHILD_CHECK(ch->take_error(*s) == Errc::conn_reset);
+    CHILD_CHECK(ch->take_error(*s) == Errc::ok);  // once
+    CHILD_CHECK(ch->readiness(*s) == (kReadable | kWritable | kHangup | kReadHangup));
+    std::byte buf[16];
+    iovec in{buf, sizeof buf};
+    for (int k = 0; k < 3; ++k) {
+      auto n = ch->recv(*s, std::span(&in, 1));
+      CHILD_CHECK(n.ok() && *n == 0);
+    }
+    iovec out{buf, 1};
+    CHILD_CHECK(ch->send(*s, std::span(&out, 1)).error() == Errc::pipe);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  auto& tcp = b.peer.tcp();
+  ASSERT_TRUE(b.run_until([&] { return listening.seen(); }));
+  const SocketId cs = *tcp.socket();
+  tcp.connect(cs, {kEngineIp, 82});
+  ASSERT_TRUE(b.run_until([&] { return (tcp.readiness(cs) & kWritable) != 0; }));
   b.run_until([] { return false; }, 0.2);
   tcp.abort(cs);
   EXPECT_EQ(b.run_child(pid), 0);
