@@ -125,6 +125,7 @@ struct HostChannel::Impl {
   c::RegionHeader geo{};  ///< our own copy of the layout, read once at attach (the engine wrote it)
   EngineInfo info;
   std::atomic<bool> dead{false};
+  std::atomic<std::int64_t> next_alive_check_ns{0};  ///< see check_alive()
   std::uint32_t pid = 0;
   std::atomic<std::uint32_t> fork_gen{0};
   std::atomic<std::uint32_t> arm_gen{0};
@@ -164,8 +165,19 @@ struct HostChannel::Impl {
     return &sl;
   }
 
+  /// Whether the engine is still there. The real check, a poll() of the attach socket (which hangs
+  /// up when the engine dies), runs at most once per millisecond per process family: callers sit on
+  /// the data path (every readiness check), where a system call per call would cost the host as
+  /// much as the kernel's own stack. Sleepers have the attach socket in their poll set, so a death
+  /// wakes them at once and is seen within that millisecond; once seen it is final.
   bool check_alive() {
     if (dead.load(std::memory_order_relaxed)) return false;
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const std::int64_t now = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    std::int64_t due = next_alive_check_ns.load(std::memory_order_relaxed);
+    if (now < due) return true;
+    if (!next_alive_check_ns.compare_exchange_strong(due, now + 1'000'000, std::memory_order_relaxed)) return true;
     pollfd p{conn_fd, POLLIN, 0};
     if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0) {
       // The engine never sends unsolicited messages: readable means end of stream.
