@@ -258,6 +258,14 @@ struct HostChannel::Impl {
 
   /// One control call: command out, block until its completion (or the engine dies).
   bool call(c::Command cmd, c::Completion& out);
+  /// A control call on an existing socket whose answer is only an error code: badf for an unknown
+  /// handle, `if_gone` when the engine does not answer.
+  Errc errc_call(HostSocket s, const c::Command& cmd, Errc if_gone) {
+    if (lookup(s) == nullptr) return Errc::badf;
+    c::Completion cp;
+    if (!call(cmd, cp)) return if_gone;
+    return static_cast<Errc>(cp.err);
+  }
 };
 
 namespace {
@@ -572,22 +580,16 @@ c::Command sock_cmd(c::Op op, HostSocket s) {
 }  // namespace
 
 Errc HostChannel::bind(HostSocket s, Endpoint local) {
-  if (impl_->lookup(s) == nullptr) return Errc::badf;
   c::Command cmd = sock_cmd(c::Op::bind, s);
   cmd.addr = local.addr.v;
   cmd.port = local.port;
-  c::Completion cp;
-  if (!impl_->call(cmd, cp)) return Errc::addr_not_avail;
-  return cpl_err(cp);
+  return impl_->errc_call(s, cmd, Errc::addr_not_avail);
 }
 
 Errc HostChannel::listen(HostSocket s, int backlog) {
-  if (impl_->lookup(s) == nullptr) return Errc::badf;
   c::Command cmd = sock_cmd(c::Op::listen, s);
   cmd.value = backlog;
-  c::Completion cp;
-  if (!impl_->call(cmd, cp)) return Errc::inval;
-  return cpl_err(cp);
+  return impl_->errc_call(s, cmd, Errc::inval);
 }
 
 Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
@@ -617,13 +619,10 @@ Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
 }
 
 Errc HostChannel::connect(HostSocket s, Endpoint remote) {
-  if (impl_->lookup(s) == nullptr) return Errc::badf;
   c::Command cmd = sock_cmd(c::Op::connect, s);
   cmd.addr = remote.addr.v;
   cmd.port = remote.port;
-  c::Completion cp;
-  if (!impl_->call(cmd, cp)) return Errc::net_unreach;
-  return cpl_err(cp);
+  return impl_->errc_call(s, cmd, Errc::net_unreach);
 }
 
 Errc HostChannel::shutdown(HostSocket s, ShutdownHow how) {
@@ -642,13 +641,10 @@ Errc HostChannel::shutdown(HostSocket s, ShutdownHow how) {
 }
 
 Errc HostChannel::setsockopt(HostSocket s, SockOpt opt, int value) {
-  if (impl_->lookup(s) == nullptr) return Errc::badf;
   c::Command cmd = sock_cmd(c::Op::setsockopt, s);
   cmd.how = static_cast<std::uint16_t>(opt);
   cmd.value = value;
-  c::Completion cp;
-  if (!impl_->call(cmd, cp)) return Errc::conn_reset;
-  return cpl_err(cp);
+  return impl_->errc_call(s, cmd, Errc::conn_reset);
 }
 
 Result<int> HostChannel::getsockopt(HostSocket s, SockOpt opt) {
