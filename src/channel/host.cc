@@ -40,13 +40,21 @@ void say(std::span<char> why, const char* fmt, const char* a = "", long b = 0, l
 
 /// Moves `fd` to a high descriptor number, close-on-exec, so the application's fd numbering is
 /// unaffected and dup2(x, small) never hits it. Returns the new fd (or the old one on failure).
-int move_high(int fd) {
+/// A close-on-exec duplicate of `fd` at the lowest free number of the top 64 below RLIMIT_NOFILE
+/// (or, when those are all taken, any free number above 2); -1 with errno when none is free.
+int dup_high(int fd) {
   rlimit rl{};
   long top = 1024;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) top = static_cast<long>(rl.rlim_cur);
   top = std::min<long>(top, 1 << 20);
   const long min = std::max<long>(top - 64, 3);
-  const int nfd = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(min));
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(min));
+  if (nfd < 0) nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  return nfd;
+}
+
+int move_high(int fd) {
+  const int nfd = dup_high(fd);
   if (nfd < 0) {
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     return fd;
@@ -117,8 +125,11 @@ bool EngineInfo::routes(Ipv4Addr a) const {
 }
 
 struct HostChannel::Impl {
-  int conn_fd = -1;
-  int doorbell_fd = -1;
+  // Atomic: relocate_fd() may move them while other threads use them.
+  std::atomic<int> conn_fd{-1};
+  std::atomic<int> doorbell_fd{-1};
+  std::atomic<std::uint32_t> relocations{0};    ///< bumped by every relocate_fd()
+  std::atomic<std::uint32_t> doorbell_users{0};  ///< threads between loading doorbell_fd and writing it
   std::byte* base = nullptr;
   std::size_t bytes = 0;
   c::RegionHeader* hdr = nullptr;
@@ -178,12 +189,17 @@ struct HostChannel::Impl {
     std::int64_t due = next_alive_check_ns.load(std::memory_order_relaxed);
     if (now < due) return true;
     if (!next_alive_check_ns.compare_exchange_strong(due, now + 1'000'000, std::memory_order_relaxed)) return true;
-    pollfd p{conn_fd, POLLIN, 0};
+    const std::uint32_t moves = relocations.load(std::memory_order_acquire);
+    const int cfd = conn_fd.load(std::memory_order_acquire);
+    pollfd p{cfd, POLLIN, 0};
     if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0) {
       // The engine never sends unsolicited messages: readable means end of stream.
       char b;
-      const ssize_t r = ::recv(conn_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (r <= 0 && !(r < 0 && errno == EAGAIN)) dead.store(true);
+      const ssize_t r = ::recv(cfd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      // A relocation meanwhile may have given the number to the application: look again later.
+      const bool moved = relocations.load(std::memory_order_acquire) != moves;
+      if (!moved && r <= 0 && !(r < 0 && errno == EAGAIN)) dead.store(true);
+      if (moved) next_alive_check_ns.store(0, std::memory_order_relaxed);
     }
     return !dead.load(std::memory_order_relaxed);
   }
@@ -194,7 +210,10 @@ struct HostChannel::Impl {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (at(hdr->engine_sleeping).load(std::memory_order_relaxed) != 0) {
       const std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t r = ::write(doorbell_fd, &one, sizeof(one));
+      // Counted, so relocate_fd() never closes the number under a write in flight.
+      doorbell_users.fetch_add(1, std::memory_order_seq_cst);
+      [[maybe_unused]] ssize_t r = ::write(doorbell_fd.load(std::memory_order_seq_cst), &one, sizeof(one));
+      doorbell_users.fetch_sub(1, std::memory_order_release);
     }
   }
 
@@ -326,15 +345,15 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
       at(hdr->armed_waiters).fetch_add(1, std::memory_order_seq_cst);
       drain_completions();
       if (at(rs.state).load(std::memory_order_acquire) != 2) {
-        pollfd p[2] = {{w->fd_, POLLIN, 0}, {conn_fd, POLLIN, 0}};
+        pollfd p[2] = {{w->fd(), POLLIN, 0}, {conn_fd.load(), POLLIN, 0}};
         ::poll(p, 2, 100);
       }
       at(waiter(w->index_).armed).store(0, std::memory_order_relaxed);
       at(hdr->armed_waiters).fetch_sub(1, std::memory_order_relaxed);
       std::uint64_t v;
-      [[maybe_unused]] ssize_t r = ::read(w->fd_, &v, sizeof(v));
+      [[maybe_unused]] ssize_t r = ::read(w->fd(), &v, sizeof(v));
     } else {
-      pollfd p{conn_fd, POLLIN, 0};
+      pollfd p{conn_fd.load(), POLLIN, 0};
       ::poll(&p, 1, 1);
     }
     if (!check_alive()) {
@@ -511,7 +530,7 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
   im.base = static_cast<std::byte*>(map);
   im.bytes = rep.region_bytes;
   im.doorbell_fd = move_high(fds[1]);
-  im.conn_fd = move_high(im.conn_fd);
+  im.conn_fd = move_high(im.conn_fd.load());
   im.hdr = reinterpret_cast<c::RegionHeader*>(im.base);
   std::memcpy(&im.geo, im.hdr, sizeof(im.geo));
   // Check the layout fits what was mapped before trusting any offset in it.
@@ -546,9 +565,53 @@ bool HostChannel::owns_fd(int fd) const {
   if (fd == im.conn_fd || fd == im.doorbell_fd) return true;
   LocalLock lk(im.waiters_lock);
   for (const auto& w : im.waiters) {
-    if (w->fd_ == fd) return true;
+    if (w->fd() == fd) return true;
   }
   return false;
+}
+
+int HostChannel::relocate_fd(int fd) {
+  Impl& im = *impl_;
+  if (fd < 0) {
+    errno = EBADF;
+    return -1;
+  }
+  if (fd == im.conn_fd.load()) {
+    // The ctl lock keeps a waiter registration (sendmsg + recv on conn_fd) off the number.
+    RegionLock lk(im.hdr->ctl_lock.owner, im.pid);
+    const int nfd = dup_high(fd);
+    if (nfd < 0) return -1;
+    im.conn_fd.store(nfd, std::memory_order_seq_cst);
+    im.relocations.fetch_add(1, std::memory_order_acq_rel);
+    ::close(fd);
+    return nfd;
+  }
+  if (fd == im.doorbell_fd.load()) {
+    const int nfd = dup_high(fd);
+    if (nfd < 0) return -1;
+    im.doorbell_fd.store(nfd, std::memory_order_seq_cst);
+    im.relocations.fetch_add(1, std::memory_order_acq_rel);
+    // A notify() that loaded the old number finishes its write before the number is released.
+    while (im.doorbell_users.load(std::memory_order_seq_cst) != 0) sched_yield();
+    ::close(fd);
+    return nfd;
+  }
+  LocalLock lk(im.waiters_lock);
+  for (const auto& w : im.waiters) {
+    if (w->fd() != fd) continue;
+    const int nfd = dup_high(fd);
+    if (nfd < 0) return -1;
+    __atomic_store_n(&w->fd_, nfd, __ATOMIC_SEQ_CST);
+    im.relocations.fetch_add(1, std::memory_order_acq_rel);
+    // Wake the owner if it sleeps (on the same open file): it re-checks and rebuilds its poll set
+    // with the new number. Waiters tolerate spurious wake-ups.
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(nfd, &one, sizeof(one));
+    ::close(fd);
+    return nfd;
+  }
+  errno = EBADF;
+  return -1;
 }
 
 // --- control calls
@@ -922,7 +985,7 @@ void HostChannel::disarm(Waiter& w) {
     at(im.hdr->armed_waiters).fetch_sub(1, std::memory_order_relaxed);
   }
   std::uint64_t v;
-  [[maybe_unused]] ssize_t r = ::read(w.fd_, &v, sizeof(v));
+  [[maybe_unused]] ssize_t r = ::read(w.fd(), &v, sizeof(v));
 }
 
 void HostChannel::after_fork_child() {

@@ -57,7 +57,8 @@ struct EngineInfo {
 ///   ch.disarm(w);                      // resets w.fd() if it was written
 class Waiter {
  public:
-  [[nodiscard]] int fd() const { return fd_; }
+  /// Read atomically: HostChannel::relocate_fd() may move it while the owning thread runs.
+  [[nodiscard]] int fd() const { return __atomic_load_n(&fd_, __ATOMIC_ACQUIRE); }
   [[nodiscard]] std::uint32_t index() const { return index_; }
 
  private:
@@ -85,6 +86,13 @@ class HostChannel {
   /// True for every fd the channel itself holds (the shim must keep the app from closing or dup2-ing
   /// over them; they are kept at high numbers, close-on-exec).
   [[nodiscard]] bool owns_fd(int fd) const;
+  /// Moves the channel's own descriptor `fd` (one owns_fd() accepts) to another high number,
+  /// close-on-exec, and closes `fd`: the application may then use that number (dup2 onto it, or
+  /// see it closed after close()). Every user inside the channel switches to the new number; a
+  /// thread already sleeping on the old number holds the same open file and is still woken (a
+  /// waiter's sleeper is also woken once, so it rebuilds its poll set). Returns the new fd, or -1
+  /// with errno (EBADF: not the channel's; EMFILE: no number free) and then nothing changed.
+  int relocate_fd(int fd);
 
   // --- control calls: one command on the command ring, answered on the completion ring. They
   // block the calling thread (briefly spinning, then sleeping) until the engine answers.

@@ -97,7 +97,10 @@ struct EpollDesc {
   std::atomic<std::uint32_t> n_members;
   std::atomic<std::uint32_t> n_nested;
   std::atomic<std::uint32_t> sleepers;  ///< threads blocked in a wait on this instance
-  int kick_fd;                          ///< eventfd in the kernel set, written on epoll_ctl changes
+  /// eventfd in the kernel set, written on epoll_ctl changes. Atomic: a close()/dup2() of the
+  /// application onto its number moves it (epoll_relocate_kick) while other threads use it.
+  std::atomic<int> kick_fd;
+  std::atomic<std::uint32_t> kick_users;  ///< threads between loading kick_fd and using it
 
   void reset() {
     refs.store(0);
@@ -106,7 +109,8 @@ struct EpollDesc {
     n_members.store(0);
     n_nested.store(0);
     sleepers.store(0);
-    kick_fd = -1;
+    kick_fd.store(-1);
+    kick_users.store(0);
   }
 };
 

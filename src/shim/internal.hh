@@ -111,6 +111,10 @@ bool epoll_peek(State* st, std::uint32_t idx, int depth);
 /// Releases one fd's reference to an epoll instance (closing the instance with the last one).
 void epoll_release(State* st, std::uint32_t idx);
 
+/// Moves the kick eventfd of an emulated epoll off `fd` (an internal fd, `r` its entry) to another
+/// number and closes `fd`: the new number, or -1 with errno.
+int epoll_relocate_kick(State* st, int fd, FdRef r);
+
 /// Drops references of tracked objects when `fd` stops referring to them (close, dup2 over it).
 void untrack_fd(State* st, int fd, FdRef r);
 

@@ -541,17 +541,35 @@ bool protected_fd(State* st, int fd) {
   return st->ch->owns_fd(fd);
 }
 
+/// Moves the channel's or the shim's own fd off number `fd` (the application believes the number
+/// is free: it never opened it). True when the number is free now.
+bool relocate_protected(State* st, int fd) {
+  FdRef r = st->fds.get(fd);
+  int moved = -1;
+  if (r.kind == FdKind::internal) {
+    moved = epoll_relocate_kick(st, fd, r);
+  } else {
+    InChannel guard;
+    moved = st->ch->relocate_fd(fd);
+  }
+  if (moved < 0) {
+    log(LogLevel::warn, "fd %d is the engine channel's and cannot be moved (%s)", fd, std::strerror(errno));
+    return false;
+  }
+  if (log_enabled(LogLevel::debug)) log(LogLevel::debug, "moved the channel's fd %d to %d", fd, moved);
+  return true;
+}
+
 int dup_impl(State* st, int ofd, int nfd, int flags, bool is_dup2) {
   if (ofd == nfd) {
     if (!is_dup2) return fail(EINVAL);  // dup3
     return PNO_REAL(fcntl)(ofd, F_GETFD) < 0 ? -1 : nfd;
   }
   if (protected_fd(st, nfd)) {
-    // The channel's (or shim's) fd sits there; the application believes the number is free (it
-    // never opened it), but we cannot move a live channel fd: refuse as the kernel refuses a
-    // number it is still setting up.
-    log(LogLevel::warn, "dup2 onto fd %d refused: the engine channel uses it", nfd);
-    return fail(EBUSY);
+    // Linux would close the target and dup onto it: move our fd away first. Only if no number
+    // is free does the call fail (EBUSY, as for a number the kernel is still setting up).
+    if (PNO_REAL(fcntl)(ofd, F_GETFD) < 0) return -1;  // EBADF before moving anything
+    if (!relocate_protected(st, nfd)) return fail(EBUSY);
   }
   FdRef o = st->fds.get(ofd);
   int r = PNO_REAL(dup3)(ofd, nfd, flags);
@@ -561,7 +579,12 @@ int dup_impl(State* st, int ofd, int nfd, int flags, bool is_dup2) {
 }
 
 int close_impl(State* st, int fd) {
-  if (protected_fd(st, fd)) return 0;  // the application closing a number it never opened
+  if (protected_fd(st, fd)) {
+    // The application closing a number it never opened: it must be free afterwards (a later
+    // F_GETFD says EBADF, dup2 onto it works), so our fd moves elsewhere. Success either way.
+    (void)relocate_protected(st, fd);
+    return 0;
+  }
   FdRef r = st->fds.take(fd);
   if (r.kind != FdKind::kernel) untrack_fd(st, fd, r);
   return PNO_REAL(close)(fd);

@@ -206,7 +206,9 @@ int filter_kernel_events(EpollDesc& ep, epoll_event* evs, int n) {
   for (int i = 0; i < n; ++i) {
     if (evs[i].data.u64 == kKickTag) {
       std::uint64_t v;
-      (void)PNO_REAL(read)(ep.kick_fd, &v, sizeof v);
+      ep.kick_users.fetch_add(1, std::memory_order_seq_cst);
+      (void)PNO_REAL(read)(ep.kick_fd.load(std::memory_order_seq_cst), &v, sizeof v);
+      ep.kick_users.fetch_sub(1, std::memory_order_release);
       continue;
     }
     evs[k++] = evs[i];
@@ -215,9 +217,12 @@ int filter_kernel_events(EpollDesc& ep, epoll_event* evs, int n) {
 }
 
 void kick(EpollDesc& ep) {
-  if (ep.sleepers.load(std::memory_order_acquire) == 0 || ep.kick_fd < 0) return;
+  if (ep.sleepers.load(std::memory_order_acquire) == 0) return;
+  ep.kick_users.fetch_add(1, std::memory_order_seq_cst);
+  int kfd = ep.kick_fd.load(std::memory_order_seq_cst);
   std::uint64_t one = 1;
-  (void)PNO_REAL(write)(ep.kick_fd, &one, sizeof one);
+  if (kfd >= 0) (void)PNO_REAL(write)(kfd, &one, sizeof one);
+  ep.kick_users.fetch_sub(1, std::memory_order_release);
 }
 
 int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t deadline_ns,
@@ -538,9 +543,9 @@ void epoll_release(State* st, std::uint32_t idx) {
     SpinGuard lk(ep.lock);
     while (ep.head != 0) unlink_member(st, ep, ep.head);
   }
-  if (ep.kick_fd >= 0) {
-    st->fds.take(ep.kick_fd);
-    PNO_REAL(close)(ep.kick_fd);
+  if (int kfd = ep.kick_fd.load(); kfd >= 0) {
+    st->fds.take(kfd);
+    PNO_REAL(close)(kfd);
   }
   ep.gen.fetch_add(1, std::memory_order_acq_rel);
   ep.reset();
@@ -581,10 +586,28 @@ int track_epoll(State* st, int epfd) {
     PNO_REAL(close)(epfd);
     return fail(e);
   }
-  ep.kick_fd = kfd;
-  st->fds.set(kfd, FdKind::internal, 0);
+  ep.kick_fd.store(kfd);
+  st->fds.set(kfd, FdKind::internal, idx);
   st->fds.set(epfd, FdKind::epoll, idx);
   return epfd;
+}
+
+int epoll_relocate_kick(State* st, int fd, FdRef r) {
+  if (r.kind != FdKind::internal || r.index == 0) return fail(EBADF);
+  EpollDesc& ep = st->epolls[r.index];
+  if (ep.kick_fd.load() != fd) return fail(EBADF);
+  int nfd = PNO_REAL(fcntl)(fd, F_DUPFD_CLOEXEC, st->internal_fd_base);
+  if (nfd < 0) nfd = PNO_REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+  if (nfd < 0) return -1;
+  // The kernel set keys the kick's entry by (open file, old number) and keeps it until the file's
+  // last close (fs/eventpoll.c eventpoll_release): the duplicate keeps it alive, so the entry goes
+  // on reporting with kKickTag and no epoll_ctl is needed.
+  st->fds.set(nfd, FdKind::internal, r.index);
+  ep.kick_fd.store(nfd, std::memory_order_seq_cst);
+  while (ep.kick_users.load(std::memory_order_seq_cst) != 0) __builtin_ia32_pause();
+  st->fds.take_if(fd, r);
+  PNO_REAL(close)(fd);
+  return nfd;
 }
 
 }  // namespace pno::shim

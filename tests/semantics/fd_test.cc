@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -95,6 +96,90 @@ TEST(Dup2, OverASocketClosesTheConnection) {
   ASSERT_EQ(::write(w, "p", 1), 1);
   char b;
   EXPECT_EQ(::read(c.fd, &b, 1), 1);
+}
+
+/// Numbers a program never opened but may name: the top 64 below RLIMIT_NOFILE and a few in the
+/// middle of the table (where libraries that share the process tend to keep their own fds).
+std::vector<int> unopened_numbers(const std::set<int>& mine) {
+  rlimit rl{};
+  long top = 1024;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) top = static_cast<long>(rl.rlim_cur);
+  top = std::min<long>(top, 1L << 20);
+  std::vector<int> v;
+  long mid = std::min<long>(top, 65536) / 2;
+  for (long n = mid; n < mid + 8 && n < top - 64; ++n) v.push_back(static_cast<int>(n));
+  for (long n = std::max<long>(top - 64, 3); n < top; ++n) v.push_back(static_cast<int>(n));
+  std::erase_if(v, [&](int n) { return mine.count(n) != 0; });
+  return v;
+}
+
+/// The connection and a wait on it still work: data both ways, one blocking read that sleeps.
+void expect_connection_works(Peer& p, Conn& c, int ep) {
+  ASSERT_EQ(::write(c.fd, "after", 5), 5) << errname(errno);
+  EXPECT_EQ(peer_read(p, c, 5), hex("after"));
+  p.post("sendchunks " + id(c) + " 8 8 200");
+  char b[8];
+  EXPECT_EQ(::recv(c.fd, b, sizeof b, MSG_WAITALL), 8) << errname(errno);
+  p.reply();
+  p.post("sendchunks " + id(c) + " 3 3 200");
+  epoll_event ev{};
+  EXPECT_EQ(::epoll_wait(ep, &ev, 1, 5000), 1) << errname(errno);
+  EXPECT_EQ(ev.data.u64, 77u);
+  p.reply();
+  EXPECT_EQ(::read(c.fd, b, sizeof b), 3);
+}
+
+// dup2(2): "If newfd was previously open, it is closed before being reused" — for any number
+// below the limit, whoever else in the process might have used it.
+TEST(Dup2, OntoAnyNumberBelowTheLimit) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd ep(::epoll_create1(0));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 77;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev), 0);
+  std::vector<int> nums = unopened_numbers({c.fd.get(), ep.get()});
+  for (int n : nums) {
+    ASSERT_EQ(::dup2(c.fd, n), n) << "fd " << n << ": " << errname(errno);
+    EXPECT_EQ(::fcntl(n, F_GETFD), 0) << "fd " << n;
+    sockaddr_in a{}, b{};
+    socklen_t la = sizeof a, lb = sizeof b;
+    ASSERT_EQ(::getpeername(n, sa(a), &la), 0) << "fd " << n << ": " << errname(errno);
+    ASSERT_EQ(::getpeername(c.fd, sa(b), &lb), 0);
+    EXPECT_EQ(port_of(a), port_of(b)) << "fd " << n << " is the connection";
+  }
+  expect_connection_works(p, c, ep);
+  for (int n : nums) EXPECT_EQ(::close(n), 0) << "fd " << n << ": " << errname(errno);
+  expect_connection_works(p, c, ep);
+  // A dup3 onto such a number with O_CLOEXEC as well.
+  ASSERT_EQ(::dup3(c.fd, nums.back(), O_CLOEXEC), nums.back()) << errname(errno);
+  EXPECT_EQ(::fcntl(nums.back(), F_GETFD), FD_CLOEXEC);
+  EXPECT_EQ(::close(nums.back()), 0);
+}
+
+// close(2) of a number the program never opened: afterwards the number is closed (EBADF), whatever
+// the call returned, and everything else keeps working.
+TEST(Close, NumbersNeverOpenedAreClosedAfterwards) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd ep(::epoll_create1(0));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 77;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev), 0);
+  for (int n : unopened_numbers({c.fd.get(), ep.get()})) {
+    errno = 0;
+    int r = ::close(n);
+    EXPECT_TRUE(r == 0 || errno == EBADF) << "fd " << n << ": " << errname(errno);
+    errno = 0;
+    EXPECT_EQ(::fcntl(n, F_GETFD), -1) << "fd " << n << " still open after close";
+    EXPECT_EQ(errno, EBADF);
+  }
+  expect_connection_works(p, c, ep);
+  Conn c2 = connect_to_peer(p);
+  ASSERT_EQ(::write(c2.fd, "new", 3), 3);
+  EXPECT_EQ(peer_read(p, c2, 3), hex("new"));
 }
 
 TEST(Dup3, CloexecAndErrors) {
