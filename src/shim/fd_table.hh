@@ -195,6 +195,19 @@ struct RecordedOpt {
   int value;
 };
 
+inline constexpr std::uint32_t kPendingEpollRegs = 8;
+
+/// A pending socket's registration in an emulated epoll instance. The kernel holds it while the
+/// socket is a kernel socket; at hand-over it becomes an offloaded member with the same events and
+/// data (the kernel entry would vanish with the kernel socket).
+struct PendingEpollReg {
+  std::uint32_t epoll;      ///< EpollDesc index
+  std::uint32_t epoll_gen;  ///< its generation at registration: a closed instance is skipped
+  int epfd;                 ///< the epoll fd it was registered through (to remove the kernel entry)
+  std::uint32_t events;
+  std::uint64_t data;
+};
+
 /// The shim's "open file description" of a tracked socket: shared by every fd dup'ed from it, so
 /// O_NONBLOCK and the timeouts are common to them, as in Linux.
 struct SockDesc {
@@ -216,6 +229,8 @@ struct SockDesc {
   std::uint32_t unreplayable;  ///< options the kernel took that the engine cannot honour
   int unreplayable_level, unreplayable_name;
   std::uint32_t bound_any_port0;  ///< bind(0.0.0.0:0) was deferred to the kernel socket
+  std::uint32_t n_epoll_regs;
+  PendingEpollReg epoll_regs[kPendingEpollRegs];  ///< emulated epoll sets the pending socket is in
 
   /// Records (or updates) an option for replay; false when the record is full.
   bool record(SockOpt o, int v) {
@@ -246,6 +261,7 @@ struct SockDesc {
     unreplayable = 0;
     unreplayable_level = unreplayable_name = 0;
     bound_any_port0 = 0;
+    n_epoll_regs = 0;
   }
 };
 

@@ -111,6 +111,10 @@ bool epoll_peek(State* st, std::uint32_t idx, int depth);
 /// Releases one fd's reference to an epoll instance (closing the instance with the last one).
 void epoll_release(State* st, std::uint32_t idx);
 
+/// At hand-over of pending socket `fd` (SockDesc `sock_idx`, already marked offloaded): its
+/// registrations in emulated epoll sets become offloaded members with the same events and data.
+void epoll_adopt_pending(State* st, int fd, std::uint32_t sock_idx);
+
 /// Moves the kick eventfd of an emulated epoll off `fd` (an internal fd, `r` its entry) to another
 /// number and closes `fd`: the new number, or -1 with errno.
 int epoll_relocate_kick(State* st, int fd, FdRef r);

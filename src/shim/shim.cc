@@ -222,6 +222,7 @@ Errc handover(State* st, int fd, FdRef ref, Act&& act) {
   // The table says "socket" before the kernel socket goes: a concurrent call never reaches the
   // placeholder.
   st->fds.set(fd, FdKind::socket, ref.index);
+  epoll_adopt_pending(st, fd, ref.index);
   if (make_placeholder(fd, (fdfl & FD_CLOEXEC) != 0) < 0) {
     log(LogLevel::error, "socket %d: cannot make its placeholder fd (%s)", fd, std::strerror(errno));
   }

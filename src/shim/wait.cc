@@ -295,10 +295,43 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
   }
 }
 
+/// epoll_ctl on a pending socket: the kernel set holds the registration, the socket remembers it
+/// for its hand-over (epoll_adopt_pending).
+int epoll_ctl_pending(State* st, int epfd, std::uint32_t eidx, int op, int fd, FdRef t, epoll_event* ev) {
+  int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (r < 0) return r;
+  SockDesc& d = st->socks[t.index];
+  SpinGuard lk(d.lock);
+  std::uint32_t i = 0;
+  while (i < d.n_epoll_regs && d.epoll_regs[i].epoll != eidx) ++i;
+  switch (op) {
+    case EPOLL_CTL_ADD:
+    case EPOLL_CTL_MOD:
+      if (i == d.n_epoll_regs) {
+        if (op == EPOLL_CTL_MOD) break;  // registered before the shim tracked it: nothing to carry
+        if (i == kPendingEpollRegs) {
+          log(LogLevel::warn, "socket %d: in more than %u epoll sets before bind/connect/listen; "
+              "the others lose it at hand-over", fd, static_cast<unsigned>(kPendingEpollRegs));
+          break;
+        }
+        ++d.n_epoll_regs;
+      }
+      d.epoll_regs[i] = {eidx, st->epolls[eidx].gen.load(), epfd, ev->events, ev->data.u64};
+      break;
+    case EPOLL_CTL_DEL:
+      if (i < d.n_epoll_regs) d.epoll_regs[i] = d.epoll_regs[--d.n_epoll_regs];
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
 int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
   std::uint32_t eidx = 0;
   EpollDesc* ep = epoll_of(st, epfd, &eidx);
   FdRef t = st->fds.get(fd);
+  if (ep != nullptr && t.kind == FdKind::pending) return epoll_ctl_pending(st, epfd, eidx, op, fd, t, ev);
   bool emulated_target = t.kind == FdKind::socket ||
                          (t.kind == FdKind::epoll && ep != nullptr);
   if (ep == nullptr || !emulated_target) {
@@ -590,6 +623,45 @@ int track_epoll(State* st, int epfd) {
   st->fds.set(kfd, FdKind::internal, idx);
   st->fds.set(epfd, FdKind::epoll, idx);
   return epfd;
+}
+
+void epoll_adopt_pending(State* st, int fd, std::uint32_t sock_idx) {
+  SockDesc& d = st->socks[sock_idx];
+  PendingEpollReg regs[kPendingEpollRegs];
+  std::uint32_t n = 0;
+  {
+    SpinGuard lk(d.lock);
+    n = d.n_epoll_regs;
+    std::copy_n(d.epoll_regs, n, regs);
+    d.n_epoll_regs = 0;
+  }
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const PendingEpollReg& g = regs[i];
+    EpollDesc& ep = st->epolls[g.epoll];
+    if (ep.gen.load(std::memory_order_acquire) != g.epoll_gen) continue;  // instance closed since
+    // Drop the kernel entry now, so the kernel socket (its last moments, or a copy a forked
+    // process still holds) never reports into the set beside the new member.
+    FdRef e = st->fds.get(g.epfd);
+    if (e.kind == FdKind::epoll && e.index == g.epoll) (void)PNO_REAL(epoll_ctl)(g.epfd, EPOLL_CTL_DEL, fd, nullptr);
+    SpinGuard lk(ep.lock);
+    std::uint32_t mi = st->members.alloc();
+    if (mi == 0) {
+      log(LogLevel::warn, "socket %d: epoll member table full; its registration is lost", fd);
+      continue;
+    }
+    EpollMember& m = st->members[mi];
+    m.fd = fd;
+    m.kind = MemberKind::socket;
+    m.target = sock_idx;
+    m.target_gen = d.gen.load();
+    m.data = g.data;
+    m.st = MemberState{g.events, 0, false, false};
+    m.owner = g.epoll;
+    link_tail(st, ep, mi);
+    if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(mi, std::memory_order_relaxed);
+    ep.n_members.fetch_add(1);
+    kick(ep);
+  }
 }
 
 int epoll_relocate_kick(State* st, int fd, FdRef r) {

@@ -413,6 +413,80 @@ TEST(Epoll, ListenerAndConnectCompletion) {
   p.accept(lid);
 }
 
+// epoll_ctl(7): an entry belongs to the open file from EPOLL_CTL_ADD on; what the socket does later
+// (connect, listen) does not remove it.
+TEST(Epoll, SocketAddedBeforeConnectReportsTheCompletion) {
+  Peer p;
+  auto [lid, pport] = p.listen();
+  Fd s = tcp_socket(SOCK_NONBLOCK);
+  Fd ep(::epoll_create1(0));
+  ep_add(ep, s, EPOLLOUT, 300);
+  auto a = make_addr(env().peer_ip, pport);
+  ASSERT_EQ(::connect(s, sa(a), sizeof a), -1);
+  ASSERT_EQ(errno, EINPROGRESS);
+  auto evs = ep_wait(ep, 5000);
+  ASSERT_EQ(evs.size(), 1u) << "one entry, reported once";
+  EXPECT_EQ(evs[0].data.u64, 300u);
+  EXPECT_EQ(evs[0].events, static_cast<std::uint32_t>(EPOLLOUT));
+  int cid = p.accept(lid);
+  // Still the same entry: ADD again is EEXIST, MOD changes it, data arrival reports with the new tag.
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 301;
+  EXPECT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev), -1);
+  EXPECT_EQ(errno, EEXIST);
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev), 0) << errname(errno);
+  EXPECT_TRUE(ep_wait(ep, 100).empty());
+  p.call("send " + std::to_string(cid) + " 5");
+  evs = ep_wait(ep, 5000);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].data.u64, 301u);
+  EXPECT_EQ(evs[0].events, static_cast<std::uint32_t>(EPOLLIN));
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_DEL, s, nullptr), 0) << errname(errno);
+}
+
+TEST(Epoll, SocketAddedBeforeListenReportsIncomingConnections) {
+  Peer p;
+  Fd l = tcp_socket(SOCK_NONBLOCK);
+  Fd ep(::epoll_create1(0));
+  Fd ep2(::epoll_create1(0));
+  ep_add(ep, l, EPOLLIN, 400);
+  ep_add(ep2, l, EPOLLIN | EPOLLET, 401);
+  ASSERT_EQ(::listen(l, 16), 0) << errname(errno);
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  ASSERT_EQ(::getsockname(l, sa(me), &len), 0);
+  EXPECT_TRUE(ep_wait(ep, 100).empty()) << "a listener without connections is not readable";
+  p.call("connect " + env().local_ip + " " + std::to_string(port_of(me)) + " 5000");
+  auto evs = ep_wait(ep, 5000);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].data.u64, 400u);
+  EXPECT_EQ(evs[0].events, static_cast<std::uint32_t>(EPOLLIN));
+  evs = ep_wait(ep2, 5000);
+  ASSERT_EQ(evs.size(), 1u) << "the second set keeps its own entry";
+  EXPECT_EQ(evs[0].data.u64, 401u);
+  EXPECT_TRUE(ep_wait(ep2, 0).empty()) << "edge-triggered: once";
+  EXPECT_EQ(ep_wait(ep, 0).size(), 1u) << "level-triggered: again until accepted";
+  Fd acc(::accept(l, nullptr, nullptr));
+  EXPECT_GE(acc.get(), 0) << errname(errno);
+  EXPECT_TRUE(ep_wait(ep, 0).empty());
+}
+
+TEST(Epoll, SocketRemovedBeforeConnectStaysRemoved) {
+  Peer p;
+  auto [lid, pport] = p.listen();
+  Fd s = tcp_socket(SOCK_NONBLOCK);
+  Fd ep(::epoll_create1(0));
+  ep_add(ep, s, EPOLLOUT, 500);
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_DEL, s, nullptr), 0) << errname(errno);
+  auto a = make_addr(env().peer_ip, pport);
+  ASSERT_EQ(::connect(s, sa(a), sizeof a), -1);
+  ASSERT_EQ(errno, EINPROGRESS);
+  EXPECT_TRUE(poll_one(s, POLLOUT, 5000) & POLLOUT);
+  EXPECT_TRUE(ep_wait(ep, 100).empty());
+  p.accept(lid);
+}
+
 TEST(Epoll, ExclusiveFlagRules) {
   Peer p;
   auto [l, port] = listen_local(16, SOCK_NONBLOCK);
