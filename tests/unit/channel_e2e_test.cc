@@ -27,42 +27,16 @@
 #include "engine/host_service.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"
+#include "support/channel_bench.hh"
 
 using namespace pno;
 using namespace pno::channel;
 using pno::engine::HostService;
 using pno::engine::HostServiceConfig;
 namespace c = pno::channel::contract;
+using namespace pno::test::channel_bench;
 
 namespace {
-
-const Ipv4Addr kEngineIp = Ipv4Addr::from_octets(198, 18, 0, 1);
-const Ipv4Addr kPeerIp = Ipv4Addr::from_octets(198, 18, 0, 2);
-
-class MemLink final : public FrameSink {
- public:
-  MutByteSpan tx_begin(std::size_t max_len) override {
-    open_.resize(max_len);
-    return open_;
-  }
-  void tx_commit(std::size_t len, const TxMeta&) override {
-    open_.resize(len);
-    queue_.push_back(std::move(open_));
-    open_ = {};
-  }
-  void tx_abort() override {}
-  void deliver(Stack& to, Instant now) {
-    while (!queue_.empty()) {
-      std::vector<std::byte> f = std::move(queue_.front());
-      queue_.pop_front();
-      to.on_frame(f, now);
-    }
-  }
-
- private:
-  std::vector<std::byte> open_;
-  std::deque<std::vector<std::byte>> queue_;
-};
 
 StackConfig stack_config(Ipv4Addr a, std::uint8_t mac) {
   StackConfig cfg;
@@ -93,20 +67,7 @@ struct Bench {
 
   void step() {
     const Instant now = wall();
-    eng_out.deliver(peer, now);
-    peer_out.deliver(eng, now);
-    SocketEvent ev;
-    if (svc) {
-      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
-      svc->on_tick(eng.tcp(), now);
-    }
-    eng.poll(now);
-    if (svc) {
-      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
-    }
-    peer.poll(now);
-    while (peer.tcp().next_event(ev)) {
-    }
+    step_engine_and_peer(eng, eng_out, peer, peer_out, svc.get(), now, [&] { svc->on_tick(eng.tcp(), now); });
     if (on_step) on_step();
   }
 

@@ -16,42 +16,16 @@
 #include "engine/host_service.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"
+#include "support/channel_bench.hh"
 
 using namespace pno;
 using namespace pno::channel;
 using pno::engine::HostService;
 using pno::engine::HostServiceConfig;
 namespace c = pno::channel::contract;
+using namespace pno::test::channel_bench;
 
 namespace {
-
-const Ipv4Addr kEngineIp = Ipv4Addr::from_octets(198, 18, 0, 1);
-const Ipv4Addr kPeerIp = Ipv4Addr::from_octets(198, 18, 0, 2);
-
-class MemLink final : public FrameSink {
- public:
-  MutByteSpan tx_begin(std::size_t max_len) override {
-    open_.resize(max_len);
-    return open_;
-  }
-  void tx_commit(std::size_t len, const TxMeta&) override {
-    open_.resize(len);
-    queue_.push_back(std::move(open_));
-    open_ = {};
-  }
-  void tx_abort() override {}
-  void deliver(Stack& to, Instant now) {
-    while (!queue_.empty()) {
-      auto f = std::move(queue_.front());
-      queue_.pop_front();
-      to.on_frame(f, now);
-    }
-  }
-
- private:
-  std::vector<std::byte> open_;
-  std::deque<std::vector<std::byte>> queue_;
-};
 
 StackConfig cfg_for(Ipv4Addr a, std::uint8_t m) {
   StackConfig cfg;
@@ -63,16 +37,7 @@ StackConfig cfg_for(Ipv4Addr a, std::uint8_t m) {
 /// An engine with one in-process "host" region the test writes like a (hostile) host would.
 struct Rig {
   Rig() {
-    HostServiceConfig hc;
-    hc.socket_path = "";
-    hc.geometry.max_sockets = 16;
-    hc.geometry.stream_ring_bytes = 4096;
-    hc.geometry.max_waiters = 4;
-    hc.geometry.cmd_entries = 16;
-    hc.geometry.cpl_entries = 16;
-    hc.geometry.changed_entries = 16;
-    hc.quiet = true;
-    svc = std::make_unique<HostService>(hc);
+    svc = std::make_unique<HostService>(small_in_process_config());
     EXPECT_EQ(svc->start(eng.tcp(), now), Errc::ok);
     EXPECT_GE(svc->attach_for_test(&base, &bytes), 0);
     std::memcpy(&h, base, sizeof(h));
@@ -86,16 +51,7 @@ struct Rig {
   void step(int n = 1) {
     for (int k = 0; k < n; ++k) {
       now += std::chrono::microseconds(100);
-      eo.deliver(peer, now);
-      po.deliver(eng, now);
-      SocketEvent ev;
-      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
-      svc->service_for_test(now);
-      eng.poll(now);
-      while (eng.tcp().next_event(ev)) svc->on_event(eng.tcp(), ev, now);
-      peer.poll(now);
-      while (peer.tcp().next_event(ev)) {
-      }
+      step_engine_and_peer(eng, eo, peer, po, svc.get(), now, [&] { svc->service_for_test(now); });
       while (auto a = peer.tcp().accept(pl)) accepted.push_back(*a);
     }
   }

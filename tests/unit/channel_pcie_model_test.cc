@@ -16,6 +16,7 @@
 #include "engine/host_service.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"
+#include "support/channel_bench.hh"
 
 using namespace pno;
 using namespace pno::channel;
@@ -175,15 +176,7 @@ class NullSink final : public FrameSink {
 
 struct Rig {
   explicit Rig(std::uint64_t latency_ns, DmaBatching b = DmaBatching::iteration) {
-    HostServiceConfig hc;
-    hc.socket_path = "";
-    hc.geometry.max_sockets = 16;
-    hc.geometry.stream_ring_bytes = 4096;
-    hc.geometry.max_waiters = 4;
-    hc.geometry.cmd_entries = 16;
-    hc.geometry.cpl_entries = 16;
-    hc.geometry.changed_entries = 16;
-    hc.quiet = true;
+    HostServiceConfig hc = pno::test::channel_bench::small_in_process_config();
     hc.pcie = gen4(latency_ns, b);
     hc.pcie_clock = &clk;
     StackConfig sc;
