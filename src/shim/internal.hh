@@ -53,8 +53,8 @@ inline std::uint32_t poll_ready_of(State* st, const SockDesc& d) {
 template <typename Check>
 int sleep_once(State* st, Check&& check, pollfd* pfd, nfds_t nk, std::int64_t deadline_ns,
                const sigset_t* mask) {
-  HostChannel* ch = st->ch;
-  bool alive = ch->alive();
+  HostChannel* ch = st->ch;  // null before the attach: then only kernel fds can be waited on
+  bool alive = ch != nullptr && ch->alive();
   channel::Waiter* w = nullptr;
   if (alive) {
     InChannel guard;

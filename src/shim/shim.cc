@@ -6,6 +6,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sched.h>
+#include <cstdio>
 #include <sys/syscall.h>
 
 #include <algorithm>
@@ -22,6 +26,10 @@ namespace pno::shim {
 std::atomic<State*> g_state{nullptr};
 thread_local bool t_in_channel __attribute__((tls_model("initial-exec"))) = false;
 
+HostChannel* ensure_attached(State* st);
+HostChannel* attached_channel(State* st);
+bool may_offload(State* st);
+
 namespace {
 
 // The state lives in static storage and is never destroyed: application threads may still call
@@ -35,9 +43,28 @@ const char* env_or(const char* name, const char* fallback) {
 
 void release_all_refs();
 
+// Lazy attach. A process attaches to the engine at its first bind/connect/listen that the engine
+// may serve (shell helpers and pipelines never do); the descriptor tables exist from the start
+// so that sockets and epoll instances made before that point are tracked. `g_attach` is a
+// once-guard without a lock: the first caller moves it to `attaching`, others spin-yield until it
+// settles (the attach is a handful of Unix-socket round trips); a signal handler interrupting its
+// own thread's attach gets "no engine" for that one call instead of spinning forever.
+enum AttachPhase : int { kUnattached = 0, kAttaching = 1, kAttached = 2, kNoEngine = 3 };
+std::atomic<int> g_attach{kUnattached};
+thread_local bool t_attaching __attribute__((tls_model("initial-exec"))) = false;
+char g_engine_path[256] = {};
+bool g_require = false;
+bool g_warned = false;  // the one-line "no engine" warning was printed (in this tree, or by us)
+
 void on_fork_prepare() {
   State* st = state();
   if (st == nullptr) return;
+  // A thread attaching right now would not exist in the child, which would wait for it forever:
+  // let it finish first (bounded, it does not wait for us).
+  if (!t_attaching) {
+    while (g_attach.load(std::memory_order_acquire) == kAttaching) ::sched_yield();
+  }
+  if (g_attach.load(std::memory_order_acquire) != kAttached) return;
   // The child gets a copy of every descriptor: one more reference each (HostChannel::retain), taken
   // before the fork so that neither process can drop the last one while the other still has it.
   int hw = st->fds.high_water();
@@ -49,7 +76,17 @@ void on_fork_prepare() {
 void on_fork_child() {
   State* st = state();
   if (st == nullptr) return;
-  {
+  int phase = g_attach.load(std::memory_order_acquire);
+  if (phase == kAttaching) {
+    // Another thread began to attach after the prepare handler looked: that attach belongs to
+    // the parent. The child attaches on its own first use (its copy of a half-made channel is
+    // left alone: destroying it could touch the parent's family).
+    (void)st->channel.release();
+    st->ch = nullptr;
+    g_attach.store(kUnattached, std::memory_order_release);
+    phase = kUnattached;
+  }
+  if (phase == kAttached) {
     InChannel guard;
     st->ch->after_fork_child();
   }
@@ -75,46 +112,71 @@ void release_all_refs() {
 
 void at_exit_handler() { release_all_refs(); }
 
-[[noreturn]] void require_engine_failed(const char* path, const char* why) {
-  log(LogLevel::error, "engine at %s is required (PNO_REQUIRE_ENGINE=1) but not usable: %s", path, why);
-  PNO_REAL(_exit)(70);  // EX_SOFTWARE: the application never started
-  __builtin_unreachable();
-}
-
-__attribute__((constructor)) void pno_shim_init() {
-  real::resolve_all();
-  set_log_level(parse_log_level(std::getenv("PNO_LOG_LEVEL"), LogLevel::warn));
-  const char* path = env_or("PNO_ENGINE_SOCKET", "/run/pno/engine.sock");
-  const char* req = std::getenv("PNO_REQUIRE_ENGINE");
-  bool require = req != nullptr && std::strcmp(req, "1") == 0;
-  if (const char* off = std::getenv("PNO_DISABLE"); off != nullptr && std::strcmp(off, "1") == 0) {
-    log(LogLevel::info, "PNO_DISABLE=1: every socket stays with the kernel");
-    return;
-  }
-
-  char why[256] = {};
-  std::unique_ptr<HostChannel> ch;
-  {
-    InChannel guard;
-    ch = HostChannel::attach(path, std::span<char>(why, sizeof why - 1));
-  }
-  if (!ch) {
-    if (require) require_engine_failed(path, why);
-    // One warning per program tree: children inherit the mark through the environment.
-    if (std::getenv("PNO_ENGINE_WARNED") == nullptr) {
-      log(LogLevel::warn, "engine at %s not available (%s): using the kernel TCP stack", path, why);
-      ::setenv("PNO_ENGINE_WARNED", "1", 1);
-    }
-    return;
-  }
+/// The descriptor tables (mmap'd, no engine contact); nullptr when they cannot be mapped.
+State* init_state() {
   auto* st = new (g_state_storage) State();  // placement into static storage, never freed
   bool ok = st->fds.init(kMaxTrackedFds) && st->socks.init(kMaxSockDescs) &&
             st->epolls.init(kMaxEpolls) && st->members.init(kMaxMembers) &&
             st->member_hint.init(kMaxTrackedFds);
-  if (!ok) {
-    if (require) require_engine_failed(path, "cannot map the shim's descriptor tables");
-    log(LogLevel::warn, "cannot map the descriptor tables: using the kernel TCP stack");
-    return;
+  if (!ok) return nullptr;
+  rlimit rl{};
+  int cap = kMaxTrackedFds;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < static_cast<rlim_t>(cap)) {
+    cap = static_cast<int>(rl.rlim_cur);
+  }
+  st->internal_fd_base = cap / 2;
+  return st;
+}
+
+void publish_state(State* st) {
+  ::pthread_atfork(on_fork_prepare, nullptr, on_fork_child);
+  std::atexit(at_exit_handler);
+  g_state.store(st, std::memory_order_release);
+}
+
+[[noreturn]] void require_engine_failed(const char* path, const char* why) {
+  log(LogLevel::error, "engine at %s is required (PNO_REQUIRE_ENGINE=1) but not usable: %s", path, why);
+  PNO_REAL(_exit)(70);  // EX_SOFTWARE
+  __builtin_unreachable();
+}
+
+/// Whether something accepts connections on the engine's socket path, without attaching: connect
+/// and hang up (the engine drops a connection that closes before its attach request).
+bool engine_answers(const char* path, char* why, std::size_t why_len) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (std::strlen(path) >= sizeof sa.sun_path) {
+    std::snprintf(why, why_len, "socket path too long");
+    return false;
+  }
+  std::strcpy(sa.sun_path, path);
+  int fd = PNO_REAL(socket)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::snprintf(why, why_len, "socket: %s", std::strerror(errno));
+    return false;
+  }
+  int r = PNO_REAL(connect)(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+  int e = errno;
+  PNO_REAL(close)(fd);
+  if (r != 0) std::snprintf(why, why_len, "connect: %s", std::strerror(e));
+  return r == 0;
+}
+
+/// The attach itself (under the once-guard): channel, engine addresses.
+bool do_attach(State* st) {
+  char why[256] = {};
+  std::unique_ptr<HostChannel> ch;
+  {
+    InChannel guard;
+    ch = HostChannel::attach(g_engine_path, std::span<char>(why, sizeof why - 1));
+  }
+  if (!ch) {
+    if (g_require) require_engine_failed(g_engine_path, why);
+    if (!g_warned) {
+      g_warned = true;  // forked children inherit it
+      log(LogLevel::warn, "engine at %s not available (%s): using the kernel TCP stack", g_engine_path, why);
+    }
+    return false;
   }
   const channel::EngineInfo& info = ch->engine();
   std::size_t n = std::min<std::size_t>(info.n_addrs, std::size(st->addr_copy));
@@ -122,19 +184,92 @@ __attribute__((constructor)) void pno_shim_init() {
   st->addrs = EngineAddrs{st->addr_copy, n};
   st->ch = ch.get();
   st->channel = std::move(ch);
-  rlimit rl{};
-  int cap = kMaxTrackedFds;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < static_cast<rlim_t>(cap)) {
-    cap = static_cast<int>(rl.rlim_cur);
-  }
-  st->internal_fd_base = cap / 2;
-  ::pthread_atfork(on_fork_prepare, nullptr, on_fork_child);
-  std::atexit(at_exit_handler);
-  g_state.store(st, std::memory_order_release);
   if (log_enabled(LogLevel::info)) {
-    log(LogLevel::info, "attached to engine at %s (%u addresses)", path, static_cast<unsigned>(n));
+    log(LogLevel::info, "attached to engine at %s (%u addresses)", g_engine_path, static_cast<unsigned>(n));
   }
+  return true;
 }
+
+__attribute__((constructor)) void pno_shim_init() {
+  real::resolve_all();
+  set_log_level(parse_log_level(std::getenv("PNO_LOG_LEVEL"), LogLevel::warn));
+  const char* path = env_or("PNO_ENGINE_SOCKET", "/run/pno/engine.sock");
+  const char* req = std::getenv("PNO_REQUIRE_ENGINE");
+  g_require = req != nullptr && std::strcmp(req, "1") == 0;
+  g_warned = std::getenv("PNO_ENGINE_WARNED") != nullptr;
+  if (const char* off = std::getenv("PNO_DISABLE"); off != nullptr && std::strcmp(off, "1") == 0) {
+    log(LogLevel::info, "PNO_DISABLE=1: every socket stays with the kernel");
+    return;
+  }
+  std::snprintf(g_engine_path, sizeof g_engine_path, "%s", path);
+  // No attach here (see g_attach). What a user sees at start stays: with PNO_REQUIRE_ENGINE=1 an
+  // engine that does not answer ends the program before it runs; without it, an absent engine
+  // socket gives the one warning per process tree and the plain kernel path with no tables.
+  char why[256] = {};
+  bool present = false;
+  if (g_require) {
+    present = engine_answers(path, why, sizeof why);
+  } else {
+    struct stat sb {};
+    present = ::stat(path, &sb) == 0 && S_ISSOCK(sb.st_mode);
+    if (!present) std::snprintf(why, sizeof why, "no socket at that path");
+  }
+  if (!present) {
+    if (g_require) require_engine_failed(path, why);
+    // One warning per program tree: children inherit the mark through the environment.
+    if (!g_warned) {
+      log(LogLevel::warn, "engine at %s not available (%s): using the kernel TCP stack", path, why);
+      ::setenv("PNO_ENGINE_WARNED", "1", 1);
+    }
+    return;
+  }
+  State* st = init_state();
+  if (st == nullptr) {
+    if (g_require) require_engine_failed(path, "cannot map the shim's descriptor tables");
+    log(LogLevel::warn, "cannot map the descriptor tables: using the kernel TCP stack");
+    return;
+  }
+  publish_state(st);
+}
+
+}  // namespace
+
+/// The channel, attaching first if this process has not tried yet; nullptr when there is no
+/// usable engine (then the caller keeps the socket in the kernel).
+HostChannel* ensure_attached(State* st) {
+  int phase = g_attach.load(std::memory_order_acquire);
+  if (phase == kUnattached && !t_attaching) {
+    int expected = kUnattached;
+    if (g_attach.compare_exchange_strong(expected, kAttaching, std::memory_order_acq_rel)) {
+      t_attaching = true;
+      bool ok = do_attach(st);
+      t_attaching = false;
+      g_attach.store(ok ? kAttached : kNoEngine, std::memory_order_release);
+    }
+    phase = g_attach.load(std::memory_order_acquire);
+  }
+  if (phase == kAttaching && t_attaching) return nullptr;  // a signal handler inside our attach
+  while (phase == kAttaching) {
+    ::sched_yield();
+    phase = g_attach.load(std::memory_order_acquire);
+  }
+  if (phase != kAttached || !st->ch->alive()) return nullptr;
+  return st->ch;
+}
+
+/// The channel if this process is attached (no attach attempt), else nullptr.
+HostChannel* attached_channel(State* st) {
+  return g_attach.load(std::memory_order_acquire) == kAttached ? st->ch : nullptr;
+}
+
+/// False once an attach failed or the engine died: new sockets are not even tracked then.
+bool may_offload(State* st) {
+  int phase = g_attach.load(std::memory_order_acquire);
+  if (phase == kNoEngine) return false;
+  return phase != kAttached || st->ch->alive();
+}
+
+namespace {
 
 // ---------------------------------------------------------------------------------------------
 // Descriptor bookkeeping
@@ -153,7 +288,7 @@ void track_new(State* st, int fd, bool want_pending) {
   if (!st->fds.in_range(fd)) return;
   FdRef old = st->fds.take(fd);  // a number closed behind our back (rare): forget what it was
   if (old.kind != FdKind::kernel) untrack_fd(st, fd, old);
-  if (!want_pending || !st->ch->alive()) return;
+  if (!want_pending || !may_offload(st)) return;
   std::uint32_t idx = st->socks.alloc();
   if (idx == 0) {
     log(LogLevel::warn, "descriptor table full: socket %d stays with the kernel", fd);
@@ -539,7 +674,8 @@ void track_dup(State* st, int ofd, FdRef o, int nfd) {
 bool protected_fd(State* st, int fd) {
   if (t_in_channel) return false;
   if (st->fds.get(fd).kind == FdKind::internal) return true;
-  return st->ch->owns_fd(fd);
+  HostChannel* ch = attached_channel(st);
+  return ch != nullptr && ch->owns_fd(fd);
 }
 
 /// Moves the channel's or the shim's own fd off number `fd` (the application believes the number
@@ -605,19 +741,21 @@ int bind_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
     Errc e = st->ch->bind(st->socks[ref.index].sock.load(), *ep);
     return e == Errc::ok ? 0 : fail(to_errno(e));
   }
-  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(bind)(fd, a, len);
+  if (ref.kind != FdKind::pending) return PNO_REAL(bind)(fd, a, len);
   Result<Endpoint> ep = endpoint_from(a, len);
   if (!ep) return PNO_REAL(bind)(fd, a, len);  // the kernel reports the error
-  if (route_for_bind(st->addrs, (*ep).addr) == Route::kernel) {
-    int r = PNO_REAL(bind)(fd, a, len);
-    if (r == 0 && st->fds.take_if(fd, ref)) release_desc(st, ref.index);
-    return r;
-  }
   if ((*ep).addr.is_any() && (*ep).port == 0) {
     // bind(INADDR_ANY:0) says nothing yet about where the socket goes: connect() or listen()
-    // decides. The kernel socket takes the bind meanwhile (getsockname works).
+    // decides. The kernel socket takes the bind meanwhile (getsockname works). No attach yet.
     int r = PNO_REAL(bind)(fd, a, len);
     if (r == 0) st->socks[ref.index].bound_any_port0 = 1;
+    return r;
+  }
+  // Loopback is never the engine's: decided without attaching.
+  if ((*ep).addr.is_loopback() || ensure_attached(st) == nullptr ||
+      route_for_bind(st->addrs, (*ep).addr) == Route::kernel) {
+    int r = PNO_REAL(bind)(fd, a, len);
+    if (r == 0 && st->fds.take_if(fd, ref)) release_desc(st, ref.index);
     return r;
   }
   Endpoint local = *ep;
@@ -634,7 +772,11 @@ int listen_impl(State* st, int fd, int backlog) {
     d.listening.store(1);
     return 0;
   }
-  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(listen)(fd, backlog);
+  if (ref.kind != FdKind::pending) return PNO_REAL(listen)(fd, backlog);
+  if (ensure_attached(st) == nullptr) {
+    if (st->fds.take_if(fd, ref)) release_desc(st, ref.index);
+    return PNO_REAL(listen)(fd, backlog);
+  }
   // An unbound listener binds to the wildcard address (Linux autobind): the engine's.
   Errc e = handover(st, fd, ref, [&](HostSocket s) {
     Errc b = st->ch->bind(s, Endpoint{Ipv4Addr::any(), 0});
@@ -658,9 +800,13 @@ int connect_impl(State* st, int fd, const sockaddr* a, socklen_t len) {
     Endpoint remote = *ep;
     return connect_offloaded(st, r, &remote, Errc::ok);
   }
-  if (ref.kind != FdKind::pending || !st->ch->alive()) return PNO_REAL(connect)(fd, a, len);
+  if (ref.kind != FdKind::pending) return PNO_REAL(connect)(fd, a, len);
   Result<Endpoint> ep = endpoint_from(a, len);
-  if (!ep || route_for_connect(st->addrs, (*ep).addr) == Route::kernel) {
+  // Loopback, the wildcard, multicast and broadcast are never the engine's: decided without
+  // attaching. Anything else needs the engine's addresses, which come with the attach.
+  if (!ep || (*ep).addr.is_loopback() || (*ep).addr.is_any() || (*ep).addr.is_multicast() ||
+      (*ep).addr == Ipv4Addr::broadcast() || ensure_attached(st) == nullptr ||
+      route_for_connect(st->addrs, (*ep).addr) == Route::kernel) {
     if (st->fds.take_if(fd, ref)) release_desc(st, ref.index);
     return PNO_REAL(connect)(fd, a, len);
   }
