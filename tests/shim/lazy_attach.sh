@@ -28,6 +28,7 @@ attaches() { grep -c "host: attached pid" "$log"; }
 attached_pids() { grep -o "host: attached pid [0-9]*" "$log" | awk '{print $4}'; }
 cleanup() { "$repo/scripts/testbed" down >/dev/null 2>&1; }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 [[ $(id -u) -eq 0 ]] || { echo "needs root"; exit 1; }
 mkdir -p "$PNO_RUN_DIR"
 "$repo/scripts/testbed" down >/dev/null 2>&1
@@ -106,7 +107,7 @@ check "threads: eight listeners ($out)" "[[ '$out' == '8 0' ]]"
 check "threads: one attach for eight racing listen() calls ($((n4 - n3)))" "(( n4 - n3 == 1 ))"
 
 # 5. the lazily attached process is offloaded: the Linux peer reaches it on the engine's address
-run "$py" -c '
+timeout 30 "$pno" run --require-engine --engine-socket "$sock" -- "$py" -c '
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 7010)); s.listen(1)
@@ -114,9 +115,14 @@ c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()
 ' &
 srv=$!
 sleep 1
-got=$(timeout 10 ip netns exec "$PNO_NETNS" "$py" -c '
-import socket
-c = socket.create_connection(("'"$engine_ip"'", 7010), timeout=5)
+got=$(timeout 20 ip netns exec "$PNO_NETNS" "$py" -c '
+import socket, time
+for _ in range(30):  # the server may still be starting on a loaded machine
+    try:
+        c = socket.create_connection(("'"$engine_ip"'", 7010), timeout=5)
+        break
+    except OSError:
+        time.sleep(0.5)
 c.sendall(b"lazy"); print(c.recv(100).decode())
 ' 2>&1)
 wait "$srv"
