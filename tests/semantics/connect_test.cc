@@ -134,6 +134,61 @@ TEST(Getsockname, TruncatesToTheGivenLengthAndReportsTheFullOne) {
   EXPECT_EQ(ntohs(p), port);
 }
 
+/// getsockname() of `fd`, failing the test if it fails.
+sockaddr_in name_of(int fd) {
+  sockaddr_in got{};
+  socklen_t len = sizeof got;
+  EXPECT_EQ(::getsockname(fd, sa(got), &len), 0) << errname(errno);
+  EXPECT_EQ(len, sizeof got);
+  EXPECT_EQ(got.sin_family, AF_INET);
+  return got;
+}
+
+/// The peer connects to local_ip:port; the accepted socket's name is the concrete local address.
+void expect_accepted_name_is_local(Peer& p, int l, std::uint16_t port) {
+  p.post("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  Fd c(::accept(l, nullptr, nullptr));
+  ASSERT_GE(c.get(), 0) << errname(errno);
+  ASSERT_EQ(p.reply()[0], "ok");
+  sockaddr_in me = name_of(c);
+  EXPECT_EQ(ip_of(me), env().local_ip);
+  EXPECT_EQ(port_of(me), port);
+}
+
+TEST(Getsockname, WildcardListenerIsAnyAddressItsConnectionsTheLocalOne) {
+  Peer p;
+  Fd l = tcp_socket();
+  auto any = make_addr("0.0.0.0", 0);
+  ASSERT_EQ(::bind(l, sa(any), sizeof any), 0) << errname(errno);
+  ASSERT_EQ(::listen(l, 16), 0) << errname(errno);
+  sockaddr_in got = name_of(l);
+  EXPECT_EQ(got.sin_addr.s_addr, htonl(INADDR_ANY)) << ip_of(got);
+  const std::uint16_t port = port_of(got);
+  ASSERT_NE(port, 0);
+  expect_accepted_name_is_local(p, l, port);
+  got = name_of(l);
+  EXPECT_EQ(got.sin_addr.s_addr, htonl(INADDR_ANY)) << "after accept: " << ip_of(got);
+  EXPECT_EQ(port_of(got), port);
+}
+
+TEST(Getsockname, ListenWithoutBindIsAnyAddressAndAnEphemeralPort) {
+  Peer p;
+  Fd l = tcp_socket();
+  ASSERT_EQ(::listen(l, 16), 0) << errname(errno);
+  sockaddr_in got = name_of(l);
+  EXPECT_EQ(got.sin_addr.s_addr, htonl(INADDR_ANY)) << ip_of(got);
+  const std::uint16_t port = port_of(got);
+  ASSERT_NE(port, 0);
+  expect_accepted_name_is_local(p, l, port);
+}
+
+TEST(Getsockname, ListenerBoundToTheLocalAddressReportsIt) {
+  auto [l, port] = listen_local();
+  sockaddr_in got = name_of(l);
+  EXPECT_EQ(ip_of(got), env().local_ip);
+  EXPECT_EQ(port_of(got), port);
+}
+
 TEST(Getpeername, UnconnectedIsENOTCONN) {
   Fd s = tcp_socket();
   sockaddr_in got{};

@@ -354,5 +354,35 @@ TEST(TcpListen, ReuseportAcceptQueuesArePerMember_Linux) {
   EXPECT_EQ(h.tcp->accept(l2).error(), Errc::again);
 }
 
+TEST(TcpListen, WildcardBoundListenerKeepsTheWildcardNameChildrenGetTheConcreteAddress_Linux) {
+  TcpHarness h;
+  // bind(0.0.0.0:port): Linux getsockname gives 0.0.0.0:port before and after listen().
+  auto l = h.tcp->socket();
+  ASSERT_EQ(h.tcp->bind(*l, Endpoint{Ipv4Addr{}, kLocalPort}), Errc::ok);
+  EXPECT_EQ(h.tcp->local_endpoint(*l).value(), (Endpoint{Ipv4Addr{}, kLocalPort}));
+  ASSERT_EQ(h.tcp->listen(*l, 4), Errc::ok);
+  EXPECT_EQ(h.tcp->local_endpoint(*l).value(), (Endpoint{Ipv4Addr{}, kLocalPort}));
+  h.listener = *l;
+  // The accepted connection reports the address the SYN was sent to.
+  const SocketId c = h.established_passive();
+  EXPECT_EQ(h.tcp->local_endpoint(c).value(), (Endpoint{kLocalIp, kLocalPort}));
+  // listen() on an unbound socket autobinds the wildcard (inet_autobind).
+  auto a = h.tcp->socket();
+  ASSERT_EQ(h.tcp->listen(*a, 4), Errc::ok);
+  const Endpoint an = h.tcp->local_endpoint(*a).value();
+  EXPECT_TRUE(an.addr.is_any());
+  EXPECT_NE(an.port, 0);
+  // A socket bound to the wildcard that connects reports the source address connect chose.
+  auto d = h.tcp->socket();
+  ASSERT_EQ(h.tcp->bind(*d, Endpoint{Ipv4Addr{}, 0}), Errc::ok);
+  EXPECT_TRUE(h.tcp->local_endpoint(*d).value().addr.is_any());
+  ASSERT_EQ(h.tcp->connect(*d, Endpoint{kPeerIp, kPeerPort}), Errc::in_progress);
+  EXPECT_EQ(h.tcp->local_endpoint(*d).value().addr, kLocalIp);
+  // An explicit address is reported as bound.
+  auto e = h.tcp->socket();
+  ASSERT_EQ(h.tcp->bind(*e, Endpoint{kLocalIp, 0}), Errc::ok);
+  EXPECT_EQ(h.tcp->local_endpoint(*e).value().addr, kLocalIp);
+}
+
 }  // namespace
 }  // namespace pno::test

@@ -48,6 +48,7 @@ struct Sock {
   bool in_use = false;
   bool orphan = false;         ///< user closed it (or never accepted): no events, freed when CLOSED
   bool bound = false;
+  bool bound_any = false;      ///< bound to INADDR_ANY: the name stays 0.0.0.0 until connect picks one
   bool autobound = false;      ///< port picked by connect(): other destinations may share it
   bool hashed = false;         ///< in the 4-tuple table
   bool ever_connected = false; ///< SYN-SENT or later was reached (recv/send errors differ)

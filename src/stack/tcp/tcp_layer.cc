@@ -77,7 +77,7 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   const bool in_pending = s.in_pending, event_queued = s.event_queued;
   s.tcb = Tcb(cfg);
   s.opt = SockOptions{};
-  s.orphan = s.bound = s.autobound = s.hashed = s.ever_connected = s.in_accept_queue = false;
+  s.orphan = s.bound = s.bound_any = s.autobound = s.hashed = s.ever_connected = s.in_accept_queue = false;
   s.local = s.remote = Endpoint{};
   s.so_error = Errc::ok;
   s.backlog = 0;
@@ -348,6 +348,7 @@ Errc TcpLayer::bind(SocketId id, Endpoint local) {
   }
   s->local = Endpoint{m.ip.local_addr(), local.port};
   s->bound = true;
+  s->bound_any = local.addr.is_any();
   return Errc::ok;
 }
 
@@ -365,6 +366,7 @@ Errc TcpLayer::listen(SocketId id, int backlog) {
     if (p == 0) return Errc::addr_in_use;
     s->local = Endpoint{m.ip.local_addr(), p};
     s->bound = true;
+    s->bound_any = true;  // inet_autobind() binds the wildcard address
   }
   // Linux checks the port again at listen() (inet_csk_get_port): joining listeners needs
   // SO_REUSEPORT on every member, as set now.
@@ -707,6 +709,12 @@ std::uint32_t TcpLayer::readiness(SocketId id) const {
 Result<Endpoint> TcpLayer::local_endpoint(SocketId id) const {
   const Sock* s = impl_->lookup(id);
   if (s == nullptr) return Errc::badf;
+  // A socket bound to the wildcard reports 0.0.0.0 as long as it has no connection (Linux keeps
+  // inet_rcv_saddr = INADDR_ANY for listeners; connect() fills in the route's source address).
+  if (s->bound_any && !s->ever_connected &&
+      (s->tcb.state == TcpState::listen || s->tcb.state == TcpState::closed)) {
+    return Endpoint{Ipv4Addr{}, s->local.port};
+  }
   return s->local;
 }
 
