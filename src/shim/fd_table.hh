@@ -187,7 +187,10 @@ class FdTable {
 
 /// What connect() has done on a socket (struct socket's SS_UNCONNECTED / SS_CONNECTING /
 /// SS_CONNECTED in Linux): connect()'s answers depend on it, not only on the TCP state.
-enum class ConnState : std::uint32_t { unconnected = 0, connecting = 1, connected = 2 };
+/// `failed`: connect() itself reported the handshake's failure; Linux then disconnects the socket
+/// (inet_stream_connect -> tcp_disconnect clears sk_shutdown), so recv() is ENOTCONN and poll
+/// shows OUT|HUP, unlike after SO_ERROR took the error (EOF, IN|OUT|HUP|RDHUP).
+enum class ConnState : std::uint32_t { unconnected = 0, connecting = 1, connected = 2, failed = 3 };
 
 /// An option set on a pending socket, replayed to the engine at hand-over.
 struct RecordedOpt {

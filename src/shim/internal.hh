@@ -43,7 +43,14 @@ inline std::uint32_t ready_of(State* st, HostSocket s) {
 /// EPOLLERR|EPOLLHUP; accept() on it fails with ECONNABORTED at once.
 inline std::uint32_t poll_ready_of(State* st, const SockDesc& d) {
   if (!st->ch->alive() && d.listening.load(std::memory_order_relaxed) != 0) return 0;
-  return ready_of(st, d.sock.load(std::memory_order_acquire));
+  const std::uint32_t r = ready_of(st, d.sock.load(std::memory_order_acquire));
+  // After connect() reported the failure the socket is disconnected (tcp_disconnect): tcp_poll
+  // shows TCP_CLOSE without shutdown flags, OUT|HUP.
+  if ((r & EPOLLHUP) != 0 && st->ch->alive() &&
+      d.conn_state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(ConnState::failed)) {
+    return EPOLLOUT | EPOLLHUP;
+  }
+  return r;
 }
 
 /// Sleeps once: arms the thread's waiter, re-checks `check`, then waits in ppoll() on the kernel

@@ -453,7 +453,15 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
   for (;;) {
     Result<std::size_t> got = st->ch->recv(r.s, cur.window(), peek);
     if (got) {
-      if (*got == 0) return static_cast<ssize_t>(cur.done());  // EOF
+      if (*got == 0) {
+        // EOF, except on a socket whose failed connect() disconnected it (Linux: TCP_CLOSE with
+        // no shutdown flags, tcp_recvmsg gives ENOTCONN).
+        if (cur.done() == 0 && r.d->conn_state.load(std::memory_order_relaxed) ==
+                                   static_cast<std::uint32_t>(ConnState::failed)) {
+          return fail(ENOTCONN);
+        }
+        return static_cast<ssize_t>(cur.done());
+      }
       cur.advance(*got);
       if (!waitall || cur.finished()) return static_cast<ssize_t>(cur.done());
       continue;
@@ -567,7 +575,7 @@ int resolve_connect(State* st, SockRef r, bool first_call) {
   }
   if ((rd & (EPOLLERR | EPOLLHUP)) != 0) {
     Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
-    d.conn_state.store(static_cast<std::uint32_t>(ConnState::unconnected));
+    d.conn_state.store(static_cast<std::uint32_t>(ConnState::failed));
     return fail(err != Errc::ok ? to_errno(err) : ECONNABORTED);
   }
   d.conn_state.store(static_cast<std::uint32_t>(ConnState::connected));

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -410,6 +411,85 @@ TEST(Connect, RefusedNonBlockingSecondConnectReportsTheError) {
   errno = 0;
   EXPECT_EQ(::connect(s, sa(a), sizeof a), -1);
   EXPECT_EQ(errno, ECONNREFUSED);
+}
+
+/// A refused connect whose error was taken by SO_ERROR: the socket stays as tcp_reset -> tcp_done
+/// left it (TCP_CLOSE, SHUTDOWN_MASK): reads are EOF, poll and epoll show IN|OUT|HUP|RDHUP.
+/// When connect() itself reported the error, Linux disconnected the socket (inet_stream_connect
+/// -> tcp_disconnect clears the shutdown flags): reads are ENOTCONN, poll shows OUT|HUP.
+void expect_refused_socket_state(int s, bool reported_by_connect) {
+  const short want_poll = reported_by_connect ? (POLLOUT | POLLHUP) : (POLLIN | POLLOUT | POLLHUP | POLLRDHUP);
+  pollfd pf{s, POLLIN | POLLOUT | POLLRDHUP, 0};
+  ASSERT_EQ(::poll(&pf, 1, 0), 1);
+  EXPECT_EQ(pf.revents, want_poll) << pf.revents;
+  Fd ep(::epoll_create1(0));
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev), 0);
+  epoll_event got{};
+  ASSERT_EQ(::epoll_wait(ep, &got, 1, 0), 1);
+  EXPECT_EQ(got.events, static_cast<std::uint32_t>(want_poll)) << got.events;
+  char b;
+  errno = 0;
+  if (reported_by_connect) {
+    EXPECT_EQ(::recv(s, &b, 1, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, ENOTCONN) << errname(errno);
+    errno = 0;
+    EXPECT_EQ(::recv(s, &b, 1, 0), -1);
+    EXPECT_EQ(errno, ENOTCONN) << errname(errno);
+  } else {
+    ASSERT_EQ(::recv(s, &b, 1, MSG_DONTWAIT), 0) << errname(errno);
+    EXPECT_EQ(::recv(s, &b, 1, 0), 0) << errname(errno);  // blocking: no wait at EOF
+  }
+  int err = -1;
+  socklen_t len = sizeof err;
+  ASSERT_EQ(::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+  EXPECT_EQ(err, 0);
+}
+
+/// A non-blocking connect to a closed port of the peer, refused (RST) by the time this returns.
+Fd refused_nonblocking_connect(Peer& p, sockaddr_in* to) {
+  auto [lid, port] = p.listen();
+  p.call("closelisten " + std::to_string(lid));
+  Fd s = tcp_socket(SOCK_NONBLOCK);
+  *to = make_addr(env().peer_ip, port);
+  EXPECT_EQ(::connect(s, sa(*to), sizeof *to), -1);
+  EXPECT_EQ(errno, EINPROGRESS);
+  EXPECT_TRUE(poll_one(s, POLLOUT, 5000) & POLLERR);
+  return s;
+}
+
+TEST(Connect, RefusedThenSoErrorTakenReadsEofAndPollsInOutHupRdhup) {
+  Peer p;
+  sockaddr_in a{};
+  Fd s = refused_nonblocking_connect(p, &a);
+  int err = 0;
+  socklen_t len = sizeof err;
+  ASSERT_EQ(::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+  ASSERT_EQ(err, ECONNREFUSED) << errname(err);
+  expect_refused_socket_state(s, false);
+}
+
+TEST(Connect, RefusedReportedBySecondConnectThenRecvIsENOTCONNAndPollsOutHup) {
+  Peer p;
+  sockaddr_in a{};
+  Fd s = refused_nonblocking_connect(p, &a);
+  errno = 0;
+  ASSERT_EQ(::connect(s, sa(a), sizeof a), -1);
+  ASSERT_EQ(errno, ECONNREFUSED);
+  expect_refused_socket_state(s, true);
+}
+
+TEST(Connect, RefusedBlockingConnectThenRecvIsENOTCONNAndPollsOutHup) {
+  Peer p;
+  auto [lid, port] = p.listen();
+  p.call("closelisten " + std::to_string(lid));
+  Fd s = tcp_socket();
+  auto a = make_addr(env().peer_ip, port);
+  errno = 0;
+  ASSERT_EQ(::connect(s, sa(a), sizeof a), -1);
+  ASSERT_EQ(errno, ECONNREFUSED);
+  expect_refused_socket_state(s, true);
 }
 
 TEST(Connect, ShortAddressIsEINVAL) {
