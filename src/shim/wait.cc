@@ -12,6 +12,7 @@
 
 #include "shim/internal.hh"
 #include "shim/log.hh"
+#include "shim/signals.hh"
 
 namespace pno::shim {
 namespace {
@@ -527,23 +528,6 @@ int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::in
 
 // ---------------------------------------------------------------------------------------------
 
-namespace {
-/// Whether Linux would restart a socket call a signal interrupted: only without a timeout
-/// (net/core/sock.c sock_intr_errno) and when the handler has SA_RESTART. ppoll() does not say
-/// which signal arrived, so every installed handler must have SA_RESTART.
-bool restartable(std::int64_t timeout_us) {
-  if (timeout_us != 0) return false;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    struct sigaction sa {};
-    if (::sigaction(sig, nullptr, &sa) != 0) continue;
-    bool handler = (sa.sa_flags & SA_SIGINFO) != 0 ||
-                   (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
-    if (handler && (sa.sa_flags & SA_RESTART) == 0) return false;
-  }
-  return true;
-}
-}  // namespace
-
 int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us) {
   if (timeout_us < 0) return EAGAIN;
   std::uint32_t want = mask | EPOLLERR;
@@ -552,9 +536,12 @@ int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeou
   std::int64_t deadline = timeout_us == 0 ? -1 : now_ns() + timeout_us * 1000;
   for (;;) {
     pollfd pfd[2];
+    note_signals_clear();
     int r = sleep_once(st, check, pfd, 0, deadline, nullptr);
     if (r < 0) {
-      if (errno == EINTR && restartable(timeout_us)) continue;
+      // Linux restarts the call only without a timeout (net/core/sock.c sock_intr_errno) and
+      // when the handler of the signal that arrived has SA_RESTART (signal(7)).
+      if (errno == EINTR && timeout_us == 0 && restart_after_signal()) continue;
       return errno;
     }
     if (check()) return 0;
