@@ -24,7 +24,6 @@ when a test fails. Needs root. Python 3 standard library only.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
@@ -40,7 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
+from pnotest import (TESTBED, Cleanups, Leftovers, Proc, TestFailure, check_root_and_binaries,  # noqa: E402
+                     children_of, engine_pid, expect, log, select_tests, suite_arg_parser, summarize_results,
+                     tail, unwind_on_sigterm)
+
 HERE = Path(__file__).resolve().parent
 
 NETNS = os.environ.get("PNO_NETNS", "pno-apps")
@@ -55,19 +58,6 @@ RUN_DIR = os.environ.get("PNO_RUN_DIR", f"/run/pno-testbed/{NETNS}")
 APPS = ("redis", "lighttpd", "haproxy", "nginx", "echo")
 MODES = ("kernel", "pno")
 PROFILES = ("clean", "loss1")
-
-
-class TestFailure(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def expect(cond: bool, what: str) -> None:
-    if not cond:
-        raise TestFailure(what)
 
 
 def sha256(data: bytes) -> str:
@@ -97,149 +87,6 @@ PROFILE = {
 
 
 # ------------------------------------------------------------------------------------------------
-# Processes started by a test: own session, stopped by pid, leftovers of the group killed
-# ------------------------------------------------------------------------------------------------
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def children_of(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-            out += [int(x) for x in text.split()]
-    except OSError:
-        pass
-    return sorted(set(out))
-
-
-def start_time(pid: int) -> str | None:
-    """The process's start time (/proc/PID/stat field 22): with the pid, it names one process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-class Leftovers:
-    """The servers a test started and its temporary directory, in a file, so that the next test
-    cleans up after a test killed without its cleanup (SIGKILL). Lines: "PID START_TIME" of a
-    session leader, or "dir PATH"."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def add(self, pid: int) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"{pid} {start_time(pid)}\n")
-
-    def add_dir(self, path: Path) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"dir {path}\n")
-
-    def reap(self) -> None:
-        if not self.path.exists():
-            return
-        for line in self.path.read_text().splitlines():
-            pid_s, start = line.split(" ", 1)
-            if pid_s == "dir":
-                shutil.rmtree(start, ignore_errors=True)
-                continue
-            pid = int(pid_s)
-            if start_time(pid) == start and group_alive(pid):
-                log(f"killing process group {pid} left running by an earlier test")
-                os.killpg(pid, signal.SIGKILL)
-        self.path.unlink()
-
-
-class Proc:
-    """One server process (with whatever it forks): its own session, so the group is exactly what
-    it started. Stopped with a signal to its pid; what is left of the group afterwards is killed."""
-
-    def __init__(self, name: str, cmd: list[str], logfile: Path, cwd: Path | None = None,
-                 leftovers: Leftovers | None = None):
-        self.name = name
-        self.cmd = cmd
-        self.logfile = logfile
-        log(f"& {shlex.join(cmd)}")
-        with open(logfile, "wb") as out:
-            self.p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, cwd=cwd)
-        self.pid = self.p.pid
-        if leftovers:
-            leftovers.add(self.pid)
-        self.stopped = False
-        self.returncode: int | None = None
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise TestFailure(f"{self.name} (pid {self.pid}) exited with {self.p.returncode}; "
-                              f"log {self.logfile}:\n{tail(self.logfile)}")
-
-    def stop(self, sig: int = signal.SIGTERM, grace: float = 10, expect_rc: int | tuple[int, ...] | None = 0) -> None:
-        """Graceful stop: `sig` to the pid, wait, then the exit status must be expect_rc (one of them,
-        if a tuple; None: any status but a crash) and no process of the group may be left."""
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.alive():
-            os.kill(self.pid, sig)
-        try:
-            self.returncode = self.p.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise TestFailure(f"{self.name} (pid {self.pid}) did not exit within {grace:.0f}s of "
-                              f"{signal.Signals(sig).name}") from None
-        deadline = time.monotonic() + 3
-        while group_alive(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = group_alive(self.pid)
-        if left:
-            self.kill()
-        rc = self.returncode
-        log(f"{self.name} (pid {self.pid}) stopped with {signal.Signals(sig).name}: exit {rc}")
-        if rc < 0 and -rc != sig:
-            raise TestFailure(f"{self.name} died of {signal.Signals(-rc).name} after {signal.Signals(sig).name}:\n"
-                              f"{tail(self.logfile)}")
-        if expect_rc is not None and rc not in (expect_rc if isinstance(expect_rc, tuple) else (expect_rc,)):
-            raise TestFailure(f"{self.name} exited with {rc} after {signal.Signals(sig).name} (expected "
-                              f"{expect_rc}):\n{tail(self.logfile)}")
-        expect(not left, f"{self.name}: processes of its group were still running after it exited")
-
-    def kill(self) -> None:
-        """Last resort (cleanup): SIGKILL to the whole group this process started."""
-        self.stopped = True
-        if group_alive(self.pid):
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.p.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
-# ------------------------------------------------------------------------------------------------
 # The testbed (scripts/testbed) with the engine's host service or only the kernel link
 # ------------------------------------------------------------------------------------------------
 
@@ -248,7 +95,7 @@ class Testbed:
         self.opts = opts
         self.mode = mode
         self.art = art
-        self.script = str(REPO / "scripts" / "testbed")
+        self.script = str(TESTBED)
         self.run_dir = Path(RUN_DIR)
         self.host_socket = self.run_dir / "host.sock"
         self.stats_path = art / "engine-stats.txt"
@@ -265,28 +112,31 @@ class Testbed:
         return p
 
     def up(self) -> None:
-        self._testbed("down", check=False)  # leftovers of a killed run
         self.host_socket.unlink(missing_ok=True)
-        self.is_up = True
         if self.mode == "kernel":
+            self.start_testbed(None)
+        else:
+            self.start_testbed(["--host-socket", str(self.host_socket), "--stats-file", str(self.stats_path),
+                                "--check-leaks", "--stats", "--stats-interval", "0"])
+
+    def start_testbed(self, engine_args: list[str] | None) -> None:
+        """`scripts/testbed net` (engine_args None: only the kernel link) or `scripts/testbed up
+        ENGINE_ARGS`, which must make the engine's host socket; leftovers of a killed run go first."""
+        self._testbed("down", check=False)  # leftovers of a killed run
+        self.is_up = True
+        if engine_args is None:
             log(f"$ scripts/testbed net   ({NETNS}, kernel link {KHOST_IP} <-> {KPEER_IP})")
             self._testbed("net")
-        else:
-            args = ["--host-socket", str(self.host_socket), "--stats-file", str(self.stats_path),
-                    "--check-leaks", "--stats", "--stats-interval", "0"]
-            log(f"$ scripts/testbed up {shlex.join(args)}")
-            self._testbed("up", *args)
-            deadline = time.monotonic() + 10
-            while not self.host_socket.exists():
-                expect(time.monotonic() < deadline, f"engine made no host socket at {self.host_socket}")
-                time.sleep(0.05)
+            return
+        log(f"$ scripts/testbed up {shlex.join(engine_args)}")
+        self._testbed("up", *engine_args)
+        deadline = time.monotonic() + 10
+        while not self.host_socket.exists():
+            expect(time.monotonic() < deadline, f"engine made no host socket at {self.host_socket}")
+            time.sleep(0.05)
 
     def engine_pid(self) -> int | None:
-        try:
-            pid = int((self.run_dir / "engine.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return engine_pid(self.run_dir)
 
     def check_engine_alive(self) -> None:
         if self.mode == "pno" and self.engine_pid() is None:
@@ -322,8 +172,9 @@ class Testbed:
 # Per-test context
 # ------------------------------------------------------------------------------------------------
 
-class Run:
+class Run(Cleanups):
     def __init__(self, name: str, opts: argparse.Namespace, app: str, mode: str, profile: Profile):
+        super().__init__()
         self.name = name
         self.opts = opts
         self.app = app
@@ -339,21 +190,8 @@ class Run:
         self.bed = Testbed(opts, mode, self.art)
         self.leftovers = Leftovers(Path(opts.results) / ".servers")
         self.procs: list[Proc] = []
-        self._cleanups: list[Callable[[], None]] = []
         self.metrics: dict[str, float] = {}
         self.loss_drops: list[int] = []
-
-    # --- cleanup stack ---
-    def on_cleanup(self, fn: Callable[[], None]) -> None:
-        self._cleanups.append(fn)
-
-    def cleanup(self) -> None:
-        while self._cleanups:
-            fn = self._cleanups.pop()
-            try:
-                fn()
-            except Exception as e:  # every step runs
-                log(f"cleanup step failed: {e!r}")
 
     # --- scaling under loss ---
     def n(self, count: int, minimum: int = 1) -> int:
@@ -1000,10 +838,7 @@ def run_test(name: str, opts: argparse.Namespace) -> tuple[bool, float, dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tests", nargs="*", help="APP.MODE[.loss1] names or globs (default: every kernel test)")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--build-dir", default=os.environ.get("PNO_BUILD_DIR", str(REPO / "build")))
+    ap = suite_arg_parser(__doc__, "APP.MODE[.loss1] names or globs (default: every kernel test)")
     ap.add_argument("--engine", help="pno-engine (default BUILD/bin/pno-engine)")
     ap.add_argument("--pno", help="the pno command (default BUILD/bin/pno)")
     ap.add_argument("--loadgen", help="pno-loadgen (default BUILD/bin/pno-loadgen)")
@@ -1011,8 +846,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep each test's temporary directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every redis-cli command")
     opts = ap.parse_args()
-    # ctest's timeout sends SIGTERM: unwind so the cleanup (servers, testbed down) still runs.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_sigterm()
     if opts.list:
         print("\n".join(all_tests()))
         return 0
@@ -1021,23 +855,14 @@ def main() -> int:
     opts.pno = os.path.abspath(opts.pno or build / "bin" / "pno")
     opts.loadgen = os.path.abspath(opts.loadgen or build / "bin" / "pno-loadgen")
     opts.results = os.path.abspath(opts.results or build / "apps-results")
-    names: list[str] = []
-    for pat in opts.tests or ["*.kernel", "*.kernel.*"]:
-        hits = [t for t in all_tests() if fnmatch.fnmatchcase(t, pat)]
-        if not hits:
-            print(f"apps: no test matches {pat!r}", file=sys.stderr)
-            return 2
-        names += [h for h in hits if h not in names]
-    if os.geteuid() != 0:
-        print("apps: needs root (network namespaces, nftables)", file=sys.stderr)
+    names = select_tests("apps", all_tests(), opts.tests or ["*.kernel", "*.kernel.*"])
+    if names is None:
         return 2
     need = {opts.loadgen}
     if any(parse_name(n)[1] == "pno" for n in names):
         need |= {opts.engine, opts.pno}
-    for b in sorted(need):
-        if not os.access(b, os.X_OK):
-            print(f"apps: {b} not built", file=sys.stderr)
-            return 2
+    if not check_root_and_binaries("apps", sorted(need)):
+        return 2
     tools = ["redis-server", "redis-cli", "redis-benchmark", "lighttpd", "haproxy", "nginx", "socat", "wrk", "curl",
              "nft"]
     missing = [t for t in tools if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
@@ -1045,13 +870,7 @@ def main() -> int:
         print(f"apps: missing programs {missing} (run scripts/bootstrap)", file=sys.stderr)
         return 2
     results = [(n,) + run_test(n, opts) for n in names]
-    failed = [r for r in results if not r[1]]
-    if len(results) > 1:
-        print("\nsummary:")
-        for n, ok, dt, m in results:
-            print(f"  {'PASS' if ok else 'FAIL'} {n:24s} {dt:6.1f}s {json.dumps(m) if m else ''}")
-        print(f"{len(results) - len(failed)}/{len(results)} passed, {sum(r[2] for r in results):.0f}s")
-    return 1 if failed else 0
+    return summarize_results(results, 24)
 
 
 if __name__ == "__main__":

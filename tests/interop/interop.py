@@ -18,7 +18,6 @@ Needs root (namespaces, nftables). Python 3 standard library only.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import re
@@ -32,7 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
+from pnotest import (TESTBED, Cleanups, TestFailure, check_root_and_binaries, engine_pid, expect,  # noqa: E402
+                     log, select_tests, stop_group, suite_arg_parser, summarize_results, unwind_on_sigterm,
+                     wait_until)
+
 # The same environment variables as scripts/testbed, so a second testbed can run beside the default one.
 PEER_NS = os.environ.get("PNO_NETNS", "pno-peer")
 ENGINE_IF = os.environ.get("PNO_IFACE", "pno0")
@@ -43,14 +46,6 @@ ENGINE_NS = PEER_NS + "-eng"  # only for --target linux: the Linux stand-in for 
 ECHO_PORT = 7
 DISCARD_PORT = 9
 CLIENT_TEST_PORT = 5001  # Linux servers that the engine's client connects to
-
-
-class TestFailure(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -82,30 +77,18 @@ PROFILES = {
 # Per-test context: processes, cleanup, results directory
 # ------------------------------------------------------------------------------------------------
 
-class Ctx:
+class Ctx(Cleanups):
     def __init__(self, name: str, opts: argparse.Namespace, profile: Profile):
+        super().__init__()
         self.name = name
         self.opts = opts
         self.profile = profile
         self.dir = Path(opts.results) / name
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._cleanups: list[Callable[[], None]] = []
         self.procs: list[subprocess.Popen] = []
         self.notes: list[str] = []
         self.loadgen_bin = opts.loadgen
-
-    # --- cleanup stack (runs in reverse, every step even if one fails) ---
-    def on_cleanup(self, fn: Callable[[], None]) -> None:
-        self._cleanups.append(fn)
-
-    def cleanup(self) -> None:
-        while self._cleanups:
-            fn = self._cleanups.pop()
-            try:
-                fn()
-            except Exception as e:  # cleanup must go on
-                log(f"cleanup step failed: {e}")
 
     # --- commands ---
     def run(self, cmd: list[str], timeout: float = 60, check: bool = True,
@@ -129,16 +112,7 @@ class Ctx:
                              start_new_session=True)
         out.close()
         self.procs.append(p)
-
-        def stop() -> None:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(5)
-        self.on_cleanup(stop)
+        self.on_cleanup(lambda: stop_group(p, signal.SIGTERM, 5))
         return p
 
     def in_ns(self, ns: str, cmd: list[str]) -> list[str]:
@@ -161,12 +135,7 @@ class Ctx:
         return res
 
     def sleep_until(self, pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return
-            time.sleep(step)
-        raise TestFailure(f"timed out after {timeout:.0f}s waiting for {what}")
+        wait_until(pred, timeout, what, step)
 
     def scaled(self, nbytes: int, minimum: int = 1 << 20) -> int:
         return max(minimum, int(nbytes * self.profile.scale))
@@ -237,12 +206,7 @@ class Capture:
             log("tcpdump did not start; continuing without a capture")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc, signal.SIGINT, 5)
 
     def summary(self, lines: int = 40) -> str:
         self.stop()
@@ -283,7 +247,7 @@ class EngineTarget:
 
     def __init__(self, opts: argparse.Namespace):
         self.opts = opts
-        self.testbed = str(REPO / "scripts" / "testbed")
+        self.testbed = str(TESTBED)
         self.stats: dict[str, int | str] = {}
         self.stats_path: Path | None = None
         self.log_path: Path | None = None
@@ -336,12 +300,7 @@ class EngineTarget:
             raise TestFailure(f"testbed up failed ({p.returncode}):\n{p.stderr[-3000:]}")
 
     def engine_pid(self) -> int | None:
-        pidfile = Path(self.env.get("PNO_RUN_DIR", "/nonexistent")) / "engine.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return engine_pid(Path(self.env.get("PNO_RUN_DIR", "/nonexistent")))
 
     def down(self, ctx: Ctx) -> None:
         if not self.running:
@@ -376,11 +335,7 @@ class EngineTarget:
             try:
                 rc = p.wait(timeout + 30)
             except BaseException:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+                stop_group(p, signal.SIGTERM, 10)
                 raise
         ctx.save_nft()
         self.down(ctx)
@@ -523,11 +478,6 @@ def scenario(name: str, profiles: tuple[str, ...] = ALL, **kw):
 
 def engine_ep(port: int) -> str:
     return f"{ENGINE_IP}:{port}"
-
-
-def expect(cond: bool, msg: str) -> None:
-    if not cond:
-        raise TestFailure(msg)
 
 
 @scenario("ping", profiles=("clean", "delay", "dup"))
@@ -814,10 +764,7 @@ def run_test(full: str, opts: argparse.Namespace) -> tuple[bool, float, dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tests", nargs="*", help="SCENARIO.PROFILE names or globs (default: all)")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--build-dir", default=os.environ.get("PNO_BUILD_DIR", str(REPO / "build")))
+    ap = suite_arg_parser(__doc__, "SCENARIO.PROFILE names or globs (default: all)")
     ap.add_argument("--engine", help="pno-engine binary (default BUILD/bin/pno-engine)")
     ap.add_argument("--loadgen", help="pno-loadgen binary (default BUILD/bin/pno-loadgen)")
     ap.add_argument("--target", choices=("engine", "linux"), default="engine")
@@ -825,8 +772,7 @@ def main() -> int:
     ap.add_argument("--pcap", action="store_true", help="capture every test, also bulk transfers")
     ap.add_argument("--keep-pcap", action="store_true", help="keep captures of passing tests")
     opts = ap.parse_args()
-    # ctest's timeout sends SIGTERM: unwind so every test's cleanup (testbed down) still runs.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_sigterm()
     if opts.list:
         print("\n".join(all_tests()))
         return 0
@@ -834,30 +780,15 @@ def main() -> int:
     opts.engine = os.path.abspath(opts.engine or build / "bin" / "pno-engine")
     opts.loadgen = os.path.abspath(opts.loadgen or build / "bin" / "pno-loadgen")
     opts.results = os.path.abspath(opts.results or build / "interop-results")
-    names = []
-    for pat in opts.tests or ["*"]:
-        hits = [t for t in all_tests() if fnmatch.fnmatchcase(t, pat)]
-        if not hits:
-            print(f"interop: no test matches {pat!r}", file=sys.stderr)
-            return 2
-        names += [h for h in hits if h not in names]
-    if os.geteuid() != 0:
-        print("interop: needs root (network namespaces, nftables)", file=sys.stderr)
+    names = select_tests("interop", all_tests(), opts.tests or ["*"])
+    if names is None:
         return 2
-    for b in ([opts.loadgen] + ([opts.engine] if opts.target == "engine" else [])):
-        if not os.access(b, os.X_OK):
-            print(f"interop: {b} not built", file=sys.stderr)
-            return 2
+    if not check_root_and_binaries("interop", [opts.loadgen] + ([opts.engine] if opts.target == "engine" else [])):
+        return 2
     results = []
     for n in names:
         results.append((n,) + run_test(n, opts))
-    failed = [r for r in results if not r[1]]
-    if len(results) > 1:
-        print("\nsummary:")
-        for n, ok, dt, m in results:
-            print(f"  {'PASS' if ok else 'FAIL'} {n:28s} {dt:6.1f}s {json.dumps(m) if m else ''}")
-        print(f"{len(results) - len(failed)}/{len(results)} passed, {sum(r[2] for r in results):.0f}s")
-    return 1 if failed else 0
+    return summarize_results(results, 28)
 
 
 if __name__ == "__main__":

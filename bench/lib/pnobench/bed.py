@@ -7,7 +7,6 @@ PCIe-model rows). It runs on lcore ENGINE_LCORE with its host service on a Unix 
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 
@@ -23,28 +22,19 @@ def make_testbed_class(apps):
             super().__init__(opts, "kernel", art)
             self.engine_args: list[str] | None = None  # None: no engine (scripts/testbed net)
 
-        def start(self, engine_args: list[str] | None, log) -> None:
+        def start(self, engine_args: list[str] | None) -> None:
             if self.is_up:
                 self.down()
-            self._testbed("down", check=False)  # leftovers of a killed run
-            self.is_up = True
             self.engine_args = engine_args
             if engine_args is None:
                 self.mode = "kernel"
-                log(f"$ scripts/testbed net   ({apps.NETNS}, kernel link {apps.KHOST_IP} <-> {apps.KPEER_IP})")
-                self._testbed("net")
+                self.start_testbed(None)
                 return
             self.mode = "pno"
             args = ["--host-socket", str(self.host_socket), "--lcore", ENGINE_LCORE, "--stats", "--stats-interval", "0",
                     "--stats-file", str(self.stats_path)] + engine_args
-            log(f"$ scripts/testbed up {shlex.join(args)}")
             try:
-                self._testbed("up", *args)
-                deadline = time.monotonic() + 10
-                while not self.host_socket.exists():
-                    if time.monotonic() > deadline:
-                        raise apps.TestFailure(f"engine made no host socket at {self.host_socket}")
-                    time.sleep(0.05)
+                self.start_testbed(args)
             except BaseException:
                 # Whatever is left goes down; the next group starts from scratch.
                 self._testbed("down", check=False)
@@ -82,7 +72,7 @@ class BedManager:
                 self.log("pno-engine is no longer running; restarting the testbed. Last lines of its log:\n" +
                          self.apps.tail(tb.run_dir / "engine.log"))
                 self.engine_deaths += 1
-        tb.start(engine_args, self.log)
+        tb.start(engine_args)
         if self.want_host_rps:
             self.host_rps()
         else:
