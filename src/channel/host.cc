@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -128,6 +129,7 @@ struct HostChannel::Impl {
   // Atomic: relocate_fd() may move them while other threads use them.
   std::atomic<int> conn_fd{-1};
   std::atomic<int> doorbell_fd{-1};
+  std::atomic<int> region_fd{-1};               ///< the region's memfd (kept for exec)
   std::atomic<std::uint32_t> relocations{0};    ///< bumped by every relocate_fd()
   std::atomic<std::uint32_t> doorbell_users{0};  ///< threads between loading doorbell_fd and writing it
   std::byte* base = nullptr;
@@ -150,7 +152,11 @@ struct HostChannel::Impl {
     if (base != nullptr) munmap(base, bytes);
     if (conn_fd >= 0) ::close(conn_fd);
     if (doorbell_fd >= 0) ::close(doorbell_fd);
+    if (region_fd >= 0) ::close(region_fd);
   }
+
+  /// Maps the region behind region_fd, checks its layout, fills info. False with `why` on failure.
+  bool map_region(std::uint64_t region_bytes, const char* path, std::span<char> why);
 
   // --- region accessors (offsets from our copy of the layout, bounds known at attach)
   c::SocketSlot& slot(std::uint32_t i) const { return *reinterpret_cast<c::SocketSlot*>(base + c::slot_off(geo, i)); }
@@ -443,6 +449,39 @@ Waiter* HostChannel::Impl::thread_waiter() {
 HostChannel::HostChannel() : impl_(std::make_unique<Impl>()) {}
 HostChannel::~HostChannel() = default;
 
+bool HostChannel::Impl::map_region(std::uint64_t region_bytes, const char* path, std::span<char> why) {
+  void* map = mmap(nullptr, region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd, 0);
+  if (map == MAP_FAILED) {
+    std::snprintf(why.data(), why.size(), "cannot map the engine's region (%llu bytes): %s",
+                  static_cast<unsigned long long>(region_bytes), std::strerror(errno));
+    return false;
+  }
+  base = static_cast<std::byte*>(map);
+  bytes = region_bytes;
+  hdr = reinterpret_cast<c::RegionHeader*>(base);
+  std::memcpy(&geo, hdr, sizeof(geo));
+  // Check the layout fits what was mapped before trusting any offset in it.
+  c::RegionHeader expect = geo;
+  c::Geometry g{geo.max_sockets, geo.stream_ring_bytes, geo.max_waiters, geo.cmd_entries,
+                geo.cpl_entries, geo.changed_entries};
+  if (geo.magic != c::kRegionMagic || geo.abi_version != c::kAbiVersion || !c::layout(g, expect) ||
+      std::memcmp(&expect, &geo, sizeof(expect)) != 0 || geo.region_bytes != region_bytes) {
+    std::snprintf(why.data(), why.size(), "engine at %s: region layout does not match ABI version %u", path,
+                  c::kAbiVersion);
+    return false;
+  }
+  pid = static_cast<std::uint32_t>(getpid());
+  EngineInfo& e = info;
+  e.abi_version = geo.abi_version;
+  e.max_sockets = geo.max_sockets;
+  e.stream_ring_bytes = geo.stream_ring_bytes;
+  e.n_addrs = static_cast<std::uint8_t>(std::min<std::uint32_t>(geo.n_addrs, 8));
+  for (std::uint8_t i = 0; i < e.n_addrs; ++i) {
+    e.addrs[i] = Ipv4Cidr{Ipv4Addr{geo.addrs[i].addr}, geo.addrs[i].prefix_len};
+  }
+  return true;
+}
+
 std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<char> why) {
   if (path == nullptr) path = c::kDefaultSocketPath;
   sockaddr_un sa{};
@@ -519,39 +558,11 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
     std::snprintf(why.data(), why.size(), "engine at %s sent no region", path);
     return nullptr;
   }
-  void* map = mmap(nullptr, rep.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-  ::close(fds[0]);
-  if (map == MAP_FAILED) {
-    ::close(fds[1]);
-    std::snprintf(why.data(), why.size(), "cannot map the engine's region (%llu bytes): %s",
-                  static_cast<unsigned long long>(rep.region_bytes), std::strerror(errno));
-    return nullptr;
-  }
-  im.base = static_cast<std::byte*>(map);
-  im.bytes = rep.region_bytes;
   im.doorbell_fd = move_high(fds[1]);
   im.conn_fd = move_high(im.conn_fd.load());
-  im.hdr = reinterpret_cast<c::RegionHeader*>(im.base);
-  std::memcpy(&im.geo, im.hdr, sizeof(im.geo));
-  // Check the layout fits what was mapped before trusting any offset in it.
-  c::RegionHeader expect = im.geo;
-  c::Geometry g{im.geo.max_sockets, im.geo.stream_ring_bytes, im.geo.max_waiters, im.geo.cmd_entries,
-                im.geo.cpl_entries, im.geo.changed_entries};
-  if (im.geo.magic != c::kRegionMagic || im.geo.abi_version != c::kAbiVersion || !c::layout(g, expect) ||
-      std::memcmp(&expect, &im.geo, sizeof(expect)) != 0 || im.geo.region_bytes != rep.region_bytes) {
-    std::snprintf(why.data(), why.size(), "engine at %s: region layout does not match ABI version %u", path,
-                  c::kAbiVersion);
-    return nullptr;
-  }
-  im.pid = static_cast<std::uint32_t>(getpid());
-  EngineInfo& e = im.info;
-  e.abi_version = im.geo.abi_version;
-  e.max_sockets = im.geo.max_sockets;
-  e.stream_ring_bytes = im.geo.stream_ring_bytes;
-  e.n_addrs = static_cast<std::uint8_t>(std::min<std::uint32_t>(im.geo.n_addrs, 8));
-  for (std::uint8_t i = 0; i < e.n_addrs; ++i) {
-    e.addrs[i] = Ipv4Cidr{Ipv4Addr{im.geo.addrs[i].addr}, im.geo.addrs[i].prefix_len};
-  }
+  // The region fd is kept (close-on-exec, high): exec() hands it to the next image (adopt()).
+  im.region_fd = move_high(fds[0]);
+  if (!im.map_region(rep.region_bytes, path, why)) return nullptr;
   return ch;
 }
 
@@ -562,7 +573,7 @@ int HostChannel::control_fd() const { return impl_->conn_fd; }
 bool HostChannel::owns_fd(int fd) const {
   Impl& im = *impl_;
   if (fd < 0) return false;
-  if (fd == im.conn_fd || fd == im.doorbell_fd) return true;
+  if (fd == im.conn_fd || fd == im.doorbell_fd || fd == im.region_fd) return true;
   LocalLock lk(im.waiters_lock);
   for (const auto& w : im.waiters) {
     if (w->fd() == fd) return true;
@@ -582,6 +593,15 @@ int HostChannel::relocate_fd(int fd) {
     const int nfd = dup_high(fd);
     if (nfd < 0) return -1;
     im.conn_fd.store(nfd, std::memory_order_seq_cst);
+    im.relocations.fetch_add(1, std::memory_order_acq_rel);
+    ::close(fd);
+    return nfd;
+  }
+  if (fd == im.region_fd.load()) {
+    // Used only by exec (prepare_exec), which reads the number when it runs.
+    const int nfd = dup_high(fd);
+    if (nfd < 0) return -1;
+    im.region_fd.store(nfd, std::memory_order_seq_cst);
     im.relocations.fetch_add(1, std::memory_order_acq_rel);
     ::close(fd);
     return nfd;
@@ -999,6 +1019,85 @@ void HostChannel::after_fork_child() {
   }
   im.waiters.clear();
   t_waiter = ThreadWaiter{};
+}
+
+// ------------------------------------------------------------------------------------------- exec
+
+namespace {
+bool set_cloexec(int fd, bool on) {
+  const int fl = fcntl(fd, F_GETFD);
+  if (fl < 0) return false;
+  return fcntl(fd, F_SETFD, on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC)) == 0;
+}
+}  // namespace
+
+bool HostChannel::prepare_exec(ExecFds& out) {
+  Impl& im = *impl_;
+  out = ExecFds{im.conn_fd, im.region_fd, im.doorbell_fd};
+  if (im.conn_fd < 0 || im.region_fd < 0 || im.doorbell_fd < 0) return false;
+  if (set_cloexec(im.conn_fd, false) && set_cloexec(im.region_fd, false) && set_cloexec(im.doorbell_fd, false)) {
+    return true;
+  }
+  exec_failed();
+  return false;
+}
+
+void HostChannel::exec_failed() {
+  Impl& im = *impl_;
+  for (int fd : {im.conn_fd.load(), im.region_fd.load(), im.doorbell_fd.load()}) {
+    if (fd >= 0) set_cloexec(fd, true);
+  }
+}
+
+std::size_t HostChannel::waiter_indices(std::span<std::uint32_t> out) const {
+  Impl& im = *impl_;
+  LocalLock lk(im.waiters_lock);
+  std::size_t n = 0;
+  for (const auto& w : im.waiters) {
+    if (n == out.size()) break;
+    out[n++] = w->index_;
+  }
+  return n;
+}
+
+std::unique_ptr<HostChannel> HostChannel::adopt(ExecFds fds, std::span<const std::uint32_t> stale_waiters,
+                                                std::span<char> why) {
+  std::unique_ptr<HostChannel> ch(new HostChannel());
+  Impl& im = *ch->impl_;
+  // Owned from here on: the destructor closes them on failure.
+  im.conn_fd = fds.conn;
+  im.region_fd = fds.region;
+  im.doorbell_fd = fds.doorbell;
+  struct stat sb {};
+  if (fds.conn < 0 || fds.region < 0 || fds.doorbell < 0 || !set_cloexec(fds.conn, true) ||
+      !set_cloexec(fds.region, true) || !set_cloexec(fds.doorbell, true) || fstat(fds.region, &sb) != 0 ||
+      sb.st_size < static_cast<off_t>(c::kHeaderBytes)) {
+    std::snprintf(why.data(), why.size(), "the attachment inherited over exec is not usable");
+    return nullptr;
+  }
+  if (!im.map_region(static_cast<std::uint64_t>(sb.st_size), "(inherited over exec)", why)) return nullptr;
+  // The previous image's threads are gone: their waiters and any region lock they held.
+  for (std::uint32_t i : stale_waiters) {
+    if (i >= im.geo.max_waiters) continue;
+    if (at(im.waiter(i).armed).exchange(0, std::memory_order_relaxed) != 0) {
+      at(im.hdr->armed_waiters).fetch_sub(1, std::memory_order_relaxed);
+    }
+    at(im.waiter(i).in_use).store(0, std::memory_order_release);
+  }
+  const std::uint32_t self = im.pid;
+  auto unlock_mine = [&](std::uint32_t& w) {
+    std::uint32_t expect = self;
+    at(w).compare_exchange_strong(expect, 0, std::memory_order_acq_rel);
+  };
+  for (c::LockWord* l : {&im.hdr->cmd_lock, &im.hdr->cpl_lock, &im.hdr->kick_lock, &im.hdr->changed_lock,
+                         &im.hdr->ctl_lock}) {
+    unlock_mine(l->owner);
+  }
+  for (std::uint32_t i = 0; i < im.geo.max_sockets; ++i) {
+    unlock_mine(im.slot(i).send_lock.owner);
+    unlock_mine(im.slot(i).recv_lock.owner);
+  }
+  return ch;
 }
 
 }  // namespace pno::channel

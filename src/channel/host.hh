@@ -153,6 +153,28 @@ class HostChannel {
   /// parent's threads) and resets locks the parent's other threads may have held.
   void after_fork_child();
 
+  // --- exec: the attachment survives exec() of this process (same family, same references), so
+  // offloaded sockets without FD_CLOEXEC reach the next program image as kernel sockets do.
+  /// The fds that carry the attachment into the next image: the attach connection, the region
+  /// (a memfd) and the doorbell.
+  struct ExecFds {
+    int conn = -1, region = -1, doorbell = -1;
+  };
+  /// Clears close-on-exec on the three fds (nothing else changes). False when that fails; then
+  /// they are close-on-exec again.
+  bool prepare_exec(ExecFds& out);
+  /// The exec failed: the three fds are close-on-exec again.
+  void exec_failed();
+  /// The indices of this process's registered waiters (their threads end with the image); returns
+  /// how many were written.
+  std::size_t waiter_indices(std::span<std::uint32_t> out) const;
+  /// In the next image: takes over the inherited fds (close-on-exec again), maps the region, frees
+  /// `stale_waiters` and releases the region locks the previous image of this pid held (its
+  /// threads are gone). No new attach: the engine sees the same family. On failure nullptr, the
+  /// fds closed, and a reason in `why`.
+  static std::unique_ptr<HostChannel> adopt(ExecFds fds, std::span<const std::uint32_t> stale_waiters,
+                                            std::span<char> why);
+
  private:
   HostChannel();
   struct Impl;

@@ -5,6 +5,8 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <dlfcn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -112,6 +114,252 @@ void release_all_refs() {
 
 void at_exit_handler() { release_all_refs(); }
 
+// ---------------------------------------------------------------------------------------------
+// exec: offloaded sockets without FD_CLOEXEC survive it, as kernel sockets do. Before the real
+// exec the channel's three fds lose FD_CLOEXEC and a memfd (number in PNO_EXEC_STATE) describes
+// every offloaded fd; the next image's constructor adopts the channel (no new attach: the engine
+// sees the same connection, the same family, the same references) and closes the references of
+// the fds the kernel closed (FD_CLOEXEC). A failed exec restores the flags: nothing changed.
+
+constexpr const char* kExecStateEnv = "PNO_EXEC_STATE";
+constexpr std::uint32_t kExecMagic = 0x706e6f78;  // "pnox"
+constexpr std::uint32_t kExecVersion = 1;
+
+struct ExecHeader {
+  std::uint32_t magic = kExecMagic;
+  std::uint32_t version = kExecVersion;
+  HostChannel::ExecFds fds;
+  std::uint32_t n_waiters = 0;
+  std::uint32_t waiters[64] = {};
+  std::uint32_t n_socks = 0;
+};
+
+/// One offloaded fd of the exec'ing image: the engine socket and the shim's per-socket state.
+/// `group` (the SockDesc index) joins fds that share one open file description (dup).
+struct ExecSock {
+  std::int32_t fd;
+  std::uint32_t group;
+  std::uint32_t sock;
+  std::uint32_t cloexec;
+  std::uint32_t nonblock;
+  std::uint32_t listening;
+  std::uint32_t conn_state;
+  std::uint32_t quickack;
+  std::int32_t linger_on, linger_secs;
+  std::int64_t rcvtimeo_us, sndtimeo_us;
+};
+
+State* init_state();
+void publish_state(State* st);
+
+/// In the new image's constructor: takes the previous image's attachment and offloaded fds.
+bool adopt_after_exec(int sfd) {
+  ExecHeader h;
+  if (sfd < 0 || ::pread(sfd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h) || h.magic != kExecMagic ||
+      h.version != kExecVersion || h.n_waiters > std::size(h.waiters)) {
+    if (sfd >= 0) PNO_REAL(close)(sfd);
+    log(LogLevel::warn, "%s does not describe an exec'ing image's sockets: ignored", kExecStateEnv);
+    return false;
+  }
+  char why[256] = {};
+  std::unique_ptr<HostChannel> ch;
+  {
+    InChannel guard;
+    ch = HostChannel::adopt(h.fds, std::span<const std::uint32_t>(h.waiters, h.n_waiters),
+                            std::span<char>(why, sizeof why - 1));
+  }
+  State* st = ch ? init_state() : nullptr;
+  if (st == nullptr) {
+    PNO_REAL(close)(sfd);
+    // The inherited sockets cannot be reached; their references go with the process family.
+    log(LogLevel::error, "cannot take over the engine attachment after exec (%s): using the kernel TCP stack",
+        ch ? "cannot map the descriptor tables" : why);
+    return false;
+  }
+  const channel::EngineInfo& info = ch->engine();
+  std::size_t na = std::min<std::size_t>(info.n_addrs, std::size(st->addr_copy));
+  for (std::size_t i = 0; i < na; ++i) st->addr_copy[i] = info.addrs[i];
+  st->addrs = EngineAddrs{st->addr_copy, na};
+  st->ch = ch.get();
+  st->channel = std::move(ch);
+  InChannel guard;  // g_state is not published yet, but be explicit: channel calls go to libc
+  std::uint32_t kept = 0, closed = 0;
+  off_t off = sizeof h;
+  for (std::uint32_t i = 0; i < h.n_socks; ++i, off += sizeof(ExecSock)) {
+    ExecSock r;
+    if (::pread(sfd, &r, sizeof r, off) != static_cast<ssize_t>(sizeof r)) break;
+    // FD_CLOEXEC: the kernel closed the placeholder, so this image drops the reference.
+    if (r.cloexec != 0 || !st->fds.in_range(r.fd) || PNO_REAL(fcntl)(r.fd, F_GETFD) < 0) {
+      st->ch->close(r.sock);
+      ++closed;
+      continue;
+    }
+    // Another fd of the same description adopted already?
+    std::uint32_t idx = 0;
+    for (int fd = 0; fd < st->fds.high_water() && idx == 0; ++fd) {
+      FdRef fr = st->fds.get(fd);
+      if (fr.kind == FdKind::socket && st->socks[fr.index].sock.load() == r.sock) idx = fr.index;
+    }
+    if (idx == 0) {
+      idx = st->socks.alloc();
+      if (idx == 0) {
+        st->ch->close(r.sock);
+        ++closed;
+        continue;
+      }
+      SockDesc& d = st->socks[idx];
+      d.reset();
+      d.sock.store(r.sock);
+      d.nonblock.store(r.nonblock);
+      d.listening.store(r.listening);
+      d.conn_state.store(r.conn_state);
+      d.quickack.store(r.quickack);
+      d.linger_on.store(r.linger_on);
+      d.linger_secs.store(r.linger_secs);
+      d.rcvtimeo_us.store(r.rcvtimeo_us);
+      d.sndtimeo_us.store(r.sndtimeo_us);
+    }
+    st->socks[idx].refs.fetch_add(1);
+    st->fds.set(r.fd, FdKind::socket, idx);
+    ++kept;
+  }
+  PNO_REAL(close)(sfd);
+  g_attach.store(kAttached, std::memory_order_release);
+  publish_state(st);
+  if (log_enabled(LogLevel::info)) {
+    log(LogLevel::info, "took the engine attachment over exec: %u sockets kept, %u closed (FD_CLOEXEC)", kept,
+        closed);
+  }
+  return true;
+}
+
+/// Our own file name (e.g. "libpno.so"), to tell whether the next image preloads us.
+const char* self_name() {
+  static const char* name = [] {
+    Dl_info di{};
+    if (::dladdr(reinterpret_cast<void*>(&self_name), &di) == 0 || di.dli_fname == nullptr) return "libpno.so";
+    const char* slash = std::strrchr(di.dli_fname, '/');
+    return slash != nullptr ? slash + 1 : di.dli_fname;
+  }();
+  return name;
+}
+
+/// Whether a program started with environment `env` loads this shim (and does not disable it).
+bool env_loads_shim(char* const* env) {
+  bool preload = false;
+  for (char* const* e = env; e != nullptr && *e != nullptr; ++e) {
+    if (std::strncmp(*e, "LD_PRELOAD=", 11) == 0 && std::strstr(*e + 11, self_name()) != nullptr) preload = true;
+    if (std::strcmp(*e, "PNO_DISABLE=1") == 0) return false;
+  }
+  return preload;
+}
+
+/// Writes the exec state into a new memfd (not close-on-exec): its fd, or -1. Only system calls
+/// and the stack: exec may run in a vfork() child, which shares our memory.
+int write_exec_state(State* st, const HostChannel::ExecFds& fds, std::uint32_t* n_kept) {
+  int sfd = static_cast<int>(::syscall(SYS_memfd_create, "pno-exec", 0));
+  if (sfd < 0) return -1;
+  ExecHeader h;
+  h.fds = fds;
+  h.n_waiters = static_cast<std::uint32_t>(st->ch->waiter_indices(std::span<std::uint32_t>(h.waiters)));
+  ExecSock batch[32];
+  std::size_t nb = 0;
+  off_t off = sizeof h;
+  bool ok = true;
+  auto flush = [&] {
+    auto bytes = static_cast<ssize_t>(nb * sizeof(ExecSock));
+    if (nb > 0 && ::pwrite(sfd, batch, static_cast<std::size_t>(bytes), off) != bytes) ok = false;
+    off += bytes;
+    nb = 0;
+  };
+  int hw = st->fds.high_water();
+  for (int fd = 0; fd < hw; ++fd) {
+    SockRef r = offloaded(st, fd);
+    if (!r) continue;
+    int fdfl = PNO_REAL(fcntl)(fd, F_GETFD);
+    ExecSock& x = batch[nb++];
+    x.fd = fd;
+    x.group = r.index;
+    x.sock = r.s;
+    x.cloexec = (fdfl < 0 || (fdfl & FD_CLOEXEC) != 0) ? 1 : 0;
+    x.nonblock = r.d->nonblock.load();
+    x.listening = r.d->listening.load();
+    x.conn_state = r.d->conn_state.load();
+    x.quickack = r.d->quickack.load();
+    x.linger_on = r.d->linger_on.load();
+    x.linger_secs = r.d->linger_secs.load();
+    x.rcvtimeo_us = r.d->rcvtimeo_us.load();
+    x.sndtimeo_us = r.d->sndtimeo_us.load();
+    if (x.cloexec == 0) ++*n_kept;
+    ++h.n_socks;
+    if (nb == std::size(batch)) flush();
+  }
+  flush();
+  if (!ok || ::pwrite(sfd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) {
+    PNO_REAL(close)(sfd);
+    return -1;
+  }
+  return sfd;
+}
+
+/// Runs `do_exec(envp)` so that offloaded sockets without FD_CLOEXEC survive it (see above).
+/// `envp` null: the current environment.
+template <typename Exec>
+int exec_keeping_sockets(char* const* envp, Exec&& do_exec) {
+  State* st = state();
+  HostChannel* ch = st != nullptr ? attached_channel(st) : nullptr;
+  char* const* env = envp != nullptr ? envp : environ;
+  if (ch == nullptr) return do_exec(env);  // nothing offloaded
+  if (!env_loads_shim(env)) {
+    // The next image cannot reach the engine: close this process's references as exit would.
+    release_all_refs();
+    return do_exec(env);
+  }
+  HostChannel::ExecFds fds;
+  std::uint32_t kept = 0;
+  int sfd = -1;
+  if (ch->prepare_exec(fds)) {
+    sfd = write_exec_state(st, fds, &kept);
+    if (sfd < 0) ch->exec_failed();
+  }
+  if (sfd < 0) {
+    log(LogLevel::warn, "exec: cannot hand the offloaded sockets to the next image (%s): they are closed",
+        std::strerror(errno));
+    release_all_refs();
+    return do_exec(env);
+  }
+  // The environment plus PNO_EXEC_STATE, on the stack (no malloc: this may be a vfork() child).
+  std::size_t n = 0;
+  while (env != nullptr && env[n] != nullptr) ++n;
+  char var[48];
+  std::snprintf(var, sizeof var, "%s=%d", kExecStateEnv, sfd);
+  std::size_t bytes = (n + 2) * sizeof(char*);
+  bool mapped = bytes > 256 * 1024;
+  void* mem = mapped ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                     : __builtin_alloca(bytes);
+  int r = -1;
+  int e = ENOMEM;
+  if (mem != MAP_FAILED) {
+    auto** nenv = static_cast<char**>(mem);
+    std::size_t k = 0;
+    std::size_t klen = std::strlen(kExecStateEnv);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::strncmp(env[i], kExecStateEnv, klen) == 0 && env[i][klen] == '=') continue;
+      nenv[k++] = env[i];
+    }
+    nenv[k++] = var;
+    nenv[k] = nullptr;
+    r = do_exec(nenv);
+    e = errno;
+    if (mapped) ::munmap(mem, bytes);
+  }
+  // The exec failed: everything as it was.
+  PNO_REAL(close)(sfd);
+  ch->exec_failed();
+  errno = e;
+  return r;
+}
+
 /// The descriptor tables (mmap'd, no engine contact); nullptr when they cannot be mapped.
 State* init_state() {
   auto* st = new (g_state_storage) State();  // placement into static storage, never freed
@@ -202,6 +450,12 @@ __attribute__((constructor)) void pno_shim_init() {
     return;
   }
   std::snprintf(g_engine_path, sizeof g_engine_path, "%s", path);
+  if (const char* xs = std::getenv(kExecStateEnv); xs != nullptr) {
+    // This image replaced one that had offloaded sockets without FD_CLOEXEC: take its attachment.
+    int sfd = std::atoi(xs);
+    ::unsetenv(kExecStateEnv);  // still single-threaded: the program has not started
+    if (adopt_after_exec(sfd)) return;
+  }
   // No attach here (see g_attach). What a user sees at start stays: with PNO_REQUIRE_ENGINE=1 an
   // engine that does not answer ends the program before it runs; without it, an absent engine
   // socket gives the one warning per process tree and the plain kernel path with no tables.
@@ -1433,28 +1687,70 @@ PNO_EXPORT void _exit(int status) {
 PNO_EXPORT void _Exit(int status) { _exit(status); }
 
 PNO_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) noexcept {
-  release_all_refs();  // the new image cannot reach the engine sockets through the placeholders
-  return PNO_REAL(execve)(path, argv, envp);
+  return exec_keeping_sockets(envp, [&](char* const* env) { return PNO_REAL(execve)(path, argv, env); });
 }
 
 PNO_EXPORT int execv(const char* path, char* const argv[]) noexcept {
-  release_all_refs();
-  return PNO_REAL(execv)(path, argv);
+  return exec_keeping_sockets(nullptr, [&](char* const* env) { return PNO_REAL(execve)(path, argv, env); });
 }
 
 PNO_EXPORT int execvp(const char* file, char* const argv[]) noexcept {
-  release_all_refs();
-  return PNO_REAL(execvp)(file, argv);
+  return exec_keeping_sockets(nullptr, [&](char* const* env) { return PNO_REAL(execvpe)(file, argv, env); });
 }
 
 PNO_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
-  release_all_refs();
-  return PNO_REAL(execvpe)(file, argv, envp);
+  return exec_keeping_sockets(envp, [&](char* const* env) { return PNO_REAL(execvpe)(file, argv, env); });
 }
 
 PNO_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
-  release_all_refs();
-  return PNO_REAL(fexecve)(fd, argv, envp);
+  return exec_keeping_sockets(envp, [&](char* const* env) { return PNO_REAL(fexecve)(fd, argv, env); });
+}
+
+// execl, execle, execlp: glibc's own call its internal execve, past the shim; these collect the
+// arguments (on the stack, as glibc does) and take the execv* path above.
+namespace {
+template <typename Then>
+int with_arg_list(const char* arg, va_list ap, bool want_envp, Then&& then) {
+  std::size_t n = 0;  // arguments before the terminating null
+  if (arg != nullptr) {
+    va_list count;
+    va_copy(count, ap);
+    n = 1;
+    while (va_arg(count, const char*) != nullptr) ++n;
+    va_end(count);
+  }
+  auto** argv = static_cast<char**>(__builtin_alloca((n + 1) * sizeof(char*)));
+  if (n > 0) argv[0] = const_cast<char*>(arg);
+  for (std::size_t i = 1; i < n; ++i) argv[i] = va_arg(ap, char*);
+  if (n > 0) (void)va_arg(ap, char*);  // the terminating null
+  argv[n] = nullptr;
+  char* const* envp = want_envp ? va_arg(ap, char* const*) : nullptr;
+  return then(argv, envp);
+}
+}  // namespace
+
+PNO_EXPORT int execl(const char* path, const char* arg, ...) {
+  va_list ap;
+  va_start(ap, arg);
+  int r = with_arg_list(arg, ap, false, [&](char** argv, char* const*) { return execv(path, argv); });
+  va_end(ap);
+  return r;
+}
+
+PNO_EXPORT int execle(const char* path, const char* arg, ...) {
+  va_list ap;
+  va_start(ap, arg);
+  int r = with_arg_list(arg, ap, true, [&](char** argv, char* const* envp) { return execve(path, argv, envp); });
+  va_end(ap);
+  return r;
+}
+
+PNO_EXPORT int execlp(const char* file, const char* arg, ...) {
+  va_list ap;
+  va_start(ap, arg);
+  int r = with_arg_list(arg, ap, false, [&](char** argv, char* const*) { return execvp(file, argv); });
+  va_end(ap);
+  return r;
 }
 
 // glibc's fortified variants (_FORTIFY_SOURCE) check the buffer size, then do the plain call.

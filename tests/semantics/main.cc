@@ -61,7 +61,12 @@ class Watchdog : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
+namespace pno::semtest {
+int exec_helper(int argc, char** argv);  // exec_test.cc: the program the exec tests start
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strncmp(argv[1], "--exec-", 7) == 0) return pno::semtest::exec_helper(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   auto& e = pno::semtest::env();
   for (int i = 1; i < argc; ++i) {
