@@ -56,18 +56,9 @@ struct Rig {
     }
   }
 
-  SpscRing<c::Command> cmds() {
-    return {reinterpret_cast<c::RingIndices*>(base + h.cmd_off),
-            reinterpret_cast<c::Command*>(base + h.cmd_off + sizeof(c::RingIndices)), h.cmd_entries};
-  }
-  SpscRing<c::Completion> cpls() {
-    return {reinterpret_cast<c::RingIndices*>(base + h.cpl_off),
-            reinterpret_cast<c::Completion*>(base + h.cpl_off + sizeof(c::RingIndices)), h.cpl_entries};
-  }
-  SpscRing<std::uint32_t> kicks() {
-    return {reinterpret_cast<c::RingIndices*>(base + h.kick_off),
-            reinterpret_cast<std::uint32_t*>(base + h.kick_off + sizeof(c::RingIndices)), h.kick_entries};
-  }
+  SpscRing<c::Command> cmds() { return region_ring<c::Command>(base, h.cmd_off, h.cmd_entries); }
+  SpscRing<c::Completion> cpls() { return region_ring<c::Completion>(base, h.cpl_off, h.cpl_entries); }
+  SpscRing<std::uint32_t> kicks() { return region_ring<std::uint32_t>(base, h.kick_off, h.kick_entries); }
   c::SocketSlot& slot(std::uint32_t i) { return *reinterpret_cast<c::SocketSlot*>(base + c::slot_off(h, i)); }
 
   /// One command, one completion (as the host would do it).

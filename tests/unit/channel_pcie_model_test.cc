@@ -23,6 +23,7 @@ using namespace pno::channel;
 using pno::engine::HostService;
 using pno::engine::HostServiceConfig;
 namespace c = pno::channel::contract;
+using pno::test::channel_bench::region_ring;
 
 namespace {
 
@@ -193,14 +194,8 @@ struct Rig {
     now += std::chrono::microseconds(10);
     svc->service_for_test(now);
   }
-  SpscRing<c::Command> cmds() {
-    return {reinterpret_cast<c::RingIndices*>(base + h.cmd_off),
-            reinterpret_cast<c::Command*>(base + h.cmd_off + sizeof(c::RingIndices)), h.cmd_entries};
-  }
-  SpscRing<c::Completion> cpls() {
-    return {reinterpret_cast<c::RingIndices*>(base + h.cpl_off),
-            reinterpret_cast<c::Completion*>(base + h.cpl_off + sizeof(c::RingIndices)), h.cpl_entries};
-  }
+  SpscRing<c::Command> cmds() { return region_ring<c::Command>(base, h.cmd_off, h.cmd_entries); }
+  SpscRing<c::Completion> cpls() { return region_ring<c::Completion>(base, h.cpl_off, h.cpl_entries); }
 
   VirtualClock clk;
   Instant now = instant_from_ns(1'000'000'000);

@@ -9,6 +9,8 @@
 #include <deque>
 #include <vector>
 
+#include "channel/contract.hh"
+#include "channel/spsc.hh"
 #include "engine/host_service.hh"
 #include "stack/addr.hh"
 #include "stack/frame_sink.hh"
@@ -59,6 +61,14 @@ inline engine::HostServiceConfig small_in_process_config() {
   hc.geometry.changed_entries = 16;
   hc.quiet = true;
   return hc;
+}
+
+/// A ring of a region the engine attached in process (HostService::attach_for_test), as the host
+/// sees it: RingIndices at `off`, then `entries` slots of T (the layout in channel/contract.hh).
+template <class T>
+channel::SpscRing<T> region_ring(std::byte* base, std::uint64_t off, std::uint32_t entries) {
+  return {reinterpret_cast<channel::contract::RingIndices*>(base + off),
+          reinterpret_cast<T*>(base + off + sizeof(channel::contract::RingIndices)), entries};
 }
 
 /// Hands every pending TCP event of the engine's stack to the HostService.
