@@ -61,6 +61,7 @@ namespace pno {
   X(tcp_rto_expired, "retransmission timeouts")                                          \
   X(tcp_fast_retransmits, "fast retransmits / SACK recovery entries")                    \
   X(tcp_loss_probes, "tail loss probes sent (RFC 8985 section 7)")                       \
+  X(tcp_loss_probes_spurious, "tail loss probes a D-SACK showed needless")              \
   X(tcp_rack_marks, "holes marked lost after the reordering window (RFC 8985)")          \
   X(tcp_lost_retransmits, "retransmissions detected lost (data sent later was SACKed)")  \
   X(tcp_dsack_rx, "ACKs reporting a duplicate segment (D-SACK, RFC 2883)")               \

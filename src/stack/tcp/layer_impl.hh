@@ -24,6 +24,8 @@ inline constexpr unsigned kSlotBits = 20;
 inline constexpr std::uint32_t kSlotMask = (1u << kSlotBits) - 1;
 /// Linux TCP_MAX_QUICKACKS.
 inline constexpr unsigned kMaxQuickAcks = 16;
+/// Doublings of the tail loss probe's 2 ms margin after needless probes (2 ms << 7 passes WCDelAckT).
+inline constexpr std::uint8_t kTlpSpuriousMax = 7;
 /// Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 connection is dropped after this.
 inline constexpr Duration kFinWait2Timeout = std::chrono::seconds(60);
 /// RFC 7323 §5.5: ts_recent older than 24 days is invalid.

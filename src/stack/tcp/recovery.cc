@@ -85,14 +85,29 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
     const bool classic = seg.payload.empty() && !seg.fin() && !window_changed;
     if (classic || newly_sacked > 0) on_dup_ack(s, seg, newly_sacked);
   }
-  if (t.tlp_out && t.snd.una >= t.tlp_end && acked > 0) {
-    // RFC 8985 §7.4: the probe is acknowledged. If it was a retransmission and no D-SACK says the
-    // original arrived too, it repaired a loss: reduce cwnd as for any loss (Linux
-    // tcp_process_tlp_ack), outside a recovery that already did.
-    t.tlp_out = false;
-    if (t.tlp_rxt && !dsack && t.recovery == Recovery::none) {
-      t.cc.on_loss(std::min(t.tlp_flight, flight_before), now);
-      t.cc.on_recovery_end(now);
+  if (t.tlp_out && t.snd.una >= t.tlp_end) {
+    // RFC 8985 §7.4 (as Linux tcp_process_tlp_ack): a probe of new data is done once acknowledged.
+    // A retransmitted probe was needless if a D-SACK reports it (or a pure duplicate ACK answers
+    // it): the original arrived and only its ACK was late. It repaired a loss only if the ACK goes
+    // beyond the probe; an ACK of exactly the probed data may be the late ACK of the original, so
+    // the D-SACK that follows it decides.
+    if (!t.tlp_rxt) {
+      t.tlp_out = false;
+    } else if (dsack || (acked == 0 && newly_sacked == 0 && seg.payload.empty())) {
+      t.tlp_out = false;
+      // The receiver holds its ACK longer than this PTO allowed (Linux waits for its application
+      // to read when its window would not grow): double the margin for the next probes, as
+      // D-SACKs widen the reordering window (§6.2 step 4), up to the worst-case delayed ACK.
+      if (t.tlp_spurious < kTlpSpuriousMax) ++t.tlp_spurious;
+      ctr.inc(Counter::tcp_loss_probes_spurious);
+    } else if (t.snd.una > t.tlp_end) {
+      // A loss was repaired: reduce cwnd as for any loss, outside a recovery that already did.
+      t.tlp_out = false;
+      t.tlp_spurious = 0;
+      if (t.recovery == Recovery::none) {
+        t.cc.on_loss(std::min(t.tlp_flight, flight_before), now);
+        t.cc.on_recovery_end(now);
+      }
     }
   }
   if (t.sack_ok && t.snd.una != t.snd.max) {
@@ -507,11 +522,21 @@ void TcpLayer::Impl::arm_tlp(Sock& s) {
   }
   if (t.timers.tlp != kNever && !t.tlp_rearm) return;
   t.tlp_rearm = false;
-  // PTO = 2 * SRTT, plus the worst-case delayed ACK when one segment is out; never after the RTO.
+  // PTO = 2 * SRTT, plus the worst-case delayed ACK (WCDelAckT) when the receiver may hold its ACK
+  // back; never after the RTO. §7.2 names one segment in flight; a receiver owes an immediate ACK
+  // only for every second full-sized segment (RFC 5681 §4.2, RFC 1122 §4.2.3.2), and Linux delays
+  // it (until its application reads or its 40+ ms timer) whenever less than two full segments are
+  // unacknowledged and its window does not grow. So the allowance covers any flight below two full
+  // segments; a probe sooner draws a D-SACK, not a repair. Above that, 2 ms of margin (Linux's
+  // TCP_TIMEOUT_MIN) keeps real tail losses quick to repair.
+  // Each probe a D-SACK showed needless doubles that margin (up to WCDelAckT); a probe that repaired
+  // a loss resets it.
   Duration pto = std::chrono::seconds(1);
   if (t.rtt.has_sample()) {
+    constexpr Duration kWcDelAckT = std::chrono::milliseconds(200);
+    constexpr Duration kMargin = std::chrono::milliseconds(2);
     pto = 2 * t.rtt.srtt();
-    pto += t.flight() <= t.snd.mss ? std::chrono::milliseconds(200) : std::chrono::milliseconds(2);
+    pto += t.flight() < 2 * seg_room(s) ? kWcDelAckT : std::min(kMargin * (1u << t.tlp_spurious), kWcDelAckT);
   }
   t.timers.tlp = std::min(now + pto, t.timers.rto);
 }

@@ -161,6 +161,7 @@ struct Tcb {
   bool tlp_rearm = false;       ///< data sent or acknowledged since the PTO was last armed
   SeqNum tlp_end{};             ///< SND.MAX when the probe was sent
   std::uint32_t tlp_flight = 0; ///< flight when the probe was sent (cwnd response, §7.4.2)
+  std::uint8_t tlp_spurious = 0; ///< recent probes a D-SACK showed needless (widens the PTO margin)
   bool rtt_timing = false;      ///< Karn-filtered timing of one segment (no timestamps)
   SeqNum rtt_seq{};
   Instant rtt_start{};
