@@ -32,6 +32,12 @@ namespace pno::engine {
   X(impair_tx_overflow, "sent frames dropped: delay ring full")                       \
   X(loop_iterations, "main loop iterations")                                          \
   X(loop_sleeps, "idle sleeps")                                                       \
+  X(loop_idle_iterations, "main loop iterations that found no work")                 \
+  X(loop_yields, "sched_yield calls while spinning idle")                             \
+  X(loop_rx_wakeups, "idle sleeps ended by a frame on the port's rx fd")              \
+  X(port_rx_missed, "frames the port dropped: its rx queue was full (imissed)")       \
+  X(port_rx_xsk_ring_full, "frames af_xdp dropped: its rx ring was full")             \
+  X(port_rx_xsk_fill_empty, "af_xdp receives that found no fill-ring buffer")        \
   X(svc_accepted, "connections accepted by the built-in services")                    \
   X(svc_closed, "connections the built-in services closed")                           \
   X(svc_errors, "connections the built-in services saw fail")                        \

@@ -1,7 +1,10 @@
 #include "engine/loop.hh"
 
-#include <algorithm>
 #include <poll.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <array>
 
 #include <cerrno>
 #include <ctime>
@@ -27,7 +30,15 @@ bool Loop::run_once(Instant now) {
   now_ = now;
   counters_.inc(EngineCounter::loop_iterations);
   port_.set_now(now);
-  const std::size_t rx = port_.poll_rx(now, *this);
+  // Take every frame already waiting (bounded) before the stack's timers run: after the engine was
+  // descheduled, the ACKs behind the first burst would otherwise reach the stack only after its
+  // probe and retransmission timers fired on data they acknowledge.
+  std::size_t rx = 0;
+  for (unsigned i = 0; i < cfg_.rx_bursts_per_iteration; ++i) {
+    const std::size_t n = port_.poll_rx(now, *this);
+    rx += n;
+    if (n < Port::kBurst) break;
+  }
   auto& tcp = stack_.tcp();
   std::size_t events = services_.dispatch(tcp, now);
   services_.tick(tcp, now);
@@ -45,33 +56,62 @@ void Loop::idle_wait(Instant now) {
   if (wake_ != nullptr && wake_->take_busy()) {
     // The host service moved bytes or commands: not idle.
     idle_iters_ = 0;
+    idle_since_ = kNever;
     sleep_ = Duration{0};
     return;
   }
   if (cfg_.busy_poll) return;
-  if (++idle_iters_ < cfg_.spin_iterations) return;
-  // Progressive back-off: each empty wake-up doubles the sleep, up to max_sleep.
-  sleep_ = sleep_.count() == 0 ? cfg_.min_sleep : std::min(sleep_ * 2, cfg_.max_sleep);
-  Instant wake = now + sleep_;
+  counters_.inc(EngineCounter::loop_idle_iterations);
+  if (idle_since_ == kNever) idle_since_ = now;
+  if (++idle_iters_ < cfg_.spin_iterations && now - idle_since_ < cfg_.spin_time) {
+    // Spinning catches the next frame or host command within a loop iteration, but the core may be
+    // shared (with the client of a benchmark, or any task): give it away to whoever is runnable
+    // there; with nobody else runnable the yield returns at once.
+    if (cfg_.yield_when_spinning) {
+      counters_.inc(EngineCounter::loop_yields);
+      sched_yield();
+    }
+    return;
+  }
+  const std::vector<int>& rx_fds = port_.rx_wait_fds();
+  Instant wake = now;
+  if (!rx_fds.empty()) {
+    // A frame makes an rx fd readable and a host rings its doorbell: only timers need a timeout.
+    wake = now + cfg_.max_sleep_rx_wake;
+  } else {
+    // Frames do not wake us: progressive back-off, each empty wake-up doubles the sleep.
+    sleep_ = sleep_.count() == 0 ? cfg_.min_sleep : std::min(sleep_ * 2, cfg_.max_sleep);
+    wake = now + sleep_;
+  }
   wake = std::min({wake, next_deadline_, port_.next_timer()});
   if (wake <= now) return;
   const auto ns = (wake - now).count();
   timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-  counters_.inc(EngineCounter::loop_sleeps);
+  std::array<pollfd, 1 + kMaxRxWaitFds> fds{};
+  nfds_t n = 0;
   if (wake_ != nullptr) {
     // Tell attached hosts we sleep (they ring the doorbell after producing), re-check, then wait on
     // the doorbells and sockets with the same timeout.
     if (!wake_->prepare_sleep()) {
       idle_iters_ = 0;
+      idle_since_ = kNever;
       sleep_ = Duration{0};
       return;
     }
-    pollfd p{wake_->wait_fd(), POLLIN, 0};
-    const int r = ppoll(&p, 1, &ts, nullptr);  // EINTR (a signal) just ends the sleep early
-    wake_->woke(r > 0 && (p.revents & POLLIN) != 0);
+    fds[n++] = pollfd{wake_->wait_fd(), POLLIN, 0};
+  }
+  const nfds_t first_rx = n;
+  for (std::size_t i = 0; i < rx_fds.size() && i < kMaxRxWaitFds; ++i) fds[n++] = pollfd{rx_fds[i], POLLIN, 0};
+  counters_.inc(EngineCounter::loop_sleeps);
+  if (n == 0) {
+    nanosleep(&ts, nullptr);  // EINTR (a signal) just ends the sleep early
     return;
   }
-  nanosleep(&ts, nullptr);  // EINTR (a signal) just ends the sleep early
+  const int r = ppoll(fds.data(), n, &ts, nullptr);  // EINTR (a signal) just ends the sleep early
+  bool rx_ready = false;
+  for (nfds_t i = first_rx; r > 0 && i < n; ++i) rx_ready = rx_ready || (fds[i].revents & POLLIN) != 0;
+  if (rx_ready) counters_.inc(EngineCounter::loop_rx_wakeups);
+  if (wake_ != nullptr) wake_->woke(r > 0 && (fds[0].revents & POLLIN) != 0);
 }
 
 void Loop::run() {
@@ -81,6 +121,7 @@ void Loop::run() {
     const Instant now = clock_.now();
     if (run_once(now)) {
       idle_iters_ = 0;
+      idle_since_ = kNever;
       sleep_ = Duration{0};
     } else {
       idle_wait(now);

@@ -1,8 +1,11 @@
 // The engine's main loop for one port queue and one stack:
 //   rx burst -> Stack::on_frame for each frame (mbuf freed at once) -> services -> Stack::poll(now)
 //   -> services again if poll raised events -> tx flush
-// Busy-polls while traffic flows; after a run of empty iterations it sleeps, progressively longer
-// (up to max_sleep) but never past the stack's next deadline, so an idle engine costs little CPU.
+// Busy-polls while traffic flows; after a short run of empty iterations (yielding the core to any
+// other runnable task meanwhile: the core may be shared) it sleeps in ppoll on the host doorbells and
+// the port's rx socket, so a frame or a host command wakes it at once; the timeout is the stack's
+// next deadline. A port without a pollable rx fd falls back to progressively longer timed sleeps
+// (up to max_sleep). An idle engine costs little CPU either way.
 #pragma once
 
 #include <csignal>
@@ -26,9 +29,13 @@ struct SignalFlags {
 
 struct LoopConfig {
   bool busy_poll = false;
-  std::uint32_t spin_iterations = 2000;  ///< empty iterations before the first sleep
-  Duration min_sleep = std::chrono::microseconds(20);
+  std::uint32_t spin_iterations = 2000;  ///< at most this many empty iterations before sleeping
+  Duration spin_time = std::chrono::microseconds(50);  ///< and at most this long
+  bool yield_when_spinning = false;      ///< sched_yield() in each empty spin iteration
+  unsigned rx_bursts_per_iteration = 8;  ///< rx bursts taken per iteration while they come full
+  Duration min_sleep = std::chrono::microseconds(20);  ///< timed back-off (no pollable rx fd)
   Duration max_sleep = std::chrono::milliseconds(1);
+  Duration max_sleep_rx_wake = std::chrono::milliseconds(10);  ///< sleep cap when frames wake the loop
   Duration stats_interval{0};            ///< 0: no periodic stats
   Duration client_linger = std::chrono::milliseconds(500);  ///< after clients finish, for FIN/ACKs
 };
@@ -61,7 +68,9 @@ class Loop final : private FrameHandler {
   StatsFn stats_;
   Instant now_{};
   Instant next_deadline_ = kNever;
+  static constexpr std::size_t kMaxRxWaitFds = 4;
   std::uint32_t idle_iters_ = 0;
+  Instant idle_since_ = kNever;
   Duration sleep_{0};
   IdleWake* wake_ = nullptr;
 };

@@ -488,6 +488,10 @@ int main(int argc, char** argv) {
 
     // The host service keeps its DMA figures itself; they join the engine counters when printed.
     auto copy_dma = [&]() {
+      ecounters.set(EngineCounter::port_rx_missed, port->rx_missed());
+      const Port::XskDrops xd = port->xsk_drops();
+      ecounters.set(EngineCounter::port_rx_xsk_ring_full, xd.rx_ring_full);
+      ecounters.set(EngineCounter::port_rx_xsk_fill_empty, xd.fill_ring_empty);
       if (host == nullptr) return;
       const auto d = host->dma_stats();
       const auto& p = host->pcie_stats();

@@ -1,5 +1,7 @@
 #include "engine/port.hh"
 
+#include <dirent.h>
+#include <linux/if_xdp.h>
 #include <net/if.h>
 #include <rte_bus_vdev.h>
 #include <rte_eal.h>
@@ -10,13 +12,16 @@
 #include <rte_mbuf.h>
 #include <rte_mbuf_pool_ops.h>
 #include <rte_mempool.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 namespace pno::engine {
@@ -232,8 +237,34 @@ std::unique_ptr<Port> Port::open(const PortConfig& cfg, EngineCounters& counters
   return nullptr;
 }
 
+namespace {
+
+/// The process's AF_XDP and AF_PACKET sockets (the kinds of socket the vdev PMDs receive on).
+std::vector<int> packet_socket_fds() {
+  std::vector<int> fds;
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return fds;
+  const int self = dirfd(d);
+  while (const dirent* e = readdir(d)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == self) continue;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) continue;
+    if (domain == AF_XDP || domain == AF_PACKET) fds.push_back(static_cast<int>(fd));
+  }
+  closedir(d);
+  std::sort(fds.begin(), fds.end());
+  return fds;
+}
+
+}  // namespace
+
 bool Port::setup(std::string& err) {
   int rc = 0;
+  // The PMD opens its socket(s) while the port is set up: those that appear are the rx queue's.
+  const std::vector<int> sockets_before = packet_socket_fds();
   if (cfg_.pmd == Pmd::af_xdp || cfg_.pmd == Pmd::af_packet) {
     std::string warn;
     if (auto e = check_kernel_iface(cfg_.iface, cfg_.pmd, warn); !e.empty()) {
@@ -321,6 +352,9 @@ bool Port::setup(std::string& err) {
     return false;
   }
   started_ = true;
+  const std::vector<int> sockets_after = packet_socket_fds();
+  std::set_difference(sockets_after.begin(), sockets_after.end(), sockets_before.begin(), sockets_before.end(),
+                      std::back_inserter(rx_wait_fds_));
 
   rte_ether_addr ea{};
   rte_eth_macaddr_get(port_id_, &ea);
@@ -485,6 +519,25 @@ bool Port::link_up() const {
   return link.link_status == RTE_ETH_LINK_UP;
 }
 
+std::uint64_t Port::rx_missed() const {
+  rte_eth_stats st{};
+  if (closed_ || rte_eth_stats_get(port_id_, &st) != 0) return 0;
+  return st.imissed;
+}
+
+Port::XskDrops Port::xsk_drops() const {
+  XskDrops d;
+  if (closed_ || cfg_.pmd != Pmd::af_xdp) return d;
+  for (const int fd : rx_wait_fds_) {
+    xdp_statistics xs{};
+    socklen_t len = sizeof xs;
+    if (getsockopt(fd, SOL_XDP, XDP_STATISTICS, &xs, &len) != 0) continue;
+    d.rx_ring_full += xs.rx_ring_full;
+    d.fill_ring_empty += xs.rx_fill_ring_empty_descs;
+  }
+  return d;
+}
+
 MbufStats Port::mbuf_stats() const {
   MbufStats s;
   if (pool_ != nullptr) {
@@ -502,6 +555,7 @@ MbufStats Port::mbuf_stats() const {
 void Port::close() {
   if (closed_) return;
   closed_ = true;
+  rx_wait_fds_.clear();
   tx_abort();
   RxOps rx_drop(*this, nullptr);
   if (rx_impair_) rx_impair_->drain(rx_drop);

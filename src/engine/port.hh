@@ -128,6 +128,19 @@ class Port final : public FrameSink {
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] bool link_up() const;
   [[nodiscard]] MbufStats mbuf_stats() const;
+  /// Pollable fds that become readable when a frame waits in the port's rx queue (the af_xdp or
+  /// af_packet socket the PMD opened); empty when the PMD has none (e.g. a hardware port). The loop
+  /// sleeps on them so a frame wakes it at once instead of at the end of a timed sleep.
+  [[nodiscard]] const std::vector<int>& rx_wait_fds() const { return rx_wait_fds_; }
+  /// Frames the port dropped because its rx queue was full (rte_eth_stats imissed).
+  [[nodiscard]] std::uint64_t rx_missed() const;
+  /// What the kernel's af_xdp socket dropped before the engine saw it (XDP_STATISTICS): frames
+  /// that found the rx ring full (the engine did not drain it in time) and receives that found no
+  /// buffer in the fill ring. Zero for other PMDs.
+  struct XskDrops {
+    std::uint64_t rx_ring_full = 0, fill_ring_empty = 0;
+  };
+  [[nodiscard]] XskDrops xsk_drops() const;
 
  private:
   class TxOps;
@@ -157,6 +170,7 @@ class Port final : public FrameSink {
   std::uint32_t avail_at_start_ = 0;
   std::uint16_t mbuf_room_ = 0;
   Instant now_{};
+  std::vector<int> rx_wait_fds_;
 
   rte_mbuf* open_ = nullptr;
   std::array<rte_mbuf*, kBurst> tx_pending_{};
