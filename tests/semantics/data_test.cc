@@ -21,8 +21,6 @@
 namespace pno::semtest {
 namespace {
 
-std::string id(const Conn& c) { return std::to_string(c.cid); }
-
 TEST(Data, EchoRoundTripKeepsOrder) {
   Peer p, echo;
   Conn c = connect_to_peer(p);

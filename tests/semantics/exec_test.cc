@@ -23,19 +23,6 @@ namespace pno::semtest {
 
 namespace {
 
-std::string id(const Conn& c) { return std::to_string(c.cid); }
-
-std::string peer_read(Peer& p, const Conn& c, int n) {
-  auto r = p.call("readhex " + id(c) + " " + std::to_string(n) + " 5000");
-  return r.size() >= 2 ? r[1] : "";
-}
-
-int wait_child(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 std::string self_exe() {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);

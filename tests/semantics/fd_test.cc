@@ -22,20 +22,6 @@
 namespace pno::semtest {
 namespace {
 
-std::string id(const Conn& c) { return std::to_string(c.cid); }
-
-std::string peer_read(Peer& p, const Conn& c, int n) {
-  auto r = p.call("readhex " + id(c) + " " + std::to_string(n) + " 5000");
-  return r.size() >= 2 ? r[1] : "";
-}
-
-/// Waits for a forked child: its exit status (the child reports failures as non-zero codes).
-int wait_child(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 TEST(Dup, SharesTheConnectionAndFinWaitsForTheLastClose) {
   Peer p;
   Conn c = connect_to_peer(p);

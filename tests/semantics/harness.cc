@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <signal.h>
@@ -221,6 +222,7 @@ int get_int_opt(int fd, int level, int opt) {
   int v = -12345;
   socklen_t len = sizeof v;
   EXPECT_EQ(::getsockopt(fd, level, opt, &v, &len), 0) << errname(errno);
+  EXPECT_EQ(len, sizeof v);
   return v;
 }
 
@@ -259,6 +261,17 @@ int sigpipe_count() { return g_sigpipes.load(std::memory_order_relaxed); }
 long ms_since(std::chrono::steady_clock::time_point t0) {
   return static_cast<long>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+std::string peer_read(Peer& p, const Conn& c, int n) {
+  auto r = p.call("readhex " + id(c) + " " + std::to_string(n) + " 5000");
+  return r.size() >= 2 ? r[1] : "";
+}
+
+int wait_child(pid_t pid) {
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace pno::semtest

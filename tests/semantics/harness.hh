@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
@@ -77,6 +78,14 @@ struct Conn {
   Fd fd;
   int cid = 0;
 };
+
+/// The peer's id of a connection, as its commands take it.
+inline std::string id(const Conn& c) { return std::to_string(c.cid); }
+/// The peer reads n bytes of `c` (5 s at most): their hex, empty when it got none.
+std::string peer_read(Peer& p, const Conn& c, int n);
+/// Waits for a forked child: its exit status, 128 + signal when killed (children report failures
+/// as non-zero codes), -1 when waitpid fails.
+int wait_child(pid_t pid);
 
 /// A TCP socket on the local address (not yet bound when port < 0; bound to local_ip:port else).
 Fd tcp_socket(int flags = 0);

@@ -18,56 +18,46 @@
 namespace pno::semtest {
 namespace {
 
-std::string id(const Conn& c) { return std::to_string(c.cid); }
-
-int get_int(int fd, int level, int opt) {
-  int v = -12345;
-  socklen_t len = sizeof v;
-  EXPECT_EQ(::getsockopt(fd, level, opt, &v, &len), 0) << errname(errno);
-  EXPECT_EQ(len, sizeof v);
-  return v;
-}
-
 void set_int(int fd, int level, int opt, int v) {
   EXPECT_EQ(::setsockopt(fd, level, opt, &v, sizeof v), 0) << errname(errno);
 }
 
 TEST(Sockopt, SocketIdentity) {
   Fd s = tcp_socket();
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_TYPE), SOCK_STREAM);
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_DOMAIN), AF_INET);
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_PROTOCOL), IPPROTO_TCP);
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_ACCEPTCONN), 0);
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_ERROR), 0);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_TYPE), SOCK_STREAM);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_DOMAIN), AF_INET);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_PROTOCOL), IPPROTO_TCP);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_ACCEPTCONN), 0);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_ERROR), 0);
 }
 
 TEST(Sockopt, NodelayRoundTripsAndSmallWritesFlow) {
   Peer p;
   Conn c = connect_to_peer(p);
-  EXPECT_EQ(get_int(c.fd, IPPROTO_TCP, TCP_NODELAY), 0);
+  EXPECT_EQ(get_int_opt(c.fd, IPPROTO_TCP, TCP_NODELAY), 0);
   set_int(c.fd, IPPROTO_TCP, TCP_NODELAY, 1);
-  EXPECT_EQ(get_int(c.fd, IPPROTO_TCP, TCP_NODELAY), 1);
+  EXPECT_EQ(get_int_opt(c.fd, IPPROTO_TCP, TCP_NODELAY), 1);
   for (char ch : std::string("nodelay")) ASSERT_EQ(::send(c.fd, &ch, 1, 0), 1);
   auto r = p.call("readhex " + id(c) + " 7 5000");
   EXPECT_EQ(r[1], hex("nodelay"));
   set_int(c.fd, IPPROTO_TCP, TCP_NODELAY, 0);
-  EXPECT_EQ(get_int(c.fd, IPPROTO_TCP, TCP_NODELAY), 0);
+  EXPECT_EQ(get_int_opt(c.fd, IPPROTO_TCP, TCP_NODELAY), 0);
 }
 
 TEST(Sockopt, KeepaliveDefaultsAndValuesRoundTrip) {
   Fd s = tcp_socket();
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_KEEPALIVE), 0);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPIDLE), 7200);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPINTVL), 75);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPCNT), 9);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_KEEPALIVE), 0);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPIDLE), 7200);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPINTVL), 75);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPCNT), 9);
   set_int(s, SOL_SOCKET, SO_KEEPALIVE, 1);
   set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, 30);
   set_int(s, IPPROTO_TCP, TCP_KEEPINTVL, 5);
   set_int(s, IPPROTO_TCP, TCP_KEEPCNT, 3);
-  EXPECT_EQ(get_int(s, SOL_SOCKET, SO_KEEPALIVE), 1);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPIDLE), 30);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPINTVL), 5);
-  EXPECT_EQ(get_int(s, IPPROTO_TCP, TCP_KEEPCNT), 3);
+  EXPECT_EQ(get_int_opt(s, SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+  EXPECT_EQ(get_int_opt(s, IPPROTO_TCP, TCP_KEEPCNT), 3);
 }
 
 TEST(Sockopt, KeepaliveOutOfRangeIsEINVAL) {
@@ -128,7 +118,7 @@ TEST(Sockopt, ReuseaddrAllowsBindingAPortInTimeWait) {
   EXPECT_EQ(errno, EADDRINUSE);
   Fd reuse = tcp_socket();
   set_int(reuse, SOL_SOCKET, SO_REUSEADDR, 1);
-  EXPECT_EQ(get_int(reuse, SOL_SOCKET, SO_REUSEADDR), 1);
+  EXPECT_EQ(get_int_opt(reuse, SOL_SOCKET, SO_REUSEADDR), 1);
   EXPECT_EQ(::bind(reuse, sa(a), sizeof a), 0) << errname(errno);
   EXPECT_EQ(::listen(reuse, 4), 0) << errname(errno);
 }
@@ -138,7 +128,7 @@ TEST(Sockopt, ReuseportSharesAListeningPort) {
   Fd a1 = tcp_socket(SOCK_NONBLOCK), a2 = tcp_socket(SOCK_NONBLOCK), a3 = tcp_socket();
   set_int(a1, SOL_SOCKET, SO_REUSEPORT, 1);
   set_int(a2, SOL_SOCKET, SO_REUSEPORT, 1);
-  EXPECT_EQ(get_int(a2, SOL_SOCKET, SO_REUSEPORT), 1);
+  EXPECT_EQ(get_int_opt(a2, SOL_SOCKET, SO_REUSEPORT), 1);
   auto a = make_addr(env().local_ip, 0);
   ASSERT_EQ(::bind(a1, sa(a), sizeof a), 0);
   socklen_t len = sizeof a;
@@ -169,12 +159,12 @@ TEST(Sockopt, ReuseportSharesAListeningPort) {
 TEST(Sockopt, BufferSizesAreReadableAndSettable) {
   Peer p;
   Conn c = connect_to_peer(p);
-  EXPECT_GT(get_int(c.fd, SOL_SOCKET, SO_RCVBUF), 0);
-  EXPECT_GT(get_int(c.fd, SOL_SOCKET, SO_SNDBUF), 0);
+  EXPECT_GT(get_int_opt(c.fd, SOL_SOCKET, SO_RCVBUF), 0);
+  EXPECT_GT(get_int_opt(c.fd, SOL_SOCKET, SO_SNDBUF), 0);
   set_int(c.fd, SOL_SOCKET, SO_RCVBUF, 65536);
   set_int(c.fd, SOL_SOCKET, SO_SNDBUF, 65536);
-  EXPECT_GE(get_int(c.fd, SOL_SOCKET, SO_RCVBUF), 65536);
-  EXPECT_GE(get_int(c.fd, SOL_SOCKET, SO_SNDBUF), 65536);
+  EXPECT_GE(get_int_opt(c.fd, SOL_SOCKET, SO_RCVBUF), 65536);
+  EXPECT_GE(get_int_opt(c.fd, SOL_SOCKET, SO_SNDBUF), 65536);
   // Still moves data both ways.
   Peer sender;
   sender.post("send " + id(c) + " 1000000");
@@ -320,7 +310,7 @@ TEST(Sockopt, TcpInfoStatesOfListenerAndHalfClosed) {
 TEST(Sockopt, MaxsegOfAConnection) {
   Peer p;
   Conn c = connect_to_peer(p);
-  int mss = get_int(c.fd, IPPROTO_TCP, TCP_MAXSEG);
+  int mss = get_int_opt(c.fd, IPPROTO_TCP, TCP_MAXSEG);
   EXPECT_GE(mss, 500);
   EXPECT_LE(mss, 1460);
 }

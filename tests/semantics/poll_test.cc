@@ -21,8 +21,6 @@
 namespace pno::semtest {
 namespace {
 
-std::string id(const Conn& c) { return std::to_string(c.cid); }
-
 void ep_add(int ep, int fd, std::uint32_t events, std::uint64_t tag) {
   epoll_event ev{};
   ev.events = events;
