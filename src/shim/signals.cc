@@ -127,9 +127,9 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* oldact)
   return 0;
 }
 
-/// signal()/bsd_signal(): BSD semantics as glibc's __bsd_signal (SA_RESTART unless siginterrupt
-/// asked otherwise, the signal blocked during its handler).
-sighandler_t do_bsd_signal(int sig, sighandler_t h) {
+/// The signal()-family calls: one handler with `flags`, the signal blocked during its own handler
+/// unless SA_NODEFER is among them; the previous handler, or SIG_ERR with errno.
+sighandler_t install_simple(int sig, sighandler_t h, int flags) {
   if (h == SIG_ERR || sig <= 0 || sig >= NSIG) {
     errno = EINVAL;
     return SIG_ERR;
@@ -137,11 +137,18 @@ sighandler_t do_bsd_signal(int sig, sighandler_t h) {
   struct sigaction sa {}, old {};
   sa.sa_handler = h;
   sigemptyset(&sa.sa_mask);
-  sigaddset(&sa.sa_mask, sig);
-  const bool interrupt = (g_interrupt_mask.load(std::memory_order_relaxed) >> (sig - 1) & 1) != 0;
-  sa.sa_flags = interrupt ? 0 : SA_RESTART;
+  if ((flags & SA_NODEFER) == 0) sigaddset(&sa.sa_mask, sig);
+  sa.sa_flags = flags;
   if (do_sigaction(sig, &sa, &old) < 0) return SIG_ERR;
   return old.sa_handler;
+}
+
+/// signal()/bsd_signal(): BSD semantics as glibc's __bsd_signal (SA_RESTART unless siginterrupt
+/// asked otherwise, the signal blocked during its handler).
+sighandler_t do_bsd_signal(int sig, sighandler_t h) {
+  const bool interrupt =
+      sig > 0 && sig < NSIG && (g_interrupt_mask.load(std::memory_order_relaxed) >> (sig - 1) & 1) != 0;
+  return install_simple(sig, h, interrupt ? 0 : SA_RESTART);
 }
 
 }  // namespace
@@ -188,16 +195,7 @@ namespace {
 /// sysv_signal(): System V semantics as glibc's (the handler is reset on delivery, the signal is
 /// not blocked during it, no SA_RESTART).
 sighandler_t do_sysv_signal(int sig, sighandler_t h) {
-  if (h == SIG_ERR || sig <= 0 || sig >= NSIG) {
-    errno = EINVAL;
-    return SIG_ERR;
-  }
-  struct sigaction sa {}, old {};
-  sa.sa_handler = h;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND | SA_NODEFER;
-  if (do_sigaction(sig, &sa, &old) < 0) return SIG_ERR;
-  return old.sa_handler;
+  return install_simple(sig, h, SA_RESETHAND | SA_NODEFER);
 }
 }  // namespace
 
