@@ -1584,28 +1584,30 @@ PNO_EXPORT int shutdown(int fd, int how) noexcept {
   return e == Errc::ok ? 0 : fail(to_errno(e));
 }
 
+namespace {
+/// The tail of getsockname/getpeername: the socket's error first (ENOTCONN), then the caller's
+/// buffer (EFAULT, EINVAL), in the order Linux checks them.
+int name_out(const Result<Endpoint>& ep, sockaddr* addr, socklen_t* len) {
+  if (!ep) return fail(to_errno(ep.error()));
+  if (addr == nullptr || len == nullptr) return fail(EFAULT);
+  if (static_cast<int>(*len) < 0) return fail(EINVAL);
+  endpoint_to(*ep, addr, len);
+  return 0;
+}
+}  // namespace
+
 PNO_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
   State* st = state();
   SockRef r;
   if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(getsockname)(fd, addr, len);
-  if (addr == nullptr || len == nullptr) return fail(EFAULT);
-  if (static_cast<int>(*len) < 0) return fail(EINVAL);
-  Result<Endpoint> ep = st->ch->local_endpoint(r.s);
-  if (!ep) return fail(to_errno(ep.error()));
-  endpoint_to(*ep, addr, len);
-  return 0;
+  return name_out(st->ch->local_endpoint(r.s), addr, len);
 }
 
 PNO_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
   State* st = state();
   SockRef r;
   if (st == nullptr || !(r = offloaded(st, fd))) return PNO_REAL(getpeername)(fd, addr, len);
-  if (addr == nullptr || len == nullptr) return fail(EFAULT);
-  if (static_cast<int>(*len) < 0) return fail(EINVAL);
-  Result<Endpoint> ep = st->ch->peer_endpoint(r.s);
-  if (!ep) return fail(to_errno(ep.error()));
-  endpoint_to(*ep, addr, len);
-  return 0;
+  return name_out(st->ch->peer_endpoint(r.s), addr, len);
 }
 
 PNO_EXPORT int getsockopt(int fd, int level, int name, void* optval, socklen_t* optlen) noexcept {
@@ -1627,14 +1629,22 @@ PNO_EXPORT int setsockopt(int fd, int level, int name, const void* optval, sockl
   return rc;
 }
 
+namespace {
+int fcntl_entry(int fd, int cmd, long arg) {
+  State* st = state();
+  if (st == nullptr) return PNO_REAL(fcntl)(fd, cmd, arg);
+  return fcntl_impl(st, fd, cmd, arg);
+}
+}  // namespace
+
+// fcntl and fcntl64 take one optional argument of pointer or int size; reading it as a long is
+// what glibc itself does.
 PNO_EXPORT int fcntl(int fd, int cmd, ...) {
   va_list ap;
   va_start(ap, cmd);
   long arg = va_arg(ap, long);
   va_end(ap);
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(fcntl)(fd, cmd, arg);
-  return fcntl_impl(st, fd, cmd, arg);
+  return fcntl_entry(fd, cmd, arg);
 }
 
 PNO_EXPORT int fcntl64(int fd, int cmd, ...) {
@@ -1642,9 +1652,7 @@ PNO_EXPORT int fcntl64(int fd, int cmd, ...) {
   va_start(ap, cmd);
   long arg = va_arg(ap, long);
   va_end(ap);
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(fcntl)(fd, cmd, arg);
-  return fcntl_impl(st, fd, cmd, arg);
+  return fcntl_entry(fd, cmd, arg);
 }
 
 PNO_EXPORT int ioctl(int fd, unsigned long req, ...) noexcept {
