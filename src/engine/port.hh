@@ -66,7 +66,7 @@ struct PortConfig {
   Pmd pmd = Pmd::auto_;
   std::uint16_t port_id = 0;          ///< with Pmd::eal: which port
   std::uint32_t nb_mbufs = 16383;
-  std::uint16_t rx_desc = 1024;
+  std::uint16_t rx_desc = 4096;       ///< af_xdp: the rx ring; 1024 overflowed while the engine was descheduled
   std::uint16_t tx_desc = 1024;
   bool promiscuous = false;           ///< needed when the stack uses a MAC other than the port's
   bool offloads = true;               ///< use checksum offloads the port advertises
