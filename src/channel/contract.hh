@@ -15,7 +15,7 @@
 namespace pno::channel::contract {
 
 /// Bumped on every incompatible change of anything in this header.
-inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::uint32_t kAbiVersion = 2;
 inline constexpr std::uint64_t kRegionMagic = 0x314e414843'4f4e50ULL;  // "PNOCHAN1" (little endian)
 inline constexpr std::uint32_t kAttachMagic = 0x504e4f41;              // "PNOA"
 inline constexpr std::size_t kCacheLine = 64;
@@ -72,6 +72,8 @@ static_assert(sizeof(WaiterReply) == 8);
 //   waiters_off     WaiterEntry[max_waiters]           (host-written arm words)
 //   replies_off     ReplySlot[kReplySlots]             (host only: completions sorted by tag)
 //   slots_off       SocketSlot[max_sockets]
+//   procs_off       ProcEntry[max_procs]                (process table, see below)
+//   counts_off      u32[max_procs][max_sockets]         (per process: its descriptors per socket)
 //   data_off        per socket i: send ring at data_off + i*2*R, receive ring right after (R bytes)
 
 /// One ring's indices: consumer (head) and producer (tail) on their own cache lines.
@@ -101,7 +103,7 @@ struct alignas(kCacheLine) RegionHeader {
   // line 0-2: written by the engine before the region is handed over, read-only afterwards.
   std::uint64_t magic = kRegionMagic;
   std::uint32_t abi_version = kAbiVersion;
-  std::uint32_t reserved0 = 0;
+  std::uint32_t max_procs = 0;  ///< process table entries (the last one is kProcShared)
   std::uint64_t region_bytes = 0;
   std::uint32_t max_sockets = 0;
   std::uint32_t stream_ring_bytes = 0;
@@ -114,6 +116,7 @@ struct alignas(kCacheLine) RegionHeader {
   std::uint64_t cmd_off = 0, cpl_off = 0, kick_off = 0, changed_off = 0;
   std::uint64_t waiters_off = 0, replies_off = 0, slots_off = 0, data_off = 0;
   AddrRecord addrs[8] = {};
+  std::uint64_t procs_off = 0;  ///< counts follow at counts_off() (derived, see below)
 
   // Engine-written, live.
   alignas(kCacheLine) std::uint32_t engine_sleeping = 0;  ///< 1: ring the doorbell after producing
@@ -151,6 +154,9 @@ enum class Op : std::uint16_t {
   peer_endpoint = 10,
   info = 11,
   take_error = 12,
+  /// A forked child's process table entry: `value` = entry index, `addr` = the child's pid. The
+  /// engine watches the pid and drops the entry's references when it dies. Answers errno.
+  proc_register = 13,
 };
 
 /// host -> engine. `sock` is a HostSocket handle (index + 1 in the low 16 bits, generation above).
@@ -243,7 +249,7 @@ struct alignas(kCacheLine) SocketSlot {
   std::uint32_t rcv_head = 0;
   std::uint32_t acc_head = 0;
   std::uint32_t kick_req = 0;
-  std::uint32_t refs = 0;       ///< descriptors referring to the socket (host bookkeeping)
+  std::uint32_t unused_refs = 0;  ///< was the family-wide count (ABI 1); see the process table
   std::uint32_t more = 0;       ///< the last send() asked for MSG_MORE
   std::uint32_t err_taken = 0;  ///< host reported the pending error once
   std::uint32_t host_shut_wr = 0;
@@ -263,9 +269,42 @@ static_assert(std::is_trivially_copyable_v<SocketSlot>);
 
 /// The host-written line of a slot, as the engine reads it in one transfer.
 struct SlotHostLine {
-  std::uint32_t snd_tail, rcv_head, acc_head, kick_req, refs, more, err_taken, host_shut_wr;
+  std::uint32_t snd_tail, rcv_head, acc_head, kick_req, unused_refs, more, err_taken, host_shut_wr;
 };
 static_assert(sizeof(SlotHostLine) == 32);
+
+// --------------------------------------------------------------------------------- process table
+// Which process of the family holds how many descriptors of each socket. Entry e has a ProcEntry
+// and a row of max_sockets u32 counts; only the process owning the entry writes its row (and its
+// parent, before fork, into the reserved row of the child). A socket is open while the sum of its
+// counts over the entries in state reserved/live/shared is non-zero: the host's close() that
+// takes it to zero sends Op::close; when a process dies the engine marks its entry dead and closes
+// every socket of its row (and its `pending` one) whose sum over the other entries is zero.
+// Both sides store (count / state) then load (states / counts) with seq_cst: a host close racing
+// with a death is seen by at least one of them (both is harmless: the engine's close is
+// idempotent by handle generation). Everything here is host-written and untrusted by the engine.
+
+enum class ProcState : std::uint32_t {
+  free = 0,
+  reserved = 1,  ///< host: taken for a child being forked; counts, not watched yet
+  live = 2,      ///< engine: the pid is watched
+  dead = 3,      ///< engine: the process died, its references are being dropped
+  shared = 4,    ///< engine: proc_shared(), counts of processes without an entry of their own
+  claiming = 5,  ///< host: taken by fork_reserve, its stale row being cleared (counts nothing)
+};
+
+struct ProcEntry {
+  std::uint32_t state = 0;    ///< ProcState
+  std::uint32_t pid = 0;      ///< host: the pid using the entry (informational)
+  std::uint32_t pending = 0;  ///< host: handle being closed right now (0: none)
+  std::uint32_t pad = 0;
+};
+static_assert(sizeof(ProcEntry) == 16);
+static_assert(std::is_trivially_copyable_v<ProcEntry>);
+
+/// The entry of the first process of a family (set live by the engine at attach).
+inline constexpr std::uint32_t kProcFirst = 0;
+inline constexpr std::uint32_t kNoProc = 0xffffffffu;
 
 // ----------------------------------------------------------------------------------- handles
 
@@ -285,6 +324,7 @@ struct Geometry {
   std::uint32_t cmd_entries = 256;
   std::uint32_t cpl_entries = 256;
   std::uint32_t changed_entries = 4096;
+  std::uint32_t max_procs = 64;  ///< process table entries, >= 2 (the last is shared)
 };
 
 inline constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
@@ -294,7 +334,8 @@ inline constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) 
 inline bool layout(const Geometry& g, RegionHeader& h) {
   if (g.max_sockets == 0 || g.max_sockets > kMaxSockets - 1 || !is_pow2(g.stream_ring_bytes) ||
       g.stream_ring_bytes < 4096 || !is_pow2(g.cmd_entries) || !is_pow2(g.cpl_entries) ||
-      !is_pow2(g.changed_entries) || g.max_waiters == 0 || g.max_waiters > 4096) {
+      !is_pow2(g.changed_entries) || g.max_waiters == 0 || g.max_waiters > 4096 || g.max_procs < 2 ||
+      g.max_procs > 4096) {
     return false;
   }
   std::uint32_t kick = 1;
@@ -306,6 +347,7 @@ inline bool layout(const Geometry& g, RegionHeader& h) {
   h.cpl_entries = g.cpl_entries;
   h.kick_entries = kick;
   h.changed_entries = g.changed_entries;
+  h.max_procs = g.max_procs;
   std::uint64_t off = kHeaderBytes;
   h.cmd_off = off;
   off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.cmd_entries} * sizeof(Command), kCacheLine);
@@ -320,7 +362,10 @@ inline bool layout(const Geometry& g, RegionHeader& h) {
   h.replies_off = off;
   off = align_up(off + std::uint64_t{kReplySlots} * sizeof(ReplySlot), kCacheLine);
   h.slots_off = off;
-  off = align_up(off + std::uint64_t{g.max_sockets} * sizeof(SocketSlot), 4096);
+  off = align_up(off + std::uint64_t{g.max_sockets} * sizeof(SocketSlot), kCacheLine);
+  h.procs_off = off;
+  off = align_up(off + std::uint64_t{g.max_procs} * sizeof(ProcEntry), kCacheLine);
+  off = align_up(off + std::uint64_t{g.max_procs} * g.max_sockets * 4, 4096);
   h.data_off = off;
   off += std::uint64_t{g.max_sockets} * 2 * g.stream_ring_bytes;
   h.region_bytes = off;
@@ -329,6 +374,18 @@ inline bool layout(const Geometry& g, RegionHeader& h) {
 
 inline constexpr std::uint64_t slot_off(const RegionHeader& h, std::uint32_t i) {
   return h.slots_off + std::uint64_t{i} * sizeof(SocketSlot);
+}
+/// The shared entry: processes that found the table full count here (never watched, never dead).
+inline constexpr std::uint32_t proc_shared(const RegionHeader& h) { return h.max_procs - 1; }
+inline constexpr std::uint64_t proc_off(const RegionHeader& h, std::uint32_t e) {
+  return h.procs_off + std::uint64_t{e} * sizeof(ProcEntry);
+}
+inline constexpr std::uint64_t counts_off(const RegionHeader& h) {
+  return align_up(h.procs_off + std::uint64_t{h.max_procs} * sizeof(ProcEntry), kCacheLine);
+}
+/// Entry e's count of descriptors referring to socket slot i.
+inline constexpr std::uint64_t count_off(const RegionHeader& h, std::uint32_t e, std::uint32_t i) {
+  return counts_off(h) + (std::uint64_t{e} * h.max_sockets + i) * 4;
 }
 inline constexpr std::uint64_t send_ring_off(const RegionHeader& h, std::uint32_t i) {
   return h.data_off + std::uint64_t{i} * 2 * h.stream_ring_bytes;

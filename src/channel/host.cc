@@ -144,6 +144,9 @@ struct HostChannel::Impl {
   std::atomic<std::uint32_t> arm_gen{0};
   std::atomic<bool> waiters_lock{false};
   std::vector<std::unique_ptr<Waiter>> waiters;
+  /// This process's process table entry (contract.hh): kProcFirst after attach, the one its parent
+  /// reserved after fork, the shared one when the table was full.
+  std::uint32_t proc = c::kNoProc;
 
   ~Impl() {
     for (auto& w : waiters) {
@@ -166,6 +169,35 @@ struct HostChannel::Impl {
     return reinterpret_cast<c::WaiterEntry*>(base + geo.waiters_off)[i];
   }
   c::ReplySlot& reply(std::uint32_t i) const { return reinterpret_cast<c::ReplySlot*>(base + geo.replies_off)[i]; }
+  c::ProcEntry& pentry(std::uint32_t e) const { return *reinterpret_cast<c::ProcEntry*>(base + c::proc_off(geo, e)); }
+  std::uint32_t& count(std::uint32_t e, std::uint32_t i) const {
+    return *reinterpret_cast<std::uint32_t*>(base + c::count_off(geo, e, i));
+  }
+  [[nodiscard]] std::uint32_t own_proc() const { return proc < geo.max_procs ? proc : c::proc_shared(geo); }
+
+  /// One more descriptor of entry `e` refers to socket slot `i`.
+  void count_up(std::uint32_t e, std::uint32_t i) const { at(count(e, i)).fetch_add(1, std::memory_order_seq_cst); }
+  /// One fewer (never below zero: the shared entry has several writers).
+  void count_down(std::uint32_t e, std::uint32_t i) const {
+    std::uint32_t v = at(count(e, i)).load(std::memory_order_relaxed);
+    while (v != 0 && !at(count(e, i)).compare_exchange_weak(v, v - 1, std::memory_order_seq_cst)) {
+    }
+  }
+  /// True when no entry that counts (reserved, live, shared) holds socket slot `i` any more. Runs
+  /// after our own seq_cst count store; the engine stores `dead` into a dying entry, fences, then
+  /// reads counts: at least one of us sees the other (contract.hh).
+  [[nodiscard]] bool unheld(std::uint32_t i) const {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (std::uint32_t e = 0; e < geo.max_procs; ++e) {
+      const auto st = static_cast<c::ProcState>(at(pentry(e).state).load(std::memory_order_seq_cst));
+      if (st != c::ProcState::reserved && st != c::ProcState::live && st != c::ProcState::shared) continue;
+      if (at(count(e, i)).load(std::memory_order_seq_cst) != 0) return false;
+    }
+    return true;
+  }
+  /// Sends Op::close for a handle no process holds any more. EBADF means the engine closed it
+  /// already (a process died at the same moment and the engine saw the socket unheld too).
+  Errc close_unheld(HostSocket s);
   template <typename T>
   SpscRing<T> ring(std::uint64_t off, std::uint32_t n) const {
     return SpscRing<T>(reinterpret_cast<c::RingIndices*>(base + off),
@@ -463,7 +495,7 @@ bool HostChannel::Impl::map_region(std::uint64_t region_bytes, const char* path,
   // Check the layout fits what was mapped before trusting any offset in it.
   c::RegionHeader expect = geo;
   c::Geometry g{geo.max_sockets, geo.stream_ring_bytes, geo.max_waiters, geo.cmd_entries,
-                geo.cpl_entries, geo.changed_entries};
+                geo.cpl_entries, geo.changed_entries, geo.max_procs};
   if (geo.magic != c::kRegionMagic || geo.abi_version != c::kAbiVersion || !c::layout(g, expect) ||
       std::memcmp(&expect, &geo, sizeof(expect)) != 0 || geo.region_bytes != region_bytes) {
     std::snprintf(why.data(), why.size(), "engine at %s: region layout does not match ABI version %u", path,
@@ -563,6 +595,7 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
   // The region fd is kept (close-on-exec, high): exec() hands it to the next image (adopt()).
   im.region_fd = move_high(fds[0]);
   if (!im.map_region(rep.region_bytes, path, why)) return nullptr;
+  im.proc = c::kProcFirst;  // the engine made it live for our pid
   return ch;
 }
 
@@ -649,7 +682,8 @@ Result<HostSocket> HostChannel::socket() {
   const auto h = static_cast<HostSocket>(cp.value);
   c::SocketSlot* sl = impl_->lookup(h);
   if (sl == nullptr) return Errc::no_mem;
-  at(sl->refs).store(1, std::memory_order_relaxed);
+  (void)sl;
+  impl_->count_up(impl_->own_proc(), c::handle_index(h));
   return h;
 }
 
@@ -696,7 +730,7 @@ Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
   if (was_full) im.kick(c::handle_index(listener));
   c::SocketSlot* ns = im.lookup(e.sock);
   if (ns == nullptr) return Errc::conn_aborted;
-  at(ns->refs).store(1, std::memory_order_relaxed);
+  im.count_up(im.own_proc(), c::handle_index(e.sock));
   if (peer != nullptr) *peer = Endpoint{Ipv4Addr{e.addr}, e.port};
   return static_cast<HostSocket>(e.sock);
 }
@@ -767,24 +801,79 @@ Errc HostChannel::take_error(HostSocket s) {
 }
 
 void HostChannel::retain(HostSocket s) {
-  if (c::SocketSlot* sl = impl_->lookup(s); sl != nullptr) at(sl->refs).fetch_add(1, std::memory_order_relaxed);
+  if (impl_->lookup(s) != nullptr) impl_->count_up(impl_->own_proc(), c::handle_index(s));
+}
+
+Errc HostChannel::Impl::close_unheld(HostSocket s) {
+  c::Completion cp;
+  if (!call(sock_cmd(c::Op::close, s), cp)) return Errc::ok;  // a dead engine: nothing left to close
+  if (cp.err == EBADF) return Errc::ok;
+  return cpl_err(cp);
 }
 
 Errc HostChannel::close(HostSocket s) {
-  c::SocketSlot* sl = impl_->lookup(s);
-  if (sl == nullptr) return Errc::badf;
-  std::uint32_t refs = at(sl->refs).load(std::memory_order_relaxed);
-  for (;;) {
-    if (refs == 0) break;
-    if (at(sl->refs).compare_exchange_weak(refs, refs - 1, std::memory_order_acq_rel)) {
-      --refs;
-      break;
-    }
+  Impl& im = *impl_;
+  if (im.lookup(s) == nullptr) return Errc::badf;
+  const std::uint32_t i = c::handle_index(s);
+  const std::uint32_t e = im.own_proc();
+  // `pending` tells the engine which socket we were closing should we die inside this call (our
+  // count already down, the close not sent yet).
+  const bool mine = e != c::proc_shared(im.geo);
+  if (mine) at(im.pentry(e).pending).store(s, std::memory_order_relaxed);
+  im.count_down(e, i);
+  Errc r = Errc::ok;
+  if (im.unheld(i)) r = im.close_unheld(s);
+  if (mine) at(im.pentry(e).pending).store(0, std::memory_order_relaxed);
+  return r;
+}
+
+// --- fork
+
+std::uint32_t HostChannel::fork_reserve() {
+  Impl& im = *impl_;
+  const std::uint32_t shared = c::proc_shared(im.geo);
+  for (std::uint32_t e = 0; e < shared; ++e) {
+    std::uint32_t expect = static_cast<std::uint32_t>(c::ProcState::free);
+    // Claimed in a state nobody counts while the stale row of a previous process is cleared.
+    if (!at(im.pentry(e).state).compare_exchange_strong(expect, static_cast<std::uint32_t>(c::ProcState::claiming), std::memory_order_acq_rel)) continue;
+    for (std::uint32_t i = 0; i < im.geo.max_sockets; ++i) at(im.count(e, i)).store(0, std::memory_order_relaxed);
+    at(im.pentry(e).pid).store(0, std::memory_order_relaxed);
+    at(im.pentry(e).pending).store(0, std::memory_order_relaxed);
+    at(im.pentry(e).state).store(static_cast<std::uint32_t>(c::ProcState::reserved), std::memory_order_seq_cst);
+    return e;
   }
-  if (refs != 0) return Errc::ok;
-  c::Completion cp;
-  if (!impl_->call(sock_cmd(c::Op::close, s), cp)) return Errc::ok;  // a dead engine: nothing left to close
-  return cpl_err(cp);
+  return shared;  // table full: the child's references go with the family, as before
+}
+
+void HostChannel::fork_retain(std::uint32_t ticket, HostSocket s) {
+  Impl& im = *impl_;
+  if (ticket >= im.geo.max_procs || im.lookup(s) == nullptr) return;
+  im.count_up(ticket, c::handle_index(s));
+}
+
+void HostChannel::fork_parent(std::uint32_t ticket, pid_t child) {
+  Impl& im = *impl_;
+  if (ticket >= c::proc_shared(im.geo)) return;
+  if (child > 0) {
+    at(im.pentry(ticket).pid).store(static_cast<std::uint32_t>(child), std::memory_order_relaxed);
+    c::Command cmd;
+    cmd.op = c::Op::proc_register;
+    cmd.value = static_cast<std::int32_t>(ticket);
+    cmd.addr = static_cast<std::uint32_t>(child);
+    c::Completion cp;
+    // Not registered (engine gone or out of pidfds): the entry keeps counting until the family ends.
+    (void)im.call(cmd, cp);
+    return;
+  }
+  // No child: its references go as if it had closed them, then the entry is free again.
+  for (std::uint32_t i = 0; i < im.geo.max_sockets; ++i) {
+    if (at(im.count(ticket, i)).exchange(0, std::memory_order_seq_cst) == 0) continue;
+    if (!im.unheld(i)) continue;
+    c::SocketSlot& sl = im.slot(i);
+    if (at(sl.state).load(std::memory_order_acquire) == c::SlotState::free) continue;
+    (void)im.close_unheld(c::handle_make(i, at(sl.gen).load(std::memory_order_acquire)));
+  }
+  at(im.pentry(ticket).state).store(static_cast<std::uint32_t>(c::ProcState::free), std::memory_order_seq_cst);
 }
 
 // --- data path
@@ -1008,8 +1097,14 @@ void HostChannel::disarm(Waiter& w) {
   [[maybe_unused]] ssize_t r = ::read(w.fd(), &v, sizeof(v));
 }
 
-void HostChannel::after_fork_child() {
+void HostChannel::after_fork_child() { after_fork_child(c::kNoProc); }
+
+void HostChannel::after_fork_child(std::uint32_t ticket) {
   Impl& im = *impl_;
+  im.proc = ticket < im.geo.max_procs ? ticket : c::proc_shared(im.geo);
+  if (im.proc != c::proc_shared(im.geo)) {
+    at(im.pentry(im.proc).pid).store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  }
   im.pid = static_cast<std::uint32_t>(getpid());
   im.fork_gen.fetch_add(1, std::memory_order_release);
   im.waiters_lock.store(false, std::memory_order_release);
@@ -1033,7 +1128,7 @@ bool set_cloexec(int fd, bool on) {
 
 bool HostChannel::prepare_exec(ExecFds& out) {
   Impl& im = *impl_;
-  out = ExecFds{im.conn_fd, im.region_fd, im.doorbell_fd};
+  out = ExecFds{im.conn_fd, im.region_fd, im.doorbell_fd, im.own_proc()};
   if (im.conn_fd < 0 || im.region_fd < 0 || im.doorbell_fd < 0) return false;
   if (set_cloexec(im.conn_fd, false) && set_cloexec(im.region_fd, false) && set_cloexec(im.doorbell_fd, false)) {
     return true;
@@ -1076,6 +1171,7 @@ std::unique_ptr<HostChannel> HostChannel::adopt(ExecFds fds, std::span<const std
     return nullptr;
   }
   if (!im.map_region(static_cast<std::uint64_t>(sb.st_size), "(inherited over exec)", why)) return nullptr;
+  im.proc = fds.proc < im.geo.max_procs ? fds.proc : c::proc_shared(im.geo);  // same pid, same entry
   // The previous image's threads are gone: their waiters and any region lock they held.
   for (std::uint32_t i : stale_waiters) {
     if (i >= im.geo.max_waiters) continue;

@@ -153,12 +153,26 @@ class HostChannel {
   /// parent's threads) and resets locks the parent's other threads may have held.
   void after_fork_child();
 
+  // --- fork with per-process references: the engine drops the references of a process that dies
+  // (any signal) within one loop iteration, so each process counts its own descriptors.
+  //   t = fork_reserve();                      // parent, before fork: the child's table entry
+  //   fork_retain(t, s) for every descriptor   // the child's copies, counted in its entry
+  //   pid = fork();
+  //   parent: fork_parent(t, pid)              // registers the pid (pid < 0: undone)
+  //   child:  after_fork_child(t)              // instead of after_fork_child()
+  /// A process table entry for a child about to be forked (the shared one when the table is full).
+  std::uint32_t fork_reserve();
+  void fork_retain(std::uint32_t ticket, HostSocket s);
+  void fork_parent(std::uint32_t ticket, pid_t child);
+  void after_fork_child(std::uint32_t ticket);
+
   // --- exec: the attachment survives exec() of this process (same family, same references), so
   // offloaded sockets without FD_CLOEXEC reach the next program image as kernel sockets do.
   /// The fds that carry the attachment into the next image: the attach connection, the region
   /// (a memfd) and the doorbell.
   struct ExecFds {
     int conn = -1, region = -1, doorbell = -1;
+    std::uint32_t proc = 0xffffffffu;  ///< this process's process table entry (kept across exec)
   };
   /// Clears close-on-exec on the three fds (nothing else changes). False when that fails; then
   /// they are close-on-exec again.

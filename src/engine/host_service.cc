@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,6 +33,8 @@ constexpr Duration kControlInterval = std::chrono::microseconds(200);
 constexpr std::uint64_t kTagListener = 1ULL << 32;
 constexpr std::uint64_t kTagConn = 2ULL << 32;
 constexpr std::uint64_t kTagDoorbell = 3ULL << 32;
+constexpr std::uint64_t kTagProc = 4ULL << 32;  ///< | entry << 40 | family id: a watched pid's pidfd
+constexpr std::uint64_t kTagMask = 0xff00000000ULL;
 constexpr int kErrCorrupt = EIO;
 /// How long the connections of a family that died may take to hand their send rings to TCP.
 constexpr Duration kDyingLimit = std::chrono::seconds(30);
@@ -62,6 +65,12 @@ struct EngSock {
   std::int32_t err = 0;
 };
 
+/// A process of a family the engine watches (its process table entry is live).
+struct ProcWatch {
+  int pidfd = -1;
+  pid_t pid = 0;
+};
+
 struct Family {
   std::uint32_t id = 0;
   int conn_fd = -1, doorbell_fd = -1;
@@ -78,6 +87,7 @@ struct Family {
   std::vector<int> waiter_fds;
   std::vector<std::uint32_t> woken;
   std::vector<std::uint32_t> registered;
+  std::vector<ProcWatch> procs;  ///< per process table entry
   DmaRingConsumer<c::Command> cmd;
   DmaRingProducer<c::Completion> cpl;
   DmaRingConsumer<std::uint32_t> kicks;
@@ -91,6 +101,7 @@ struct Family {
 
   ~Family() {
     for (int& fd : waiter_fds) close_fd(fd);
+    for (ProcWatch& w : procs) close_fd(w.pidfd);
     close_fd(conn_fd);
     close_fd(doorbell_fd);
     if (map != nullptr) munmap(map, bytes);
@@ -117,6 +128,8 @@ struct HostService::Impl {
   std::vector<std::byte> staging = std::vector<std::byte>(kStaging);
   std::vector<std::uint32_t> work;
   std::vector<std::pair<std::uint32_t, std::uint32_t>> lingering;  ///< (family, slot) in a blocking close
+  std::vector<std::uint32_t> proc_row;        ///< proc_died(): the dead entry's counts
+  std::vector<c::ProcEntry> proc_states;      ///< proc_died(): the process table after the fence
   Instant next_control{};
   Instant now{};
   bool busy = false;
@@ -242,6 +255,9 @@ struct HostService::Impl {
     epoll_ctl(epfd, EPOLL_CTL_ADD, f.doorbell_fd, &ev);
     f.active = true;
     ++stats.attached;
+    // The attaching process is the family's first: entry kProcFirst, watched from now on.
+    f.dma->write_u32(c::proc_off(f.geo, c::kProcFirst) + offsetof(c::ProcEntry, pid), static_cast<std::uint32_t>(f.pid));
+    watch_proc(f, c::kProcFirst, f.pid);
     log("attached pid %d uid %u: %u sockets, %u-byte stream rings, region %llu bytes", static_cast<int>(f.pid),
         static_cast<unsigned>(f.uid), f.geo.max_sockets, f.geo.stream_ring_bytes,
         static_cast<unsigned long long>(f.bytes));
@@ -279,6 +295,9 @@ struct HostService::Impl {
     f.free_slots.clear();
     for (std::uint32_t i = h.max_sockets; i > 0; --i) f.free_slots.push_back(i - 1);
     f.waiter_fds.assign(h.max_waiters, -1);
+    f.procs.assign(h.max_procs, ProcWatch{});
+    f.dma->write_u32(c::proc_off(h, c::kProcFirst), static_cast<std::uint32_t>(c::ProcState::live));
+    f.dma->write_u32(c::proc_off(h, c::proc_shared(h)), static_cast<std::uint32_t>(c::ProcState::shared));
     f.woken.assign(h.max_waiters, 0);
     f.cmd = DmaRingConsumer<c::Command>(f.dma.get(), h.cmd_off, h.cmd_entries);
     f.cpl = DmaRingProducer<c::Completion>(f.dma.get(), h.cpl_off, h.cpl_entries);
@@ -356,7 +375,7 @@ struct HostService::Impl {
       const int n = epoll_wait(epfd, evs, 32, 0);
       if (n <= 0) break;
       for (int k = 0; k < n; ++k) {
-        const std::uint64_t tag = evs[k].data.u64 & ~0xffffffffULL;
+        const std::uint64_t tag = evs[k].data.u64 & kTagMask;
         const auto id = static_cast<std::uint32_t>(evs[k].data.u64);
         if (tag == kTagListener) {
           accept_attaches();
@@ -364,6 +383,11 @@ struct HostService::Impl {
           if (Family* f = family(id); f != nullptr) {
             control(*f);
             if ((evs[k].events & (EPOLLHUP | EPOLLERR)) != 0 && (evs[k].events & EPOLLIN) == 0) f->dead = true;
+          }
+        } else if (tag == kTagProc) {
+          const auto e = static_cast<std::uint32_t>(evs[k].data.u64 >> 40);
+          if (Family* f = family(id); f != nullptr && !f->dying && e < f->procs.size() && f->procs[e].pidfd >= 0) {
+            proc_died(*f, e);
           }
         } else if (tag == kTagDoorbell) {
           if (Family* f = family(id); f != nullptr) {
@@ -753,6 +777,7 @@ struct HostService::Impl {
       cp.value = handle(f.socks[i], i);
       return cp;
     }
+    if (cmd.op == c::Op::proc_register) return fail(register_proc(f, cmd.value, cmd.addr));
     std::uint32_t i = 0;
     EngSock* sp = resolve(f, cmd.sock, i);
     if (sp == nullptr) return fail(Errc::badf);
@@ -854,6 +879,96 @@ struct HostService::Impl {
     }
   }
 
+  // ------------------------------------------------------------------------- process deaths
+
+  /// Starts watching `pid` as the process of table entry `e`. A pid already gone counts as a death
+  /// now (a child killed right after fork, before its parent registered it).
+  Errc watch_proc(Family& f, std::uint32_t e, pid_t pid) {
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ESRCH) {
+        f.procs[e].pid = pid;
+        proc_died(f, e);
+        return Errc::ok;
+      }
+      log("cannot watch pid %d: %s (its sockets close with its family)", static_cast<int>(pid), std::strerror(err));
+      return static_cast<Errc>(err);
+    }
+    f.procs[e] = ProcWatch{fd, pid};  // pidfds are close-on-exec
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagProc | (std::uint64_t{e} << 40) | f.id;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    return Errc::ok;
+  }
+
+  /// Op::proc_register: the host forked a child that uses entry `e`. Everything is host input: an
+  /// index out of range, the shared entry or an entry already watched is refused.
+  Errc register_proc(Family& f, std::int64_t e, std::uint32_t pid) {
+    if (e < 0 || e >= static_cast<std::int64_t>(c::proc_shared(f.geo)) || pid == 0 || pid > 0x3fffffff) {
+      return Errc::inval;
+    }
+    const auto idx = static_cast<std::uint32_t>(e);
+    if (f.procs[idx].pidfd >= 0) return static_cast<Errc>(EBUSY);
+    f.dma->write_u32(c::proc_off(f.geo, idx), static_cast<std::uint32_t>(c::ProcState::live));
+    return watch_proc(f, idx, static_cast<pid_t>(pid));
+  }
+
+  /// Process table entry `e`'s process died (pidfd readable, or gone before it was watched): drop
+  /// its references. Its row is stable now (only its process wrote it). The entry is marked dead,
+  /// then (after a full fence: Dekker with the host's close(), see contract.hh) every socket it
+  /// held, and the one it was closing, is closed as Op::close would if no other entry counts it.
+  void proc_died(Family& f, std::uint32_t e) {
+    ++stats.proc_deaths;
+    busy = true;
+    close_fd(f.procs[e].pidfd);
+    const pid_t pid = f.procs[e].pid;
+    f.procs[e] = ProcWatch{};
+    const std::uint32_t n = f.geo.max_sockets;
+    proc_row.assign(n, 0);
+    f.dma->read(c::count_off(f.geo, e, 0), std::as_writable_bytes(std::span(proc_row)));
+    std::uint32_t pending = 0;
+    f.dma->read_u32(c::proc_off(f.geo, e) + offsetof(c::ProcEntry, pending), pending);
+    f.dma->write_u32(c::proc_off(f.geo, e), static_cast<std::uint32_t>(c::ProcState::dead));
+    f.dma->fence();
+    proc_states.assign(f.geo.max_procs, c::ProcEntry{});
+    f.dma->read(c::proc_off(f.geo, 0), std::as_writable_bytes(std::span(proc_states)));
+    std::uint32_t closed = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (proc_row[i] != 0 && drop_if_unheld(f, e, i)) ++closed;
+    }
+    // The handle it was closing: its count may already be zero while nobody sent the close.
+    if (const std::uint32_t pi = c::handle_index(pending); pending != 0 && pi < n && proc_row[pi] == 0 &&
+                                                          f.socks[pi].gen == c::handle_gen(pending)) {
+      if (drop_if_unheld(f, e, pi)) ++closed;
+    }
+    f.dma->write_u32(c::proc_off(f.geo, e), static_cast<std::uint32_t>(c::ProcState::free));
+    if (closed != 0) {
+      log("pid %d of pid %d's family died: %u of its sockets closed", static_cast<int>(pid), static_cast<int>(f.pid),
+          closed);
+    }
+  }
+
+  /// Closes socket `i` unless an entry other than the dead `e` still counts it (`proc_states` read
+  /// after the fence). Unknown states count: a garbled table keeps sockets open, it never closes
+  /// one another process holds.
+  bool drop_if_unheld(Family& f, std::uint32_t e, std::uint32_t i) {
+    EngSock& s = f.socks[i];
+    if (s.state == c::SlotState::free || s.closing) return false;
+    for (std::uint32_t o = 0; o < proc_states.size(); ++o) {
+      if (o == e) continue;
+      const auto st = static_cast<c::ProcState>(proc_states[o].state);
+      if (st == c::ProcState::free || st == c::ProcState::dead) continue;
+      std::uint32_t cnt = 0;
+      if (!f.dma->read_u32(c::count_off(f.geo, o, i), cnt) || cnt != 0) return false;
+    }
+    s.linger_wait = false;
+    ++stats.death_closes;
+    close_socket(f, i, s);
+    return true;
+  }
+
   /// The host's last reference went. Listeners close at once (the port is free again) and reset
   /// the connections still in their accept queue, as Linux does; connections drain their send ring
   /// first (pump() finishes them).
@@ -898,6 +1013,7 @@ struct HostService::Impl {
     close_fd(f.conn_fd);
     close_fd(f.doorbell_fd);
     for (int& fd : f.waiter_fds) close_fd(fd);
+    for (ProcWatch& w : f.procs) close_fd(w.pidfd);
     f.registered.clear();
     if (!f.active) return;
     for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
@@ -1252,5 +1368,22 @@ void HostService::dump(std::FILE* out) const {
 }
 
 void HostService::service_for_test(Instant now) { on_tick(*impl_->tcp, now); }
+
+bool HostService::proc_died_for_test(int family, std::uint32_t entry) {
+  Impl& im = *impl_;
+  if (family < 0 || static_cast<std::size_t>(family) >= im.fams.size()) return false;
+  Family& f = *im.fams[static_cast<std::size_t>(family)];
+  if (entry >= f.procs.size()) return false;
+  im.proc_died(f, entry);
+  return true;
+}
+
+int HostService::watched_procs() const {
+  int n = 0;
+  for (const auto& f : impl_->fams) {
+    for (const auto& w : f->procs) n += w.pidfd >= 0 ? 1 : 0;
+  }
+  return n;
+}
 
 }  // namespace pno::engine

@@ -52,6 +52,8 @@ struct HostServiceStats {
   std::uint64_t attached = 0, refused = 0, families_closed = 0, corrupt = 0;
   std::uint64_t commands = 0, kicks = 0, bytes_to_tcp = 0, bytes_to_host = 0, accepted = 0;
   std::uint64_t wakeups = 0, doorbells = 0, bad_index = 0;
+  std::uint64_t proc_deaths = 0;   ///< watched processes that died (process table entries dropped)
+  std::uint64_t death_closes = 0;  ///< sockets closed because the last process holding them died
 };
 
 class HostService final : public Service, public IdleWake {
@@ -95,6 +97,10 @@ class HostService final : public Service, public IdleWake {
   int attach_for_test(std::byte** base, std::uint64_t* bytes);
   /// Tests: re-runs one service pass over all families.
   void service_for_test(Instant now);
+  /// Tests: process table entry `entry` of family `family` (attach_for_test's index) died now.
+  bool proc_died_for_test(int family, std::uint32_t entry);
+  /// Process table entries whose pid is watched (pidfd), over all families.
+  [[nodiscard]] int watched_procs() const;
 
  private:
   struct Impl;

@@ -26,7 +26,7 @@ namespace pno::shim::real {
   X(getpeername) X(getsockopt) X(setsockopt) X(fcntl) X(ioctl) X(dup) X(dup2) X(dup3)      \
   X(epoll_create) X(epoll_create1) X(epoll_ctl) X(epoll_wait) X(epoll_pwait)               \
   X(epoll_pwait2) X(poll) X(ppoll) X(select) X(pselect) X(syscall) X(_exit) X(execve)       \
-  X(execv) X(execvp) X(execvpe) X(fexecve) X(eventfd) X(closefrom) X(sigaction)
+  X(execv) X(execvp) X(execvpe) X(fexecve) X(eventfd) X(closefrom) X(sigaction) X(fork)
 
 // One plain pointer per function (std::atomic<F> would drop the functions' attributes and
 // warn); written with __atomic builtins since several threads may resolve it at once.

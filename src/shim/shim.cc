@@ -58,7 +58,13 @@ char g_engine_path[256] = {};
 bool g_require = false;
 bool g_warned = false;  // the one-line "no engine" warning was printed (in this tree, or by us)
 
+/// The process table entry reserved for the child of the fork this thread is in (prepare handler
+/// -> child handler / fork() wrapper). kNoTicket when none.
+constexpr std::uint32_t kNoTicket = 0xffffffffu;
+thread_local std::uint32_t t_fork_ticket __attribute__((tls_model("initial-exec"))) = kNoTicket;
+
 void on_fork_prepare() {
+  t_fork_ticket = kNoTicket;
   State* st = state();
   if (st == nullptr) return;
   // A thread attaching right now would not exist in the child, which would wait for it forever:
@@ -67,12 +73,28 @@ void on_fork_prepare() {
     while (g_attach.load(std::memory_order_acquire) == kAttaching) ::sched_yield();
   }
   if (g_attach.load(std::memory_order_acquire) != kAttached) return;
-  // The child gets a copy of every descriptor: one more reference each (HostChannel::retain), taken
-  // before the fork so that neither process can drop the last one while the other still has it.
+  // The child gets a copy of every descriptor: one reference each, counted in the child's own
+  // process table entry before the fork so that neither process can drop the last one while the
+  // other still has it, and so that the engine drops exactly the child's if it dies by a signal.
+  InChannel guard;
+  const std::uint32_t t = st->ch->fork_reserve();
   int hw = st->fds.high_water();
   for (int fd = 0; fd < hw; ++fd) {
-    if (SockRef r = offloaded(st, fd)) st->ch->retain(r.s);
+    if (SockRef r = offloaded(st, fd)) st->ch->fork_retain(t, r.s);
   }
+  t_fork_ticket = t;
+}
+
+/// In the parent after fork() returned: the engine learns the child's pid (and watches it) before
+/// fork() returns to the application; a failed fork gives the reserved references back.
+void fork_done_parent(pid_t child) {
+  const std::uint32_t t = t_fork_ticket;
+  t_fork_ticket = kNoTicket;
+  if (t == kNoTicket) return;
+  State* st = state();
+  if (st == nullptr || g_attach.load(std::memory_order_acquire) != kAttached) return;
+  InChannel guard;
+  st->ch->fork_parent(t, child);
 }
 
 void on_fork_child() {
@@ -90,8 +112,9 @@ void on_fork_child() {
   }
   if (phase == kAttached) {
     InChannel guard;
-    st->ch->after_fork_child();
+    st->ch->after_fork_child(t_fork_ticket);
   }
+  t_fork_ticket = kNoTicket;
   // Other threads of the parent may have held these locks at fork time; they do not exist here.
   for (std::uint32_t i = 1; i <= st->epolls.high_water(); ++i) st->epolls[i].lock.reset();
   for (std::uint32_t i = 1; i <= st->socks.high_water(); ++i) st->socks[i].lock.reset();
@@ -123,7 +146,7 @@ void at_exit_handler() { release_all_refs(); }
 
 constexpr const char* kExecStateEnv = "PNO_EXEC_STATE";
 constexpr std::uint32_t kExecMagic = 0x706e6f78;  // "pnox"
-constexpr std::uint32_t kExecVersion = 1;
+constexpr std::uint32_t kExecVersion = 2;  // 2: ExecFds carries the process table entry
 
 struct ExecHeader {
   std::uint32_t magic = kExecMagic;
@@ -1335,6 +1358,12 @@ using namespace pno;
 using namespace pno::shim;
 
 #define PNO_EXPORT extern "C" __attribute__((visibility("default")))
+
+PNO_EXPORT pid_t fork() noexcept {
+  const pid_t r = PNO_REAL(fork)();
+  if (r != 0) fork_done_parent(r);
+  return r;
+}
 
 PNO_EXPORT int socket(int domain, int type, int protocol) noexcept {
   int fd = PNO_REAL(socket)(domain, type, protocol);
