@@ -183,7 +183,7 @@ TEST(ChannelDma, OutOfRegionTransfersAreRefusedAndCounted) {
 }
 
 TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
-  static_assert(c::kAbiVersion == 1);
+  static_assert(c::kAbiVersion == 2);  // 2: the process table
   static_assert(sizeof(c::RingIndices) == 128);
   static_assert(offsetof(c::RingIndices, tail) - offsetof(c::RingIndices, head) >= c::kCacheLine);
   static_assert(sizeof(c::Command) == 64 && sizeof(c::Completion) == 128);
@@ -195,8 +195,8 @@ TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
                 offsetof(c::RegionHeader, armed_waiters) / c::kCacheLine);
   c::RegionHeader h;
   ASSERT_TRUE(c::layout(c::Geometry{}, h));
-  const std::uint64_t offs[] = {h.cmd_off, h.cpl_off, h.kick_off, h.changed_off, h.waiters_off, h.replies_off,
-                                h.slots_off, h.data_off};
+  const std::uint64_t offs[] = {h.cmd_off,     h.cpl_off,   h.kick_off,          h.changed_off, h.waiters_off,
+                                h.replies_off, h.slots_off, h.procs_off, c::counts_off(h), h.data_off};
   std::uint64_t prev = 0;
   for (auto o : offs) {
     EXPECT_EQ(o % c::kCacheLine, 0u);
@@ -204,6 +204,13 @@ TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
     prev = o;
   }
   EXPECT_EQ(h.data_off % 4096, 0u);
+  // The process table and its counts fit between the slots and the stream rings.
+  EXPECT_GE(h.procs_off, c::slot_off(h, h.max_sockets));
+  EXPECT_LE(c::count_off(h, h.max_procs - 1, h.max_sockets - 1) + 4, h.data_off);
+  c::Geometry one_proc;
+  one_proc.max_procs = 1;  // no room for the shared entry
+  EXPECT_FALSE(c::layout(one_proc, h));
+  ASSERT_TRUE(c::layout(c::Geometry{}, h));
   EXPECT_EQ(h.region_bytes, h.data_off + std::uint64_t{h.max_sockets} * 2 * h.stream_ring_bytes);
   EXPECT_GE(h.kick_entries, 2 * h.max_sockets);
   EXPECT_EQ(c::send_ring_off(h, 1) - c::send_ring_off(h, 0), 2u * h.stream_ring_bytes);
