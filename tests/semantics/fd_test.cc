@@ -2,6 +2,7 @@
 // and fork (parent and child both using inherited sockets).
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -474,6 +475,92 @@ TEST(Fork, ChildCreatesItsOwnConnections) {
   EXPECT_EQ(r[1], hex("new"));
   EXPECT_EQ(r[2], "1") << "no FIN after the child closed";
   EXPECT_EQ(wait_child(pid), 0);
+}
+
+
+// A forked child that dies by a signal: its descriptors are closed as at any exit, within a second
+// (Linux closes them in do_exit; the engine sees the death through the child's pidfd).
+
+/// A forked child that only sleeps until it is killed.
+pid_t fork_sleeper() {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(20);  // never outlives the test
+    for (;;) ::pause();
+  }
+  return pid;
+}
+
+TEST(ForkKill, ChildKilledAloneHoldingAConnectionEndsItWithFinWithinOneSecond) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  pid_t pid = fork_sleeper();
+  ASSERT_GT(pid, 0);
+  c.fd.reset();  // only the child holds it now
+  EXPECT_EQ(p.call("wait " + id(c) + " 200", true)[1], "ETIMEDOUT") << "FIN although the child holds it";
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto r = p.call("wait " + id(c) + " 3000", true);
+  EXPECT_EQ(r[1], "eof");
+  EXPECT_LE(ms_since(t0), 1000) << "the killed child's connection lingered";
+  EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
+}
+
+TEST(ForkKill, ChildKilledWithUnreadDataResetsItsConnection) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  p.call("sendhex " + id(c) + " " + hex("never read"));
+  ASSERT_NE(poll_one(c.fd, POLLIN, 5000) & POLLIN, 0);  // arrived, left unread
+  pid_t pid = fork_sleeper();
+  ASSERT_GT(pid, 0);
+  c.fd.reset();
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto r = p.call("wait " + id(c) + " 3000", true);
+  EXPECT_EQ(r[0], "err");
+  EXPECT_EQ(r[1], "ECONNRESET") << "RFC 2525 §2.17: closing with unread data resets";
+  EXPECT_LE(ms_since(t0), 1000);
+  EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
+}
+
+TEST(ForkKill, ConnectionSharedWithAKilledChildKeepsWorkingInTheParent) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  pid_t pid = fork_sleeper();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
+  EXPECT_EQ(p.call("wait " + id(c) + " 500", true)[1], "ETIMEDOUT") << "FIN although the parent holds it";
+  ASSERT_EQ(::write(c.fd, "still", 5), 5);
+  EXPECT_EQ(peer_read(p, c, 5), hex("still"));
+  p.call("sendhex " + id(c) + " " + hex("back"));
+  auto back = read_exact(c.fd, 4);
+  EXPECT_EQ(std::string(back.begin(), back.end()), "back");
+  c.fd.reset();
+  EXPECT_EQ(p.call("wait " + id(c) + " 5000")[1], "eof");
+}
+
+TEST(ForkKill, ListenerHeldOnlyByAKilledChildIsFreedWithinOneSecond) {
+  auto [l, port] = listen_local();
+  pid_t pid = fork_sleeper();
+  ASSERT_GT(pid, 0);
+  l.reset();
+  // The child still listens: the port is taken.
+  Fd probe = tcp_socket();
+  auto a = make_addr(env().local_ip, port);
+  EXPECT_EQ(::bind(probe, sa(a), sizeof a), -1);
+  EXPECT_EQ(errno, EADDRINUSE);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  bool bound = false;
+  while (!bound && ms_since(t0) < 2000) {
+    Fd s = tcp_socket();
+    bound = ::bind(s, sa(a), sizeof a) == 0 && ::listen(s, 4) == 0;
+    if (!bound) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(bound) << errname(errno);
+  EXPECT_LE(ms_since(t0), 1000) << "the killed child's listener kept the port";
+  EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
 }
 
 }  // namespace
