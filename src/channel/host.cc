@@ -177,11 +177,12 @@ struct HostChannel::Impl {
 
   /// One more descriptor of entry `e` refers to socket slot `i`.
   void count_up(std::uint32_t e, std::uint32_t i) const { at(count(e, i)).fetch_add(1, std::memory_order_seq_cst); }
-  /// One fewer (never below zero: the shared entry has several writers).
-  void count_down(std::uint32_t e, std::uint32_t i) const {
+  /// One fewer (never below zero: the shared entry has several writers). Returns the new count.
+  std::uint32_t count_down(std::uint32_t e, std::uint32_t i) const {
     std::uint32_t v = at(count(e, i)).load(std::memory_order_relaxed);
     while (v != 0 && !at(count(e, i)).compare_exchange_weak(v, v - 1, std::memory_order_seq_cst)) {
     }
+    return v == 0 ? 0 : v - 1;
   }
   /// True when no entry that counts (reserved, live, shared) holds socket slot `i` any more. Runs
   /// after our own seq_cst count store; the engine stores `dead` into a dying entry, fences, then
@@ -820,9 +821,9 @@ Errc HostChannel::close(HostSocket s) {
   // count already down, the close not sent yet).
   const bool mine = e != c::proc_shared(im.geo);
   if (mine) at(im.pentry(e).pending).store(s, std::memory_order_relaxed);
-  im.count_down(e, i);
+  // Still counted by this entry: not the last reference, nothing to scan.
   Errc r = Errc::ok;
-  if (im.unheld(i)) r = im.close_unheld(s);
+  if (im.count_down(e, i) == 0 && im.unheld(i)) r = im.close_unheld(s);
   if (mine) at(im.pentry(e).pending).store(0, std::memory_order_relaxed);
   return r;
 }

@@ -951,15 +951,15 @@ struct HostService::Impl {
   }
 
   /// Closes socket `i` unless an entry other than the dead `e` still counts it (`proc_states` read
-  /// after the fence). Unknown states count: a garbled table keeps sockets open, it never closes
-  /// one another process holds.
+  /// after the fence; `claiming` rows are being cleared and count nothing). Unknown states count: a
+  /// garbled table keeps sockets open, it never closes one another process holds.
   bool drop_if_unheld(Family& f, std::uint32_t e, std::uint32_t i) {
     EngSock& s = f.socks[i];
     if (s.state == c::SlotState::free || s.closing) return false;
     for (std::uint32_t o = 0; o < proc_states.size(); ++o) {
       if (o == e) continue;
       const auto st = static_cast<c::ProcState>(proc_states[o].state);
-      if (st == c::ProcState::free || st == c::ProcState::dead) continue;
+      if (st == c::ProcState::free || st == c::ProcState::dead || st == c::ProcState::claiming) continue;
       std::uint32_t cnt = 0;
       if (!f.dma->read_u32(c::count_off(f.geo, o, i), cnt) || cnt != 0) return false;
     }

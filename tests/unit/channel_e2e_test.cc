@@ -670,6 +670,66 @@ TEST(ChannelE2e, ForkedChildSharesTheFamilyAndItsSockets) {
   EXPECT_EQ(b.run_child(pid), 0);
 }
 
+// One process of a family killed by SIGKILL while the family lives on: the engine sees its death
+// through a pidfd and closes what only it held (FIN), within one second; the rest of the family
+// and its sockets are untouched.
+TEST(ChannelE2e, ForkedChildKilledAloneHoldingAConnectionIsClosedWhileTheFamilyLives) {
+  Bench b;
+  Signal ready, go, killed;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    auto kept = ch->socket();
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(ch->connect(*kept, {kPeerIp, 7}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    CHILD_CHECK(wait_ready(*ch, *kept, kWritable));
+    const std::uint32_t t = ch->fork_reserve();
+    ch->fork_retain(t, *s);
+    ch->fork_retain(t, *kept);
+    const pid_t g = fork();
+    if (g == 0) {
+      ch->after_fork_child(t);
+      for (;;) pause();
+    }
+    ch->fork_parent(t, g);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);  // only the grandchild holds it now
+    ready.raise();
+    while (!go.seen()) usleep(1000);
+    kill(g, SIGKILL);
+    waitpid(g, nullptr, 0);
+    killed.raise();
+    // `kept` is shared with the dead grandchild: it still works here.
+    CHILD_CHECK(send_all(*ch, *kept, as_bytes(std::span("kept", 4))));
+    std::byte back[4];
+    CHILD_CHECK(recv_exact(*ch, *kept, back));
+    CHILD_CHECK(ch->close(*kept) == Errc::ok);
+    pause();
+    _exit(0);
+  }
+  ASSERT_TRUE(b.run_until([&] { return ready.seen(); }));
+  b.run_until([] { return false; }, 0.2);
+  ASSERT_EQ(echo.conns.size(), 2u);
+  EXPECT_FALSE(echo.conns[0].eof || echo.conns[1].eof) << "closed while the grandchild holds it";
+  go.raise();
+  ASSERT_TRUE(b.run_until([&] { return killed.seen(); }));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b.run_until([&] { return echo.conns[0].eof || echo.conns[1].eof; }, 1.0));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ(b.svc->families(), 1u);
+  EXPECT_EQ(b.svc->stats().death_closes, 1u);
+  // The parent then echoes on `kept` and closes it: both connections end with FIN.
+  ASSERT_TRUE(b.run_until([&] { return echo.conns[0].eof && echo.conns[1].eof; }, 5.0));
+  EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0; }, 2.0));
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+}
+
 TEST(ChannelAttach, VersionMismatchIsRefusedWithAClearReason) {
   Bench b;
   const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
