@@ -196,8 +196,8 @@ struct HostChannel::Impl {
     }
     return true;
   }
-  /// Sends Op::close for a handle no process holds any more. EBADF means the engine closed it
-  /// already (a process died at the same moment and the engine saw the socket unheld too).
+  /// Sends Op::close for a handle no process holds any more. When a process holding it died at the
+  /// same moment and the engine closed it first, the engine answers success.
   Errc close_unheld(HostSocket s);
   template <typename T>
   SpscRing<T> ring(std::uint64_t off, std::uint32_t n) const {
@@ -808,7 +808,6 @@ void HostChannel::retain(HostSocket s) {
 Errc HostChannel::Impl::close_unheld(HostSocket s) {
   c::Completion cp;
   if (!call(sock_cmd(c::Op::close, s), cp)) return Errc::ok;  // a dead engine: nothing left to close
-  if (cp.err == EBADF) return Errc::ok;
   return cpl_err(cp);
 }
 
@@ -1102,9 +1101,13 @@ void HostChannel::after_fork_child() { after_fork_child(c::kNoProc); }
 
 void HostChannel::after_fork_child(std::uint32_t ticket) {
   Impl& im = *impl_;
-  im.proc = ticket < im.geo.max_procs ? ticket : c::proc_shared(im.geo);
-  if (im.proc != c::proc_shared(im.geo)) {
-    at(im.pentry(im.proc).pid).store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  // Without a ticket (retain() before fork, as before the process table) the child counts in its
+  // parent's entry: exact while both live, but the parent's death drops the child's references too.
+  if (ticket < im.geo.max_procs) {
+    im.proc = ticket;
+    if (ticket != c::proc_shared(im.geo)) {
+      at(im.pentry(ticket).pid).store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+    }
   }
   im.pid = static_cast<std::uint32_t>(getpid());
   im.fork_gen.fetch_add(1, std::memory_order_release);

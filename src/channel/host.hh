@@ -150,7 +150,9 @@ class HostChannel {
   void disarm(Waiter& w);
 
   /// In a forked child, before anything else: drops the parent's waiters (they belong to the
-  /// parent's threads) and resets locks the parent's other threads may have held.
+  /// parent's threads) and resets locks the parent's other threads may have held. This form keeps
+  /// the parent's process table entry (for a parent that retain()ed for the child); prefer the
+  /// fork_reserve() sequence below, which gives the child an entry of its own.
   void after_fork_child();
 
   // --- fork with per-process references: the engine drops the references of a process that dies

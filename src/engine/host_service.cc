@@ -58,6 +58,7 @@ struct EngSock {
   bool rx_eof = false;
   bool linger_wait = false;      ///< SO_LINGER > 0: the close() completion waits (tag below)
   bool linger_fin = false;       ///< our FIN is queued; waiting for everything to be acked
+  bool death_closed = false;     ///< closed because its last holder died (until the slot is reused)
   std::uint16_t linger_tag = 0;
   Instant linger_until{};
   std::uint32_t snd_head = 0, rcv_tail = 0, acc_tail = 0;
@@ -780,7 +781,15 @@ struct HostService::Impl {
     if (cmd.op == c::Op::proc_register) return fail(register_proc(f, cmd.value, cmd.addr));
     std::uint32_t i = 0;
     EngSock* sp = resolve(f, cmd.sock, i);
-    if (sp == nullptr) return fail(Errc::badf);
+    if (sp == nullptr) {
+      // A live process's last close racing with the death of the other holder: both saw the socket
+      // unheld and the engine closed it first. The close is done; not an unknown handle.
+      if (cmd.op == c::Op::close && i < f.socks.size() && f.socks[i].death_closed &&
+          f.socks[i].gen == c::handle_gen(cmd.sock)) {
+        return cp;
+      }
+      return fail(Errc::badf);
+    }
     EngSock& s = *sp;
     switch (cmd.op) {
       case c::Op::bind:
@@ -964,6 +973,7 @@ struct HostService::Impl {
       if (!f.dma->read_u32(c::count_off(f.geo, o, i), cnt) || cnt != 0) return false;
     }
     s.linger_wait = false;
+    s.death_closed = true;
     ++stats.death_closes;
     close_socket(f, i, s);
     return true;
