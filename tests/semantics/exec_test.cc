@@ -5,6 +5,7 @@
 // inherited and talks to the peer on it.
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ bool write_s(int fd, const char* s) {
 ///                                   Reads "hello" on KEEP, answers "world" on KEEP2, closes KEEP2
 ///                                   (no FIN: KEEP still refers to it), then "!" on KEEP.
 ///   --exec-accept LISTENER          accepts one connection on the inherited listener, writes "hi".
+///   --exec-sleep CONN               writes "up" on the inherited connection, then sleeps until killed.
 int exec_helper(int argc, char** argv) {
   ::alarm(10);
   std::string mode = argv[1];
@@ -80,6 +82,10 @@ int exec_helper(int argc, char** argv) {
     if (::close(keep2) != 0) return 15;
     if (!write_s(keep, "!")) return 16;
     return 0;  // exit closes KEEP: the peer sees the FIN
+  }
+  if (mode == "--exec-sleep" && argc == 3) {
+    if (!write_s(std::atoi(argv[2]), "up")) return 30;
+    for (;;) ::pause();
   }
   if (mode == "--exec-accept" && argc == 3) {
     int l = std::atoi(argv[2]);
@@ -173,4 +179,31 @@ TEST(Exec, FailedExecLeavesEverySocketAsItWas) {
 }
 
 }  // namespace
+namespace {
+
+// exec keeps the process (and, under the shim, its process table entry): the new program killed by
+// a signal closes the connection only it holds, within a second, as Linux's exit does.
+TEST(Exec, NewProgramKilledBySignalClosesTheInheritedConnection) {
+  std::string self = self_exe();
+  ASSERT_FALSE(self.empty());
+  Peer p;
+  Conn c = connect_to_peer(p);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string fd = std::to_string(c.fd.get());
+    ::execl(self.c_str(), self.c_str(), "--exec-sleep", fd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(99);
+  }
+  c.fd.reset();  // only the new program holds it
+  EXPECT_EQ(peer_read(p, c, 2), hex("up"));
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  EXPECT_EQ(p.call("wait " + id(c) + " 3000", true)[1], "eof");
+  EXPECT_LE(ms_since(t0), 1000) << "the killed program's connection lingered";
+  EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
+}
+
+}  // namespace
+
 }  // namespace pno::semtest
