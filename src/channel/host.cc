@@ -683,7 +683,6 @@ Result<HostSocket> HostChannel::socket() {
   const auto h = static_cast<HostSocket>(cp.value);
   c::SocketSlot* sl = impl_->lookup(h);
   if (sl == nullptr) return Errc::no_mem;
-  (void)sl;
   impl_->count_up(impl_->own_proc(), c::handle_index(h));
   return h;
 }
@@ -835,7 +834,11 @@ std::uint32_t HostChannel::fork_reserve() {
   for (std::uint32_t e = 0; e < shared; ++e) {
     std::uint32_t expect = static_cast<std::uint32_t>(c::ProcState::free);
     // Claimed in a state nobody counts while the stale row of a previous process is cleared.
-    if (!at(im.pentry(e).state).compare_exchange_strong(expect, static_cast<std::uint32_t>(c::ProcState::claiming), std::memory_order_acq_rel)) continue;
+    if (!at(im.pentry(e).state)
+             .compare_exchange_strong(expect, static_cast<std::uint32_t>(c::ProcState::claiming),
+                                      std::memory_order_acq_rel)) {
+      continue;
+    }
     for (std::uint32_t i = 0; i < im.geo.max_sockets; ++i) at(im.count(e, i)).store(0, std::memory_order_relaxed);
     at(im.pentry(e).pid).store(0, std::memory_order_relaxed);
     at(im.pentry(e).pending).store(0, std::memory_order_relaxed);

@@ -89,6 +89,7 @@ struct Family {
   std::vector<std::uint32_t> woken;
   std::vector<std::uint32_t> registered;
   std::vector<ProcWatch> procs;  ///< per process table entry
+  bool watch_pids = false;       ///< the host's pids are ours (same pid namespace): watch them
   DmaRingConsumer<c::Command> cmd;
   DmaRingProducer<c::Completion> cpl;
   DmaRingConsumer<std::uint32_t> kicks;
@@ -256,9 +257,18 @@ struct HostService::Impl {
     epoll_ctl(epfd, EPOLL_CTL_ADD, f.doorbell_fd, &ev);
     f.active = true;
     ++stats.attached;
-    // The attaching process is the family's first: entry kProcFirst, watched from now on.
+    // The attaching process is the family's first: entry kProcFirst, watched from now on. A host
+    // whose own pid differs from SO_PEERCRED's lives in another pid namespace: the pids it would
+    // register mean nothing here, so its processes are not watched (their references go with the
+    // family, as at exit of the last one).
+    f.watch_pids = req.pid == static_cast<std::uint32_t>(f.pid);
     f.dma->write_u32(c::proc_off(f.geo, c::kProcFirst) + offsetof(c::ProcEntry, pid), static_cast<std::uint32_t>(f.pid));
-    watch_proc(f, c::kProcFirst, f.pid);
+    if (f.watch_pids) {
+      watch_proc(f, c::kProcFirst, f.pid);
+    } else {
+      log("pid %d attached from another pid namespace (it says pid %u): its processes are not watched",
+          static_cast<int>(f.pid), req.pid);
+    }
     log("attached pid %d uid %u: %u sockets, %u-byte stream rings, region %llu bytes", static_cast<int>(f.pid),
         static_cast<unsigned>(f.uid), f.geo.max_sockets, f.geo.stream_ring_bytes,
         static_cast<unsigned long long>(f.bytes));
@@ -918,6 +928,7 @@ struct HostService::Impl {
     if (e < 0 || e >= static_cast<std::int64_t>(c::proc_shared(f.geo)) || pid == 0 || pid > 0x3fffffff) {
       return Errc::inval;
     }
+    if (!f.watch_pids) return Errc::op_not_supp;
     const auto idx = static_cast<std::uint32_t>(e);
     if (f.procs[idx].pidfd >= 0) return static_cast<Errc>(EBUSY);
     f.dma->write_u32(c::proc_off(f.geo, idx), static_cast<std::uint32_t>(c::ProcState::live));
@@ -1351,6 +1362,7 @@ int HostService::attach_for_test(std::byte** base, std::uint64_t* bytes) {
   *bytes = f->bytes;
   f->active = true;
   f->pid = ::getpid();
+  f->watch_pids = true;
   im.fams.push_back(std::move(f));
   return static_cast<int>(im.fams.size() - 1);
 }
