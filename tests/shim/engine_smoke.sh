@@ -62,13 +62,13 @@ check "echo server under pno run returns 1 MB intact to the Linux peer" "[[ '$go
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
   "$pno" run --require-engine --engine-socket "$sock" -- redis-server --port 6379 --bind 0.0.0.0 \
     --protected-mode no --save "" --appendonly no --loglevel verbose >"$PNO_RUN_DIR/redis.log" 2>&1 &
-  pids+=($!)
+  rpid=$!  # pno run execs the app: this is redis-server's own pid
+  pids+=("$rpid")
   sleep 1.5
   check "redis: SET/GET from the peer" "[[ \$(timeout 10 ip netns exec $PNO_NETNS redis-cli -h $engine_ip set k v) == OK && \$(timeout 10 ip netns exec $PNO_NETNS redis-cli -h $engine_ip get k) == v ]]"
   out=$(timeout 120 ip netns exec "$PNO_NETNS" redis-benchmark -h "$engine_ip" -q -n 5000 -c 10 -t set,get 2>&1 | tr '\r' '\n' | grep "requests per second")
   echo "$out"
   check "redis-benchmark completes SET and GET" "[[ \$(grep -c 'requests per second' <<<\"\$out\") -eq 2 ]]"
-  rpid=$(pgrep -n -x redis-server)
   t0=$(awk '{print $14+$15}' /proc/$rpid/stat); sleep 3; t1=$(awk '{print $14+$15}' /proc/$rpid/stat)
   check "idle redis under pno uses ~no CPU ($((t1 - t0)) ticks in 3 s)" "(( t1 - t0 <= 10 ))"
   rm -f "$PNO_RUN_DIR/pong"
