@@ -723,9 +723,14 @@ Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
     if (tail == head || tail - head > c::kAcceptQueue) {
       return at(sl->state).load(std::memory_order_relaxed) == c::SlotState::listening ? Errc::again : Errc::inval;
     }
-    was_full = tail - head == c::kAcceptQueue;
     e = sl->accq[head % c::kAcceptQueue];
     at(sl->acc_head).store(head + 1, std::memory_order_release);
+    // Dekker with the engine's refill (it stores acc_tail, fences, re-reads acc_head): whether the
+    // queue was full before this accept is judged by the tail as it is after our head store, so a
+    // refill racing with this accept is seen here or sees our head there. The engine moves waiting
+    // connections into a full queue only when kicked.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    was_full = at(sl->acc_tail).load(std::memory_order_acquire) - head >= c::kAcceptQueue;
   }
   if (was_full) im.kick(c::handle_index(listener));
   c::SocketSlot* ns = im.lookup(e.sock);

@@ -735,33 +735,45 @@ struct HostService::Impl {
   }
 
   void pre_accept(Family& f, std::uint32_t i, EngSock& s, const c::SlotHostLine& hl) {
-    std::uint32_t q = s.acc_tail - hl.acc_head;
-    if (q > c::kAcceptQueue) q = c::kAcceptQueue;  // nonsense from the host: treat as full
-    bool any = false;
-    while (q < c::kAcceptQueue) {
-      Endpoint peer;
-      const auto r = tcp->accept(s.id, &peer);
-      if (!r) break;
-      std::uint32_t ni = 0;
-      if (!alloc_slot(f, *r, c::SlotState::connected, ni)) {
-        tcp->abort(*r);
-        continue;
+    const std::uint64_t so = c::slot_off(f.geo, i);
+    std::uint32_t head = hl.acc_head;
+    for (;;) {
+      std::uint32_t q = s.acc_tail - head;
+      if (q > c::kAcceptQueue) q = c::kAcceptQueue;  // nonsense from the host: treat as full
+      bool any = false;
+      while (q < c::kAcceptQueue) {
+        Endpoint peer;
+        const auto r = tcp->accept(s.id, &peer);
+        if (!r) break;
+        std::uint32_t ni = 0;
+        if (!alloc_slot(f, *r, c::SlotState::connected, ni)) {
+          tcp->abort(*r);
+          continue;
+        }
+        c::AcceptEntry e{};
+        e.sock = handle(f.socks[ni], ni);
+        e.addr = peer.addr.v;
+        e.port = peer.port;
+        f.dma->write(so + offsetof(c::SocketSlot, accq) + (s.acc_tail % c::kAcceptQueue) * sizeof(e),
+                     std::as_bytes(std::span(&e, 1)));
+        ++s.acc_tail;
+        ++q;
+        ++stats.accepted;
+        any = true;
+        mark_dirty(f, ni);
       }
-      c::AcceptEntry e{};
-      e.sock = handle(f.socks[ni], ni);
-      e.addr = peer.addr.v;
-      e.port = peer.port;
-      f.dma->write(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, accq) + (s.acc_tail % c::kAcceptQueue) * sizeof(e),
-                   std::as_bytes(std::span(&e, 1)));
-      ++s.acc_tail;
-      ++q;
-      ++stats.accepted;
-      any = true;
-      mark_dirty(f, ni);
-    }
-    if (any) {
-      f.dma->write_u32(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, acc_tail), s.acc_tail);
+      if (!any) return;
+      f.dma->write_u32(so + offsetof(c::SocketSlot, acc_tail), s.acc_tail);
       s.changed = true;
+      // Dekker with the host's accept(), which stores acc_head, fences, then re-reads acc_tail and
+      // kicks only if the queue was full before its accept. Our acc_head was read before this
+      // refill: an accept meanwhile saw the old tail (no kick) and leaves the queue short of full
+      // from then on, so no kick would ever come while TCP still holds connections. Re-read it
+      // after the tail store: either we see that accept and fill again, or it sees our tail.
+      f.dma->fence();
+      std::uint32_t now_head = head;
+      if (!f.dma->read_u32(so + offsetof(c::SocketSlot, acc_head), now_head) || now_head == head) return;
+      head = now_head;
     }
   }
 
