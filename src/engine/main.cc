@@ -520,6 +520,11 @@ int main(int argc, char** argv) {
     }
     Loop loop(lc, *port, stack, services, clock, ecounters, g_signals, [&](const char* why) {
       if (o.stats) print_stats_line(stdout, (std::string("pno-stats: why=") + why).c_str(), snapshot());
+      // On request (SIGUSR1) the host sockets too: what a stuck host process waits for.
+      if (host != nullptr && std::strcmp(why, "signal") == 0) {
+        host->dump(stdout);
+        std::fflush(stdout);
+      }
     });
     if (host != nullptr) loop.set_idle_wake(host);
     loop.run();
