@@ -29,13 +29,6 @@ using namespace pno::test::channel_bench;
 
 namespace {
 
-StackConfig cfg_for(Ipv4Addr a, std::uint8_t m) {
-  StackConfig cfg;
-  cfg.mac = MacAddr{{2, 0, 0, 0, 0, m}};
-  cfg.addr = Ipv4Cidr{a, 24};
-  return cfg;
-}
-
 /// A virtual PCIe clock: with per-read batching the engine calls spin_until right after each read
 /// from the region, which lets the test act as the host between the engine's read and its writes.
 struct HookClock final : PcieClock {

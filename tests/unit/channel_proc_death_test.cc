@@ -28,13 +28,6 @@ using namespace pno::test::channel_bench;
 
 namespace {
 
-StackConfig cfg_for(Ipv4Addr a, std::uint8_t m) {
-  StackConfig cfg;
-  cfg.mac = MacAddr{{2, 0, 0, 0, 0, m}};
-  cfg.addr = Ipv4Cidr{a, 24};
-  return cfg;
-}
-
 /// An engine with one in-process "host" region the test writes as the host's processes would.
 struct Rig {
   Rig() {

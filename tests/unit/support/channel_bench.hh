@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <vector>
 
@@ -48,6 +49,14 @@ class MemLink final : public FrameSink {
   std::vector<std::byte> open_;
   std::deque<std::vector<std::byte>> queue_;
 };
+
+/// The stack settings of one end of the in-memory link: address `a`/24, MAC 02:00:00:00:00:`m`.
+inline StackConfig cfg_for(Ipv4Addr a, std::uint8_t m) {
+  StackConfig cfg;
+  cfg.mac = MacAddr{{2, 0, 0, 0, 0, m}};
+  cfg.addr = Ipv4Cidr{a, 24};
+  return cfg;
+}
 
 /// An in-process engine (no attach socket) with rings small enough that tests can fill them.
 inline engine::HostServiceConfig small_in_process_config() {
