@@ -28,41 +28,7 @@ using namespace pno::test::channel_bench;
 namespace {
 
 /// An engine with one in-process "host" region the test writes like a (hostile) host would.
-struct Rig {
-  Rig() {
-    svc = std::make_unique<HostService>(small_in_process_config());
-    EXPECT_EQ(svc->start(eng.tcp(), now), Errc::ok);
-    EXPECT_GE(svc->attach_for_test(&base, &bytes), 0);
-    std::memcpy(&h, base, sizeof(h));
-    auto& pt = peer.tcp();
-    pl = *pt.socket();
-    pt.bind(pl, {Ipv4Addr::any(), 7});
-    pt.listen(pl, 16);
-  }
-  ~Rig() { munmap(base, bytes); }
-
-  void step(int n = 1) {
-    for (int k = 0; k < n; ++k) {
-      now += std::chrono::microseconds(100);
-      step_engine_and_peer(eng, eo, peer, po, svc.get(), now, [&] { svc->service_for_test(now); });
-      while (auto a = peer.tcp().accept(pl)) accepted.push_back(*a);
-    }
-  }
-
-  SpscRing<c::Command> cmds() { return region_ring<c::Command>(base, h.cmd_off, h.cmd_entries); }
-  SpscRing<c::Completion> cpls() { return region_ring<c::Completion>(base, h.cpl_off, h.cpl_entries); }
-  SpscRing<std::uint32_t> kicks() { return region_ring<std::uint32_t>(base, h.kick_off, h.kick_entries); }
-  c::SocketSlot& slot(std::uint32_t i) { return *reinterpret_cast<c::SocketSlot*>(base + c::slot_off(h, i)); }
-
-  /// One command, one completion (as the host would do it).
-  c::Completion call(c::Command cmd) {
-    EXPECT_EQ(cmds().push(std::span(&cmd, 1)), 1u);
-    step(2);
-    c::Completion cp;
-    EXPECT_EQ(cpls().pop(std::span(&cp, 1)), 1u);
-    return cp;
-  }
-
+struct Rig : RegionRig {
   /// A socket connected to the peer's port 7; returns its handle.
   std::uint32_t connected() {
     c::Command cmd;
@@ -83,17 +49,6 @@ struct Rig {
     slot(i).kick_req++;
     kicks().push(std::span(&i, 1));
   }
-
-  Instant now = instant_from_ns(1'000'000'000);
-  MemLink eo, po;
-  Stack eng{cfg_for(kEngineIp, 1), eo, now};
-  Stack peer{cfg_for(kPeerIp, 2), po, now};
-  std::unique_ptr<HostService> svc;
-  std::byte* base = nullptr;
-  std::uint64_t bytes = 0;
-  c::RegionHeader h{};
-  SocketId pl = kInvalidSocket;
-  std::vector<SocketId> accepted;
 };
 
 }  // namespace

@@ -29,42 +29,10 @@ using namespace pno::test::channel_bench;
 namespace {
 
 /// An engine with one in-process "host" region the test writes as the host's processes would.
-struct Rig {
-  Rig() {
-    svc = std::make_unique<HostService>(small_in_process_config());
-    EXPECT_EQ(svc->start(eng.tcp(), now), Errc::ok);
-    fam = svc->attach_for_test(&base, &bytes);
-    EXPECT_GE(fam, 0);
-    std::memcpy(&h, base, sizeof(h));
-    auto& pt = peer.tcp();
-    pl = *pt.socket();
-    pt.bind(pl, {Ipv4Addr::any(), 7});
-    pt.listen(pl, 16);
-  }
-  ~Rig() { munmap(base, bytes); }
-
-  void step(int n = 1) {
-    for (int k = 0; k < n; ++k) {
-      now += std::chrono::microseconds(100);
-      step_engine_and_peer(eng, eo, peer, po, svc.get(), now, [&] { svc->service_for_test(now); });
-      while (auto a = peer.tcp().accept(pl)) accepted.push_back(*a);
-    }
-  }
-
-  SpscRing<c::Command> cmds() { return region_ring<c::Command>(base, h.cmd_off, h.cmd_entries); }
-  SpscRing<c::Completion> cpls() { return region_ring<c::Completion>(base, h.cpl_off, h.cpl_entries); }
-  c::SocketSlot& slot(std::uint32_t i) { return *reinterpret_cast<c::SocketSlot*>(base + c::slot_off(h, i)); }
+struct Rig : RegionRig {
   c::ProcEntry& proc(std::uint32_t e) { return *reinterpret_cast<c::ProcEntry*>(base + c::proc_off(h, e)); }
   std::uint32_t& count(std::uint32_t e, std::uint32_t s) {
     return *reinterpret_cast<std::uint32_t*>(base + c::count_off(h, e, c::handle_index(s)));
-  }
-
-  c::Completion call(c::Command cmd) {
-    EXPECT_EQ(cmds().push(std::span(&cmd, 1)), 1u);
-    step(2);
-    c::Completion cp;
-    EXPECT_EQ(cpls().pop(std::span(&cp, 1)), 1u);
-    return cp;
   }
 
   std::uint32_t socket() {
@@ -96,18 +64,6 @@ struct Rig {
     const auto n = peer.tcp().recv(p, b);
     return n && *n == 0;
   }
-
-  Instant now = instant_from_ns(1'000'000'000);
-  MemLink eo, po;
-  Stack eng{cfg_for(kEngineIp, 1), eo, now};
-  Stack peer{cfg_for(kPeerIp, 2), po, now};
-  std::unique_ptr<HostService> svc;
-  int fam = -1;
-  std::byte* base = nullptr;
-  std::uint64_t bytes = 0;
-  c::RegionHeader h{};
-  SocketId pl = kInvalidSocket;
-  std::vector<SocketId> accepted;
 };
 
 }  // namespace

@@ -5,10 +5,16 @@
 // here must be compiled into those tests and not into the shared library.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
+#include <memory>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "channel/contract.hh"
 #include "channel/spsc.hh"
@@ -105,5 +111,65 @@ void step_engine_and_peer(Stack& eng, MemLink& eng_out, Stack& peer, MemLink& pe
   while (peer.tcp().next_event(ev)) {
   }
 }
+
+/// An engine with one in-process host region that the test reads and writes as a host would, and
+/// a peer stack behind the in-memory link that listens on port 7 and collects what it accepts.
+struct RegionRig {
+  RegionRig() {
+    svc = std::make_unique<engine::HostService>(small_in_process_config());
+    EXPECT_EQ(svc->start(eng.tcp(), now), Errc::ok);
+    fam = svc->attach_for_test(&base, &bytes);
+    EXPECT_GE(fam, 0);
+    std::memcpy(&h, base, sizeof(h));
+    auto& pt = peer.tcp();
+    pl = *pt.socket();
+    pt.bind(pl, {Ipv4Addr::any(), 7});
+    pt.listen(pl, 16);
+  }
+  RegionRig(const RegionRig&) = delete;
+  RegionRig& operator=(const RegionRig&) = delete;
+  ~RegionRig() { munmap(base, bytes); }
+
+  /// n rounds of 100 µs: frames, events and the service's ring work; the peer accepts.
+  void step(int n = 1) {
+    for (int k = 0; k < n; ++k) {
+      now += std::chrono::microseconds(100);
+      step_engine_and_peer(eng, eo, peer, po, svc.get(), now, [&] { svc->service_for_test(now); });
+      while (auto a = peer.tcp().accept(pl)) accepted.push_back(*a);
+    }
+  }
+
+  channel::SpscRing<channel::contract::Command> cmds() {
+    return region_ring<channel::contract::Command>(base, h.cmd_off, h.cmd_entries);
+  }
+  channel::SpscRing<channel::contract::Completion> cpls() {
+    return region_ring<channel::contract::Completion>(base, h.cpl_off, h.cpl_entries);
+  }
+  channel::SpscRing<std::uint32_t> kicks() { return region_ring<std::uint32_t>(base, h.kick_off, h.kick_entries); }
+  channel::contract::SocketSlot& slot(std::uint32_t i) {
+    return *reinterpret_cast<channel::contract::SocketSlot*>(base + channel::contract::slot_off(h, i));
+  }
+
+  /// One command, one completion (as the host would do it).
+  channel::contract::Completion call(channel::contract::Command cmd) {
+    EXPECT_EQ(cmds().push(std::span(&cmd, 1)), 1u);
+    step(2);
+    channel::contract::Completion cp;
+    EXPECT_EQ(cpls().pop(std::span(&cp, 1)), 1u);
+    return cp;
+  }
+
+  Instant now = instant_from_ns(1'000'000'000);
+  MemLink eo, po;
+  Stack eng{cfg_for(kEngineIp, 1), eo, now};
+  Stack peer{cfg_for(kPeerIp, 2), po, now};
+  std::unique_ptr<engine::HostService> svc;
+  int fam = -1;
+  std::byte* base = nullptr;
+  std::uint64_t bytes = 0;
+  channel::contract::RegionHeader h{};
+  SocketId pl = kInvalidSocket;
+  std::vector<SocketId> accepted;
+};
 
 }  // namespace pno::test::channel_bench
