@@ -41,6 +41,8 @@ namespace pno::engine {
   X(svc_accepted, "connections accepted by the built-in services")                    \
   X(svc_closed, "connections the built-in services closed")                           \
   X(svc_errors, "connections the built-in services saw fail")                        \
+  X(host_doorbells, "host service: doorbells rung by hosts while the engine slept")    \
+  X(host_wakeups, "host service: eventfd writes that woke a host waiter")            \
   X(dma_read_ops, "host service: DMA reads of host memory (incl. index words)")        \
   X(dma_read_bytes, "host service: bytes read from host memory")                     \
   X(dma_write_ops, "host service: DMA writes to host memory (incl. index words)")      \

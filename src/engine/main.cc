@@ -87,6 +87,7 @@ struct Options {
   std::uint32_t client_linger_ms = 500;
   // loop
   bool busy_poll = false;
+  unsigned spin_us = 50;
   bool keepalive = false;
   // impairment
   double impair_loss = 0, impair_reorder = 0, impair_dup = 0;
@@ -221,6 +222,8 @@ int main(int argc, char** argv) {
 
   auto* g_loop = app.add_option_group("Loop");
   g_loop->add_flag("--busy-poll", o.busy_poll, "never sleep when idle");
+  g_loop->add_option("--spin-us", o.spin_us, "idle spin before sleeping, in microseconds")
+      ->check(CLI::Range(0u, 1'000'000u));
 
   auto* g_imp = app.add_option_group("Impairment (tests only; off by default)");
   g_imp->add_option("--impair-loss", o.impair_loss, "drop PCT % of frames")->check(CLI::Range(0.0, 100.0));
@@ -495,6 +498,8 @@ int main(int argc, char** argv) {
       if (host == nullptr) return;
       const auto d = host->dma_stats();
       const auto& p = host->pcie_stats();
+      ecounters.set(EngineCounter::host_doorbells, host->stats().doorbells);
+      ecounters.set(EngineCounter::host_wakeups, host->stats().wakeups);
       ecounters.set(EngineCounter::dma_read_ops, d.read_ops);
       ecounters.set(EngineCounter::dma_read_bytes, d.read_bytes);
       ecounters.set(EngineCounter::dma_write_ops, d.write_ops);
@@ -514,6 +519,7 @@ int main(int argc, char** argv) {
     };
     LoopConfig lc;
     lc.busy_poll = o.busy_poll;
+    lc.spin_time = std::chrono::microseconds(o.spin_us);
     lc.client_linger = std::chrono::milliseconds(o.client_linger_ms);
     if (o.stats && o.stats_interval_s > 0) {
       lc.stats_interval = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(o.stats_interval_s));
