@@ -42,11 +42,12 @@ inline std::uint32_t ready_of(State* st, HostSocket s) {
 /// connection, and a level-triggered loop that keeps it registered (redis) would spin on
 /// EPOLLERR|EPOLLHUP; accept() on it fails with ECONNABORTED at once.
 inline std::uint32_t poll_ready_of(State* st, const SockDesc& d) {
-  if (!st->ch->alive() && d.listening.load(std::memory_order_relaxed) != 0) return 0;
-  const std::uint32_t r = ready_of(st, d.sock.load(std::memory_order_acquire));
+  // One liveness check per call: this runs for every member of every emulated epoll scan.
+  if (!st->ch->alive()) return d.listening.load(std::memory_order_relaxed) != 0 ? 0U : EPOLLERR | EPOLLHUP;
+  const std::uint32_t r = st->ch->readiness(d.sock.load(std::memory_order_acquire));
   // After connect() reported the failure the socket is disconnected (tcp_disconnect): tcp_poll
   // shows TCP_CLOSE without shutdown flags, OUT|HUP.
-  if ((r & EPOLLHUP) != 0 && st->ch->alive() &&
+  if ((r & EPOLLHUP) != 0 &&
       d.conn_state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(ConnState::failed)) {
     return EPOLLOUT | EPOLLHUP;
   }

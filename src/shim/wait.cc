@@ -151,7 +151,7 @@ void member_ready(State* st, const EpollMember& m, int depth, std::uint32_t& rea
   if (m.kind == MemberKind::socket) {
     HostSocket s = st->socks[m.target].sock.load(std::memory_order_acquire);
     ready = poll_ready_of(st, st->socks[m.target]);
-    seq = st->ch->alive() ? st->ch->event_seq(s) : ~0U;
+    seq = st->ch->event_seq(s);  // ~0 once the engine is gone (poll_ready_of just checked)
     return;
   }
   // A nested emulated epoll is readable while one of its offloaded members is ready (its kernel
