@@ -99,6 +99,9 @@ struct AddrRecord {
   std::uint8_t pad[3] = {};
 };
 
+/// RegionHeader::engine_sleeping after a host rang the doorbell for the engine's current sleep.
+inline constexpr std::uint32_t kDoorbellRung = 2;
+
 struct alignas(kCacheLine) RegionHeader {
   // line 0-2: written by the engine before the region is handed over, read-only afterwards.
   std::uint64_t magic = kRegionMagic;
@@ -119,7 +122,10 @@ struct alignas(kCacheLine) RegionHeader {
   std::uint64_t procs_off = 0;  ///< counts follow at counts_off() (derived, see below)
 
   // Engine-written, live.
-  alignas(kCacheLine) std::uint32_t engine_sleeping = 0;  ///< 1: ring the doorbell after producing
+  /// 0: awake. The engine stores 1 before it sleeps: a host that produced must ring the doorbell.
+  /// The host that rings first stores kDoorbellRung, so the others skip the system call until the
+  /// engine wakes and stores 0 (the engine only writes this word, never reads it).
+  alignas(kCacheLine) std::uint32_t engine_sleeping = 0;
   std::uint32_t changed_overflow = 0;   ///< bumped when the changed ring was full (host rescans)
 
   // Host-written, live.

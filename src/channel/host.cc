@@ -247,15 +247,26 @@ struct HostChannel::Impl {
 
   /// After producing into a ring: ring the doorbell if the engine sleeps (Dekker: our index store,
   /// full fence, then its flag; the engine stores its flag, fences, then re-reads our indices).
+  /// Only the producer that moves the flag from kEngineAsleep to kDoorbellRung writes the doorbell:
+  /// the engine takes a while to wake and clear the flag, and every producer meanwhile (the other
+  /// sends of the same event-loop pass, other threads and processes of the family) would otherwise
+  /// pay one more system call for the same wake-up. A producer that sees kDoorbellRung needs none:
+  /// the engine has not cleared the flag yet, so it still wakes, and before it sleeps again it
+  /// stores kEngineAsleep, fences and re-reads the rings, where our fenced store is visible (the
+  /// same Dekker pair as above).
   void notify() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (at(hdr->engine_sleeping).load(std::memory_order_relaxed) != 0) {
-      const std::uint64_t one = 1;
-      // Counted, so relocate_fd() never closes the number under a write in flight.
-      doorbell_users.fetch_add(1, std::memory_order_seq_cst);
-      [[maybe_unused]] ssize_t r = ::write(doorbell_fd.load(std::memory_order_seq_cst), &one, sizeof(one));
-      doorbell_users.fetch_sub(1, std::memory_order_release);
-    }
+    auto flag = at(hdr->engine_sleeping);
+    std::uint32_t v = flag.load(std::memory_order_relaxed);
+    if (v == 0 || v == c::kDoorbellRung) return;
+    // Any other non-zero value means asleep (the engine writes 1). A failed exchange means the
+    // engine woke (0) or another producer rang: either way nothing more to do.
+    if (!flag.compare_exchange_strong(v, c::kDoorbellRung, std::memory_order_seq_cst)) return;
+    const std::uint64_t one = 1;
+    // Counted, so relocate_fd() never closes the number under a write in flight.
+    doorbell_users.fetch_add(1, std::memory_order_seq_cst);
+    [[maybe_unused]] ssize_t r = ::write(doorbell_fd.load(std::memory_order_seq_cst), &one, sizeof(one));
+    doorbell_users.fetch_sub(1, std::memory_order_release);
   }
 
   /// Tells the engine socket `i` has host-side work, unless a kick for it is still outstanding (the

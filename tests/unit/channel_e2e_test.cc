@@ -935,6 +935,70 @@ TEST(ChannelE2e, SleepingEngineIsWokenByTheDoorbellOnlyWhenAsleep) {
   EXPECT_EQ(b.svc->stats().doorbells, rung);
 }
 
+TEST(ChannelE2e, ProducersDuringOneEngineSleepRingTheDoorbellOnceAndAllAreServed) {
+  // Three sends on three sockets while the engine sleeps: one doorbell write wakes it (the others
+  // see the flag the first one set), and after the wake-up every send's bytes reach the peer.
+  Bench b;
+  PeerEcho echo(b.peer, 7);
+  b.on_step = [&] { echo.step(); };
+  Signal connected, go, sent;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    HostSocket s[3];
+    for (auto& x : s) {
+      auto r = ch->socket();
+      CHILD_CHECK(r.ok());
+      x = *r;
+      CHILD_CHECK(ch->connect(x, {kPeerIp, 7}) == Errc::in_progress);
+    }
+    for (auto x : s) CHILD_CHECK(wait_ready(*ch, x, kWritable));
+    connected.raise();
+    fcntl(go.fds[0], F_SETFL, 0);
+    char c;
+    CHILD_CHECK(::read(go.fds[0], &c, 1) == 1);
+    const auto data = pattern(100, 3);
+    for (auto x : s) {
+      iovec iov{const_cast<std::byte*>(data.data()), data.size()};
+      const auto n = ch->send(x, std::span(&iov, 1));
+      CHILD_CHECK(n.ok() && *n == data.size());
+    }
+    // The engine has not run since: the doorbell's counter holds every write made for this sleep.
+    HostChannel::ExecFds fds;
+    CHILD_CHECK(ch->prepare_exec(fds));
+    ch->exec_failed();
+    std::uint64_t writes = 0;
+    CHILD_CHECK(::read(fds.doorbell, &writes, sizeof writes) == sizeof writes);
+    CHILD_CHECK(writes == 1);
+    CHILD_CHECK(::write(fds.doorbell, &writes, sizeof writes) == sizeof writes);  // still ringing
+    sent.raise();
+    for (auto x : s) {
+      std::vector<std::byte> back(data.size());
+      CHILD_CHECK(recv_exact(*ch, x, back));
+      CHILD_CHECK(back == data);
+    }
+    _exit(0);
+  }
+  ASSERT_TRUE(b.run_until([&] { return connected.seen(); }));
+  b.run_until([] { return false; }, 0.05);
+  ASSERT_TRUE(b.svc->prepare_sleep());  // nothing to do: publishes engine_sleeping
+  go.raise();
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!sent.seen()) {
+    int st = 0;
+    ASSERT_NE(waitpid(pid, &st, WNOHANG), pid) << "child failed before the wake-up";
+    ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+    usleep(1000);
+  }
+  pollfd p{b.svc->wait_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);  // the doorbell, not the timeout
+  b.svc->woke(true);
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_EQ(echo.conns.size(), 3u);  // the child checked each echo
+}
+
 TEST(ChannelE2e, ThreadsShareOneChannelForControlAndData) {
   Bench b;
   PeerEcho echo(b.peer, 7);
