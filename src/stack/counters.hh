@@ -82,6 +82,7 @@ namespace pno {
   X(tcp_rst_rx, "RSTs accepted")                                                         \
   X(tcp_syn_cookies_sent, "SYN-ACKs carrying a SYN cookie")                              \
   X(tcp_ooo_segments, "out-of-order segments queued")                                    \
+  X(tcp_rcv_budget_limited, "window offers the receive budget held below the free buffer")  \
   X(tcp_keepalive_probes, "keepalive probes sent")                                       \
   X(tcp_zero_window_probes, "zero-window probes sent")                                   \
   X(tcp_conn_active_opens, "connections opened actively")                                \

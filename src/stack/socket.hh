@@ -77,6 +77,11 @@ struct TcpConfig {
   Duration delayed_ack = std::chrono::milliseconds(40);
   std::uint32_t rcvbuf_initial = 128 * 1024;       ///< auto-tuning starts here
   std::uint32_t rcvbuf_max = 6 * 1024 * 1024;      ///< and grows up to here
+  /// Receive-window budget for the whole layer (bytes; 0 = none): while more than one connection
+  /// receives, the windows left open (right edge minus RCV.NXT, summed) stay within it, so a
+  /// receiver with few frame buffers (e.g. an AF_XDP fill ring) never invites more than it can hold.
+  std::uint64_t rcv_budget = 0;
+  std::uint32_t rcv_budget_floor_segs = 4;         ///< each connection may always open this many segments
   std::uint32_t sndbuf_initial = 256 * 1024;
   std::uint32_t sndbuf_max = 4 * 1024 * 1024;
   bool timestamps = true;                          ///< RFC 7323

@@ -471,6 +471,8 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
     // three duplicates (RFC 5681 §4.2 "immediate duplicate ACK", RFC 5681 §3.2).
     emit(s, wire::tcp_flag::kAck, t.snd.max, 0);
   }
+  rcv_budget_note_data(s);
+  rcv_budget_sync(s);  // RCV.NXT moved: less of the window is still open
   program(s);
 }
 
@@ -496,6 +498,7 @@ void TcpLayer::Impl::process_fin(Sock& s) {
     default:
       break;
   }
+  rcv_budget_sync(s);
   notify(s);
 }
 

@@ -35,6 +35,8 @@ inline constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
 inline constexpr std::int32_t kPawsWindow = 1;
 /// Out-of-window duplicate ACKs at most this often per connection (Linux tcp_invalid_ratelimit).
 inline constexpr Duration kOowAckInterval = std::chrono::milliseconds(500);
+/// Receive-window budget: a connection counts as receiving for one to two epochs after its last data.
+inline constexpr Duration kRcvBudgetEpoch = std::chrono::milliseconds(100);
 /// RFC 5961 §7: challenge ACKs per second for the whole stack (Linux tcp_challenge_ack_limit).
 inline constexpr std::uint32_t kChallengeAckLimit = 1000;
 
@@ -70,6 +72,10 @@ struct Sock {
   bool in_accept_queue = false;
 
   // Scheduling.
+  // Receive-window budget (rcv_budget.cc).
+  std::uint32_t rcv_held = 0;       ///< open window counted in Impl::rcv_held_sum
+  std::uint32_t rcv_epoch = 0;      ///< last epoch this connection received data in (0 = never)
+
   bool in_pending = false;          ///< on the flush list
   bool event_queued = false;        ///< on the event queue
   Instant wheel_at = kNever;        ///< deadline of the live timer-wheel entry
@@ -110,6 +116,14 @@ struct TcpLayer::Impl {
   Instant chal_start{};
   std::uint32_t chal_count = 0;
   std::uint32_t port_counter = 0;       ///< RFC 6056 §3.3.3 "next_ephemeral"
+
+  // Receive-window budget (rcv_budget.cc): the sum of every connection's open window, and how
+  // many connections received data in the current and the previous epoch (exactly, each counted
+  // once: a connection seen in both epochs moves to the current count).
+  std::uint64_t rcv_held_sum = 0;
+  std::uint32_t rcv_epoch_no = 1;
+  Instant rcv_epoch_start{};
+  std::uint32_t rcv_active_cur = 0, rcv_active_prev = 0;
 
   Sock& at(std::uint32_t slot) { return (*chunks[slot / kChunk])[slot % kChunk]; }
   const Sock& at(std::uint32_t slot) const { return (*chunks[slot / kChunk])[slot % kChunk]; }
@@ -178,6 +192,19 @@ struct TcpLayer::Impl {
   void retransmit(Sock& s, SeqNum seq, std::uint32_t len);
   bool send_fin_if_due(Sock& s);
   void maybe_window_update(Sock& s);
+
+  // --- rcv_budget.cc ---
+  /// Recounts the connection's open window (RCV.NXT to the advertised edge) in the layer's sum;
+  /// zero once it can receive no more (FIN received, closed, freed).
+  void rcv_budget_sync(Sock& s);
+  /// Data arrived on the connection: it counts as a receiver for this epoch and the next.
+  void rcv_budget_note_data(Sock& s);
+  /// `w` (free buffer we could offer) limited by the budget: what this connection may leave open.
+  [[nodiscard]] std::uint32_t rcv_budget_cap(Sock& s, std::uint32_t w);
+  /// Connections that received data in the current or the previous epoch.
+  [[nodiscard]] std::uint32_t rcv_receivers();
+  /// Takes the connection out of the budget entirely (socket freed).
+  void rcv_budget_forget(Sock& s);
 
   // --- recovery.cc ---
   /// ACK processing in synchronized states (RFC 9293 §3.10.7.4 fifth step); false = drop segment.

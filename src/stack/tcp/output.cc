@@ -50,8 +50,12 @@ std::uint16_t TcpLayer::Impl::window_field(Sock& s, bool syn) {
     // RFC 7323 §2.2: the window of a <SYN> is not scaled.
     const auto field = static_cast<std::uint16_t>(std::min<std::uint32_t>(w, 65535));
     if (t.state == TcpState::syn_received) t.rcv.adv_edge = seq_max(t.rcv.adv_edge, t.rcv.nxt + field);
+    rcv_budget_sync(s);
     return field;
   }
+  // Stop opening the window past the layer's receive budget (rcv_budget.cc); `cur` below keeps
+  // what was already offered.
+  w = rcv_budget_cap(s, w);
   const std::uint32_t cur = t.rcv.adv_edge > t.rcv.nxt ? t.rcv.adv_edge.since(t.rcv.nxt) : 0;
   if (w <= cur) {
     w = cur;  // never shrink the window (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4)
@@ -66,6 +70,7 @@ std::uint16_t TcpLayer::Impl::window_field(Sock& s, bool syn) {
   field = std::min<std::uint32_t>(field, 65535);
   const SeqNum edge = t.rcv.nxt + (field << t.rcv.wscale);
   if (edge > t.rcv.adv_edge) t.rcv.adv_edge = edge;
+  rcv_budget_sync(s);
   return static_cast<std::uint16_t>(field);
 }
 
@@ -316,7 +321,7 @@ void TcpLayer::Impl::maybe_window_update(Sock& s) {
   // Linux __tcp_cleanup_rbuf: announce when the window we could offer is at least twice what
   // the peer sees now, and the peer sees at most half of the buffer.
   const std::uint32_t cur = t.rcv.adv_edge > t.rcv.nxt ? t.rcv.adv_edge.since(t.rcv.nxt) : 0;
-  const std::uint32_t w = rcv_window(s);
+  const std::uint32_t w = rcv_budget_cap(s, rcv_window(s));
   const std::uint32_t cap = static_cast<std::uint32_t>(std::max<std::size_t>(t.rcvq.capacity(), 1));
   if (2ull * cur > cap) return;
   if (w < cur + std::min(cap / 2, t.rcv.mss)) return;  // SWS avoidance

@@ -71,6 +71,7 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   if (!s.in_use) return;
   unhash(s);
   if (s.tcb.state == TcpState::listen) listener_remove(s);
+  rcv_budget_forget(s);
   // Scheduling flags stay: a stale entry on the pending list or event queue is harmless, and
   // clearing the flag could queue the slot twice.
   const std::uint32_t gen = s.gen % ((1u << (32 - kSlotBits)) - 1) + 1;
@@ -126,7 +127,10 @@ bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reu
   return false;
 }
 
-void TcpLayer::Impl::set_state(Sock& s, TcpState st) { s.tcb.state = st; }
+void TcpLayer::Impl::set_state(Sock& s, TcpState st) {
+  s.tcb.state = st;
+  rcv_budget_sync(s);
+}
 
 void TcpLayer::Impl::notify(Sock& s) {
   if (s.orphan || s.event_queued || !s.in_use) return;
