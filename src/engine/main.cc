@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
   std::uint64_t msl_ms = 30000, rto_min_ms = 200, rto_initial_ms = 1000, rto_max_ms = 120000, delack_ms = 40;
   std::uint64_t keep_idle_s = 7200, keep_intvl_s = 75;
   std::string cc = "cubic", ephemeral;
+  std::string rcv_budget = "auto";
 
   CLI::App app{"pno-engine: user-space TCP/IP stack on a DPDK port"};
   app.option_defaults()->always_capture_default();
@@ -258,6 +259,12 @@ int main(int argc, char** argv) {
   g_tcp->add_option("--tcp-window-scaling", tcp.window_scaling, "RFC 7323 window scaling");
   g_tcp->add_option("--tcp-rcvbuf", tcp.rcvbuf_initial, "initial receive buffer (bytes)");
   g_tcp->add_option("--tcp-rcvbuf-max", tcp.rcvbuf_max, "receive buffer auto-tuning limit");
+  g_tcp->add_option("--tcp-rcv-budget", rcv_budget,
+                    "open receive windows summed over connections, while more than one receives: "
+                    "bytes (K/M suffixes), 0 = no limit, auto = half of what the port's rx buffers hold");
+  g_tcp->add_option("--tcp-rcv-budget-floor-segs", tcp.rcv_budget_floor_segs,
+                    "segments every connection may open whatever the budget")
+      ->check(CLI::Range(1u, 1024u));
   g_tcp->add_option("--tcp-sndbuf", tcp.sndbuf_initial, "initial send buffer (bytes)");
   g_tcp->add_option("--tcp-sndbuf-max", tcp.sndbuf_max, "send buffer limit");
   g_tcp->add_option("--tcp-max-sockets", tcp.max_sockets, "socket table size");
@@ -344,6 +351,11 @@ int main(int argc, char** argv) {
   tcp.keepalive_intvl = std::chrono::seconds(keep_intvl_s);
   tcp.congestion = cc == "newreno" ? CongestionAlgo::new_reno : CongestionAlgo::cubic;
   if (tcp.rto_min > tcp.rto_max || tcp.rto_initial > tcp.rto_max) return usage_error("RTO limits inconsistent");
+  std::optional<std::uint64_t> rcv_budget_bytes;  // unset: auto, from the port
+  if (rcv_budget != "auto") {
+    rcv_budget_bytes = parse_size(rcv_budget);
+    if (!rcv_budget_bytes) return usage_error("--tcp-rcv-budget: '" + rcv_budget + "' is not a size or auto");
+  }
   if (!ephemeral.empty()) {
     unsigned lo = 0, hi = 0;
     char dash = 0;
@@ -421,6 +433,15 @@ int main(int argc, char** argv) {
   sc.addr = *addr;
   sc.gateway = gateway;
   sc.caps = port->caps();
+  // The receive budget: what the port can hold while the engine is not running (its rx buffers
+  // times a full segment), halved because not every frame the peers send is a full segment
+  // (ACKs for what we send, requests smaller than a segment).
+  const std::uint32_t seg = sc.caps.mtu > 52 ? sc.caps.mtu - 52u : 536u;  // IPv4 + TCP + timestamps
+  tcp.rcv_budget = rcv_budget_bytes.value_or(std::uint64_t{port->rx_buffers()} * seg / 2);
+  if (log >= LogLevel::info) {
+    std::fprintf(stderr, "pno-engine: receive budget %llu bytes (port rx buffers %u, %u-byte segments)\n",
+                 static_cast<unsigned long long>(tcp.rcv_budget), port->rx_buffers(), seg);
+  }
   sc.tcp = tcp;
   sc.secret = o.secret.value_or(random_secret());
 

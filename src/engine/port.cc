@@ -30,6 +30,14 @@ namespace {
 
 // Largest MTU the af_xdp PMD accepts on veth (copy mode, one page per frame).
 constexpr unsigned kAfXdpMaxMtu = 3542;
+// Buffers the af_xdp PMD (DPDK 22.11 rte_eth_af_xdp.c, xsk_configure) puts in the fill ring at
+// start: ETH_AF_XDP_DFLT_NUM_DESCS = XSK_RING_CONS__DEFAULT_NUM_DESCS. The ring has twice the
+// slots, but each rx burst refills exactly as many buffers as it took, so no more than these are
+// ever waiting for the kernel to copy into; no devarg changes it.
+constexpr std::uint32_t kAfXdpFillBuffers = 2048;
+// Frames in the af_packet PMD's PACKET_RX_RING (DPDK 22.11 rte_eth_af_packet.c DFLT_FRAME_COUNT;
+// the engine passes no framecnt devarg).
+constexpr std::uint32_t kAfPacketFrames = 512;
 
 std::optional<std::string> read_line(const std::string& path) {
   std::ifstream f(path);
@@ -341,6 +349,17 @@ bool Port::setup(std::string& err) {
     err = name_ + ": rx queue setup failed (" + std::strerror(-rc) + ")";
     if (cfg_.pmd == Pmd::af_xdp) err += " (af_xdp needs the interface up and MTU <= 3542)";
     return false;
+  }
+  switch (cfg_.pmd) {
+    case Pmd::af_xdp:
+      rx_buffers_ = std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);
+      break;
+    case Pmd::af_packet:
+      rx_buffers_ = kAfPacketFrames;
+      break;
+    default:
+      rx_buffers_ = nrx;
+      break;
   }
   if ((rc = rte_eth_tx_queue_setup(port_id_, 0, ntx, static_cast<unsigned>(socket), nullptr)) != 0) {
     err = name_ + ": tx queue setup failed (" + std::strerror(-rc) + ")";

@@ -141,6 +141,10 @@ class Port final : public FrameSink {
     std::uint64_t rx_ring_full = 0, fill_ring_empty = 0;
   };
   [[nodiscard]] XskDrops xsk_drops() const;
+  /// Frames the port can hold for the engine between two polls: once senders have more than this
+  /// in flight towards an engine that is not running, the port drops. Sizes the stack's receive
+  /// budget (TcpConfig::rcv_budget).
+  [[nodiscard]] std::uint32_t rx_buffers() const { return rx_buffers_; }
 
  private:
   class TxOps;
@@ -169,6 +173,7 @@ class Port final : public FrameSink {
   bool rx_csum_ = false;
   std::uint32_t avail_at_start_ = 0;
   std::uint16_t mbuf_room_ = 0;
+  std::uint32_t rx_buffers_ = 0;
   Instant now_{};
   std::vector<int> rx_wait_fds_;
 
