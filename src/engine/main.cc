@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   std::uint64_t msl_ms = 30000, rto_min_ms = 200, rto_initial_ms = 1000, rto_max_ms = 120000, delack_ms = 40;
   std::uint64_t keep_idle_s = 7200, keep_intvl_s = 75;
   std::string cc = "cubic", ephemeral;
-  std::string rcv_budget = "auto";
+  std::string rcv_budget = "0";
 
   CLI::App app{"pno-engine: user-space TCP/IP stack on a DPDK port"};
   app.option_defaults()->always_capture_default();

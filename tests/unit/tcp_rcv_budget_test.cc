@@ -1,7 +1,8 @@
 // Receive-window budget across connections (TcpConfig::rcv_budget): once several connections
 // receive, the windows left open (advertised right edge minus what the peer already sent) add up
-// to no more than the budget; a connection always keeps a few segments; a lone receiver keeps its
-// whole window; and no advertised right edge ever moves left (RFC 9293 §3.8.6, RFC 7323 §2.4).
+// to no more than the budget plus each connection's floor of a few segments; a busy connection
+// may use what quiet ones leave; a lone receiver keeps its whole window; and no advertised right
+// edge ever moves left (RFC 9293 §3.8.6, RFC 7323 §2.4).
 //
 // The peers are scripted: each fills the window it was offered with full segments, the
 // application reads everything, and the test recomputes every connection's right edge from the
@@ -107,8 +108,10 @@ TcpConfig budget_config(std::uint64_t budget, std::uint32_t floor_segs) {
 }
 
 TEST(TcpRcvBudget, sum_of_open_windows_stays_within_budget_with_many_receivers) {
-  constexpr std::uint64_t kBudget = 16 * kMss;
-  Budget b(budget_config(kBudget, 2));
+  // What may be open: the budget, plus the floor (2 segments) of each of the 4 connections, which
+  // a connection gets even when the others hold the whole budget.
+  constexpr std::uint64_t kBudget = 16 * kMss + 4 * 2 * kMss;
+  Budget b(budget_config(16 * kMss, 2));
   for (std::uint16_t i = 0; i < 4; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));
   // The handshakes offered 64 KiB each (more than the budget, and never taken back). Rounds of
   // "every peer fills its window, the application reads, delayed ACKs fire": once the first
@@ -131,6 +134,48 @@ TEST(TcpRcvBudget, sum_of_open_windows_stays_within_budget_with_many_receivers) 
   // The budget held without stalling anyone: every connection kept receiving.
   for (const Peer& p : b.peers) EXPECT_GT(p.received, 65535u + 29u * 2 * kMss) << "port " << p.sport;
   EXPECT_GT(b.h.counters.get(Counter::tcp_rcv_budget_limited), 0u);
+}
+
+TEST(TcpRcvBudget, busy_connection_gets_at_most_an_equal_share_while_others_receive) {
+  constexpr std::uint64_t kBudget = 16 * kMss;
+  Budget b(budget_config(kBudget, 2));
+  for (std::uint16_t i = 0; i < 4; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));
+  // All four receive once (they count as receivers from now on), then only the first keeps
+  // sending: its window reopens to a quarter of the budget, not to what the others leave, so a
+  // window it would hold while going quiet never keeps the others at their floor.
+  for (Peer& p : b.peers) b.fill(p);
+  b.read_all();
+  for (int round = 0; round < 5; ++round) {
+    b.fill(b.peers[0]);
+    b.read_all();
+    b.h.advance(40ms);
+    b.collect();
+    EXPECT_EQ(b.peers[0].open(), kBudget / 4) << "round " << round;
+  }
+  for (std::size_t i = 1; i < b.peers.size(); ++i) EXPECT_EQ(b.peers[i].open(), kBudget / 4) << "port " << b.peers[i].sport;
+  EXPECT_FALSE(b.edge_moved_left);
+}
+
+TEST(TcpRcvBudget, starved_window_is_acked_at_once_rfc9293_3_8_6_3) {
+  // Windows at their floor (2 segments): one segment leaves the peer less than two segments of
+  // window, so no second segment can come to trigger the ACK. It goes out at once, not after the
+  // 40 ms delayed-ACK timer, and opens the window again.
+  Budget b(budget_config(kMss, 2));
+  for (std::uint16_t i = 0; i < 2; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));
+  for (int round = 0; round < 2; ++round) {
+    for (Peer& p : b.peers) b.fill(p);
+    b.read_all();
+    b.h.advance(40ms);
+    b.collect();
+  }
+  Peer& p = b.peers[0];
+  ASSERT_EQ(p.open(), 2 * kMss);
+  b.h.send({.seq = p.sent, .ack = p.our_nxt, .payload = Bytes(kMss, std::byte{1}), .sport = p.sport});
+  p.sent += kMss;
+  const std::vector<Sent> out = b.h.drain();
+  ASSERT_EQ(out.size(), 1u) << "ACK at once for a starved window";
+  EXPECT_EQ(out[0].ack, p.sent);
+  EXPECT_EQ(out[0].ack + out[0].window, p.sent + 2 * kMss);
 }
 
 TEST(TcpRcvBudget, right_edge_never_moves_left_when_the_budget_tightens_rfc7323_2_4) {
@@ -219,7 +264,7 @@ TEST(TcpRcvBudget, budget_returns_when_receivers_go_quiet_or_close) {
     b.h.advance(40ms);
     b.collect();
   }
-  EXPECT_LE(b.open_sum(), kBudget);
+  EXPECT_LE(b.open_sum(), kBudget + 3 * 2 * kMss);  // the budget plus three floors
   // Peers 1 and 2 finish: one sends FIN (it can send nothing more, so it holds no budget), the
   // other just goes quiet for longer than two epochs.
   Peer& p1 = b.peers[1];

@@ -448,7 +448,14 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
     t.pend.unacked_bytes += static_cast<std::uint32_t>(n);
     // RFC 5681 §4.2: ACK at least every second full segment, at once when a hole fills
     // (RFC 5681 §4.2 / RFC 2018), and at once in quick-ACK mode (Linux); else within 40 ms.
-    if (had_ooo || t.quickacks > 0 || t.pend.unacked_bytes >= 2 * t.rcv.mss) {
+    // With a receive budget, also at once when the peer has less than two segments of window
+    // left and the ACK would open it by a segment: the second full segment that would trigger
+    // the ACK may never come (Linux __tcp_ack_snd_check likewise sends an ACK that opens the
+    // window at once).
+    const std::uint32_t left = t.rcv.adv_edge > t.rcv.nxt ? t.rcv.adv_edge.since(t.rcv.nxt) : 0;
+    const bool window_starved = cfg.rcv_budget != 0 && left < 2 * t.rcv.mss &&
+                                rcv_budget_cap(s, rcv_window(s), false) >= left + t.rcv.mss;
+    if (had_ooo || t.quickacks > 0 || t.pend.unacked_bytes >= 2 * t.rcv.mss || window_starved) {
       t.pend.ack_now = true;
     } else if (t.timers.delack == kNever) {
       t.timers.delack = now + cfg.delayed_ack;

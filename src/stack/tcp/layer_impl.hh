@@ -200,7 +200,8 @@ struct TcpLayer::Impl {
   /// Data arrived on the connection: it counts as a receiver for this epoch and the next.
   void rcv_budget_note_data(Sock& s);
   /// `w` (free buffer we could offer) limited by the budget: what this connection may leave open.
-  [[nodiscard]] std::uint32_t rcv_budget_cap(Sock& s, std::uint32_t w);
+  /// `count`: a window about to be offered (tcp_rcv_budget_limited counts it when limited).
+  [[nodiscard]] std::uint32_t rcv_budget_cap(Sock& s, std::uint32_t w, bool count = true);
   /// Connections that received data in the current or the previous epoch.
   [[nodiscard]] std::uint32_t rcv_receivers();
   /// Takes the connection out of the budget entirely (socket freed).

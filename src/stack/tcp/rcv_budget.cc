@@ -75,7 +75,7 @@ void TcpLayer::Impl::rcv_budget_sync(Sock& s) {
   s.rcv_held = open;
 }
 
-std::uint32_t TcpLayer::Impl::rcv_budget_cap(Sock& s, std::uint32_t w) {
+std::uint32_t TcpLayer::Impl::rcv_budget_cap(Sock& s, std::uint32_t w, bool count) {
   if (cfg.rcv_budget == 0) return w;
   const std::uint32_t receivers = rcv_receivers();
   const bool self = s.rcv_epoch != 0 && (s.rcv_epoch == rcv_epoch_no || s.rcv_epoch + 1 == rcv_epoch_no);
@@ -84,14 +84,16 @@ std::uint32_t TcpLayer::Impl::rcv_budget_cap(Sock& s, std::uint32_t w) {
   // many windows adding up, and a single stream's window is what carries its throughput.
   if (others == 0) return w;
   // Every connection may open a few segments whatever the others hold, so none stalls; beyond
-  // that it gets what the others leave of the budget, at most an equal share of it.
+  // that it gets what the others leave of the budget, but no more than an equal share: a window
+  // drains only as its peer sends into it, so one granted to a connection that then goes quiet
+  // (a pipelined client waiting for its answers) would keep the others at their floor.
   const std::uint64_t floor = std::uint64_t{cfg.rcv_budget_floor_segs} * std::max<std::uint32_t>(s.tcb.rcv.mss, 536);
   const std::uint64_t others_held = rcv_held_sum - s.rcv_held;
   const std::uint64_t room = cfg.rcv_budget > others_held ? cfg.rcv_budget - others_held : 0;
   const std::uint64_t share = cfg.rcv_budget / (std::uint64_t{others} + 1);
   const std::uint64_t allow = std::max(floor, std::min(room, share));
   if (allow >= w) return w;
-  ctr.inc(Counter::tcp_rcv_budget_limited);
+  if (count) ctr.inc(Counter::tcp_rcv_budget_limited);
   return static_cast<std::uint32_t>(allow);
 }
 
