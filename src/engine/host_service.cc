@@ -551,23 +551,38 @@ struct HostService::Impl {
     }
     if (pending > 0 && s.state == c::SlotState::connected && (s.flags & c::kFlagSendClosed) == 0) {
       const std::uint32_t head0 = s.snd_head;
+      // The ring's bytes are read (DMA) straight into the TCP send buffer's free space: no
+      // staging copy. A span may cross the ring's end: read it in two transfers.
       while (pending > 0) {
-        const std::uint32_t pos = s.snd_head & (R - 1);
-        const std::size_t chunk = std::min<std::size_t>({pending, R - pos, staging.size()});
-        if (!f.dma->read(c::send_ring_off(f.geo, i) + pos, std::span(staging).first(chunk))) break;
-        const bool more = hl.more != 0 && chunk == pending;
-        const auto n = tcp->send(s.id, std::span(staging).first(chunk), more);
-        if (!n) {
-          if (n.error() != Errc::again) {
+        const auto space = tcp->send_space(s.id, pending);
+        if (!space) {
+          if (space.error() != Errc::again) {
             s.flags = (s.flags & ~c::kFlagSendable) | c::kFlagSendClosed;
             s.changed = true;
           }
           break;
         }
+        std::size_t filled = 0;
+        bool ok = true;
+        for (const MutByteSpan dst : {(*space).first, (*space).second}) {
+          for (std::size_t off = 0; ok && off < dst.size();) {
+            const std::uint32_t pos = (s.snd_head + static_cast<std::uint32_t>(filled)) & (R - 1);
+            const std::size_t chunk = std::min<std::size_t>(dst.size() - off, R - pos);
+            ok = f.dma->read(c::send_ring_off(f.geo, i) + pos, dst.subspan(off, chunk));
+            if (ok) {
+              off += chunk;
+              filled += chunk;
+            }
+          }
+        }
+        if (filled == 0) break;
+        const bool more = hl.more != 0 && filled == pending;
+        const auto n = tcp->send_commit(s.id, filled, more);
+        if (!n || *n == 0) break;
         s.snd_head += static_cast<std::uint32_t>(*n);
         pending -= static_cast<std::uint32_t>(*n);
         stats.bytes_to_tcp += *n;
-        if (*n < chunk) break;
+        if (!ok) break;
       }
       if (s.snd_head != head0) {
         f.dma->write_u32(so + offsetof(c::SocketSlot, snd_head), s.snd_head);
@@ -608,6 +623,29 @@ struct HostService::Impl {
     if (!s.rx_eof && (s.state == c::SlotState::connected || s.state == c::SlotState::connecting)) {
       const std::uint32_t tail0 = s.rcv_tail;
       while (space > 0) {
+        // Buffered bytes are written (DMA) straight from the TCP receive buffer into the ring:
+        // no staging copy. recv() below only runs when nothing is buffered, to learn EOF or error.
+        if (const auto [a, b] = tcp->recv_view(s.id, space); !a.empty()) {
+          std::size_t moved = 0;
+          bool ok = true;
+          for (const ByteSpan src : {a, b}) {
+            for (std::size_t off = 0; ok && off < src.size();) {
+              const std::uint32_t pos = (s.rcv_tail + static_cast<std::uint32_t>(moved)) & (R - 1);
+              const std::size_t chunk = std::min<std::size_t>(src.size() - off, R - pos);
+              ok = f.dma->write(c::recv_ring_off(f.geo, i) + pos, src.subspan(off, chunk));
+              if (ok) {
+                off += chunk;
+                moved += chunk;
+              }
+            }
+          }
+          tcp->recv_consume(s.id, moved);
+          s.rcv_tail += static_cast<std::uint32_t>(moved);
+          space -= static_cast<std::uint32_t>(moved);
+          stats.bytes_to_host += moved;
+          if (!ok) break;
+          continue;
+        }
         const std::uint32_t pos = s.rcv_tail & (R - 1);
         const std::size_t chunk = std::min<std::size_t>({space, R - pos, staging.size()});
         const auto n = tcp->recv(s.id, std::span(staging).first(chunk));

@@ -84,4 +84,12 @@ std::pair<ByteSpan, ByteSpan> ByteRing::readable(std::size_t offset, std::size_t
   return {ByteSpan(buf_.get() + start, first), ByteSpan(buf_.get(), len - first)};
 }
 
+std::pair<MutByteSpan, MutByteSpan> ByteRing::writable(std::size_t len) {
+  len = std::min(len, free_space());
+  if (len == 0) return {};
+  const std::size_t start = tail_ & mask_;
+  const std::size_t first = std::min(len, capacity() - start);
+  return {MutByteSpan(buf_.get() + start, first), MutByteSpan(buf_.get(), len - first)};
+}
+
 }  // namespace pno::tcp

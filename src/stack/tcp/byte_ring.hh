@@ -38,6 +38,9 @@ class ByteRing {
   void grow(std::size_t new_capacity);
   /// The contiguous readable regions starting `offset` past the head (at most two).
   [[nodiscard]] std::pair<ByteSpan, ByteSpan> readable(std::size_t offset, std::size_t len) const;
+  /// The contiguous free regions at the tail, up to len bytes (at most two): filled in place, then
+  /// committed with commit(). Lets a producer copy straight into the ring, without staging.
+  [[nodiscard]] std::pair<MutByteSpan, MutByteSpan> writable(std::size_t len);
 
  private:
   std::unique_ptr<std::byte[]> buf_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 
 #include "stack/tcp/layer_impl.hh"
 
@@ -456,6 +457,21 @@ Errc TcpLayer::connect(SocketId id, Endpoint remote) {
 }
 
 Result<std::size_t> TcpLayer::send(SocketId id, ByteSpan data, bool more) {
+  if (data.empty()) {
+    // Keep send()'s order of checks for an empty buffer: errors and state first, then 0.
+    auto sp = send_space(id, 0);
+    if (!sp) return sp.error();
+    return std::size_t{0};
+  }
+  auto sp = send_space(id, data.size());
+  if (!sp) return sp.error();
+  const auto [a, b] = *sp;
+  std::memcpy(a.data(), data.data(), a.size());
+  if (!b.empty()) std::memcpy(b.data(), data.data() + a.size(), b.size());
+  return send_commit(id, a.size() + b.size(), more);
+}
+
+Result<std::pair<MutByteSpan, MutByteSpan>> TcpLayer::send_space(SocketId id, std::size_t max) {
   Impl& m = *impl_;
   Sock* sp = m.lookup(id);
   if (sp == nullptr) return Errc::badf;
@@ -477,17 +493,29 @@ Result<std::size_t> TcpLayer::send(SocketId id, ByteSpan data, bool more) {
       return Errc::pipe;
   }
   if (t.fin_queued) return Errc::pipe;
-  if (data.empty()) return std::size_t{0};
+  if (max == 0) return std::pair<MutByteSpan, MutByteSpan>{};
   const std::size_t limit = m.sndbuf_limit(s);
   const std::size_t used = t.sndq.size();
   if (used >= limit) return Errc::again;
-  const std::size_t want = std::min(data.size(), limit - used);
+  const std::size_t want = std::min(max, limit - used);
   if (t.sndq.free_space() < want && t.sndq.capacity() < limit) {
     // Grow toward the limit (doubling): a few times per connection, not per segment.
     t.sndq.grow(std::min(std::bit_ceil(used + want), std::bit_ceil(limit)));
   }
-  const std::size_t n = t.sndq.push(data.first(want));
-  if (n == 0) return Errc::again;
+  auto spans = t.sndq.writable(want);
+  if (spans.first.empty()) return Errc::again;
+  return spans;
+}
+
+Result<std::size_t> TcpLayer::send_commit(SocketId id, std::size_t n, bool more) {
+  Impl& m = *impl_;
+  Sock* sp = m.lookup(id);
+  if (sp == nullptr) return Errc::badf;
+  Sock& s = *sp;
+  Tcb& t = s.tcb;
+  if (n == 0) return std::size_t{0};
+  n = std::min(n, t.sndq.free_space());
+  t.sndq.commit(n);
   t.more = more;
   m.program(s);
   return n;
@@ -522,6 +550,29 @@ Result<std::size_t> TcpLayer::recv(SocketId id, MutByteSpan buf, bool peek) {
     return Errc::not_conn;
   }
   return Errc::again;
+}
+
+std::pair<ByteSpan, ByteSpan> TcpLayer::recv_view(SocketId id, std::size_t max) const {
+  const Impl& m = *impl_;
+  const Sock* sp = m.lookup(id);
+  if (sp == nullptr) return {};
+  const Tcb& t = sp->tcb;
+  if (t.state == TcpState::listen || t.rd_shut) return {};
+  return t.rcvq.readable(0, max);
+}
+
+void TcpLayer::recv_consume(SocketId id, std::size_t n) {
+  Impl& m = *impl_;
+  Sock* sp = m.lookup(id);
+  if (sp == nullptr || n == 0) return;
+  Sock& s = *sp;
+  Tcb& t = s.tcb;
+  if (t.state == TcpState::listen || t.rd_shut) return;
+  n = std::min(n, t.rcvq.size());
+  t.rcvq.consume(n);
+  t.copied += n;
+  m.rcv_autotune(s);
+  m.maybe_window_update(s);
 }
 
 Errc TcpLayer::shutdown(SocketId id, ShutdownHow how) {

@@ -47,6 +47,19 @@ class TcpLayer {
   Result<std::size_t> send(SocketId s, ByteSpan data, bool more = false);
   /// Copies received bytes out; 0 means EOF. `peek` leaves them in place.
   Result<std::size_t> recv(SocketId s, MutByteSpan buf, bool peek = false);
+  /// In-place send: up to `max` bytes of free send-buffer space (at most two spans), after the
+  /// same checks as send() (so a pending error is returned and cleared; Errc::again when full).
+  /// The caller fills a prefix of the spans, in order, and queues it with send_commit(); the
+  /// spans are valid until the next call into the layer. Saves the copy through a staging buffer.
+  Result<std::pair<MutByteSpan, MutByteSpan>> send_space(SocketId s, std::size_t max);
+  /// Queues `n` bytes written into send_space()'s spans, as send() of those bytes would.
+  Result<std::size_t> send_commit(SocketId s, std::size_t n, bool more = false);
+  /// In-place receive: up to `max` readable bytes (at most two spans), empty when recv() would
+  /// not return data (nothing buffered, EOF, error: call recv() to learn which). Valid until the
+  /// next call into the layer; recv_consume() then takes what the caller used.
+  [[nodiscard]] std::pair<ByteSpan, ByteSpan> recv_view(SocketId s, std::size_t max) const;
+  /// Removes `n` bytes shown by recv_view(), as recv() of them would (window update, auto-tuning).
+  void recv_consume(SocketId s, std::size_t n);
   Errc shutdown(SocketId s, ShutdownHow how);
   /// close(): graceful FIN, or RST when unread data is pending or linger is 0 (as Linux does).
   Errc close(SocketId s);
