@@ -586,7 +586,17 @@ struct HostService::Impl {
       }
       if (s.snd_head != head0) {
         f.dma->write_u32(so + offsetof(c::SocketSlot, snd_head), s.snd_head);
-        s.changed = true;  // room in the send ring: writability may have changed
+        // Room in the send ring: an event (and a wake-up of a sleeping host) only when the host
+        // can act on it, i.e. when the free space reaches the host's writability mark (a quarter
+        // of the ring, HostChannel::readiness) or the ring empties. A writer blocked on a full
+        // ring is otherwise woken for every few segments TCP takes, finds it still not writable
+        // and sleeps again (Linux likewise wakes writers only past a mark: sk_stream_write_space).
+        // Free space is monotonic here (only the host fills the ring, and we saw its tail), so
+        // crossing the mark in this pump is exactly when the host's answer changes.
+        const std::uint32_t mark = R / 4;
+        const std::uint32_t free_before = R - (hl.snd_tail - head0);
+        const std::uint32_t free_now = R - pending;
+        if (pending == 0 || (free_before < mark && free_now >= mark)) s.changed = true;
       }
     }
     if (s.shut_wr_pending && !s.shut_wr_done && (pending == 0 || (s.flags & c::kFlagSendClosed) != 0)) {

@@ -1198,3 +1198,45 @@ TEST(ChannelE2e, ReadHangupShowsOnlyOnceEveryByteBeforeTheFinIsReadable) {
     std::fprintf(stderr, "peer sent %zu\n", sent);
   }
 }
+
+TEST(ChannelE2e, WriterBlockedOnAFullSendRingIsWokenAtTheWritableMarkNotPerSegment) {
+  // The host shows a socket writable once a quarter of its send ring is free (readiness()); a
+  // writer blocked on a full ring must be woken when that becomes true, and not each time TCP
+  // takes a few segments, which only makes it wake, find the ring still unwritable and sleep.
+  Bench b;
+  const auto l = *b.peer.tcp().socket();
+  ASSERT_EQ(b.peer.tcp().bind(l, {Ipv4Addr::any(), 9}), Errc::ok);
+  ASSERT_EQ(b.peer.tcp().listen(l, 4), Errc::ok);
+  SocketId conn = kInvalidSocket;
+  std::uint64_t sunk = 0;
+  b.on_step = [&] {
+    if (conn == kInvalidSocket) {
+      if (auto a = b.peer.tcp().accept(l)) conn = *a;
+    }
+    if (conn == kInvalidSocket) return;
+    // A slow reader: a few KB per step, so TCP frees the ring a couple of segments at a time.
+    std::byte buf[3000];
+    if (auto n = b.peer.tcp().recv(conn, buf); n) sunk += *n;
+  };
+  constexpr std::size_t kBytes = 2 << 20;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    CHILD_CHECK(s.ok());
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 9}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    const auto data = pattern(kBytes, 5);
+    CHILD_CHECK(send_all(*ch, *s, data));
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid, 60), 0);
+  EXPECT_TRUE(b.run_until([&] { return sunk == kBytes; }, 20));
+  // Each wake-up may follow at best a quarter ring of progress: about kBytes / (R/4) of them,
+  // plus those of the connect and close. Per-segment wake-ups would be ten times as many.
+  const std::uint64_t quarter = c::Geometry{}.stream_ring_bytes / 4;
+  EXPECT_LE(b.svc->stats().wakeups, 2 * (kBytes / quarter) + 16) << "quarter ring " << quarter;
+}
