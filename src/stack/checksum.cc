@@ -7,29 +7,29 @@ namespace pno {
 
 namespace {
 
+inline std::uint64_t load_native64(const std::byte* p) {
+  std::uint64_t x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+
 /// One's-complement sum of `n` bytes in the machine's byte order, folded to 16 bits.
 /// RFC 1071 §2(B): the sum is byte-order independent, so the data is summed as native 64-bit words
-/// (no byte swap per word) and only the folded 16-bit result is swapped to network order. Each
-/// 64-bit word is split into two 32-bit halves summed into 64-bit accumulators: no carry is lost
-/// for any length below 2^34 bytes, and the loop has no carry chain, so the compiler can vectorise it.
+/// (no byte swap per word) and only the folded 16-bit result is swapped to network order. The
+/// words go into a 128-bit accumulator (an add and an add-with-carry per word): carries out of 64
+/// bits are kept, and folded back at the end (RFC 1071 §2(C), deferred carries).
 std::uint16_t native_sum16(const std::byte* p, std::size_t n) {
-  std::uint64_t lo = 0;
-  std::uint64_t hi = 0;
+  unsigned __int128 acc = 0;
   while (n >= 32) {
-    std::uint64_t w[4];
-    std::memcpy(w, p, sizeof w);
-    for (const std::uint64_t x : w) {
-      lo += x & 0xffffffffu;
-      hi += x >> 32;
-    }
+    acc += load_native64(p);
+    acc += load_native64(p + 8);
+    acc += load_native64(p + 16);
+    acc += load_native64(p + 24);
     p += 32;
     n -= 32;
   }
   while (n >= 8) {
-    std::uint64_t x;
-    std::memcpy(&x, p, 8);
-    lo += x & 0xffffffffu;
-    hi += x >> 32;
+    acc += load_native64(p);
     p += 8;
     n -= 8;
   }
@@ -38,10 +38,13 @@ std::uint16_t native_sum16(const std::byte* p, std::size_t n) {
     // it has within its 16-bit word (RFC 1071 §4.1 pads an odd length with a zero byte).
     std::uint64_t x = 0;
     std::memcpy(&x, p, n);
-    lo += x & 0xffffffffu;
-    hi += x >> 32;
+    acc += x;
   }
-  std::uint64_t s = lo + hi;  // < 2^63: no overflow
+  // 2^64 is 1 modulo 0xffff: the high half adds in as an end-around carry.
+  std::uint64_t s = static_cast<std::uint64_t>(acc);
+  const std::uint64_t hi = static_cast<std::uint64_t>(acc >> 64);
+  s += hi;
+  if (s < hi) ++s;
   s = (s & 0xffffffffu) + (s >> 32);
   s = (s & 0xffffffffu) + (s >> 32);
   s = (s & 0xffffu) + (s >> 16);
