@@ -97,6 +97,12 @@ struct EpollDesc {
   std::atomic<std::uint32_t> n_members;
   std::atomic<std::uint32_t> n_nested;
   std::atomic<std::uint32_t> sleepers;  ///< threads blocked in a wait on this instance
+  /// Kernel-set entries this process added and did not delete (the kick eventfd aside). While it is
+  /// 0, and no fork shares the set with another process, the kernel set can report nothing but the
+  /// kick, so a wait with offloaded members skips its epoll_wait(0) system call.
+  std::atomic<std::uint32_t> n_kernel;
+  std::uint32_t fork_epoch;  ///< State::fork_epoch when created: another value means shared by fork
+  std::atomic<std::uint32_t> unharvested;  ///< waits in a row that returned offloaded events only
   /// eventfd in the kernel set, written on epoll_ctl changes. Atomic: a close()/dup2() of the
   /// application onto its number moves it (epoll_relocate_kick) while other threads use it.
   std::atomic<int> kick_fd;
@@ -109,6 +115,9 @@ struct EpollDesc {
     n_members.store(0);
     n_nested.store(0);
     sleepers.store(0);
+    n_kernel.store(0);
+    fork_epoch = 0;
+    unharvested.store(0);
     kick_fd.store(-1);
     kick_users.store(0);
   }

@@ -67,6 +67,7 @@ void on_fork_prepare() {
   t_fork_ticket = kNoTicket;
   State* st = state();
   if (st == nullptr) return;
+  st->fork_epoch.fetch_add(1, std::memory_order_relaxed);  // both processes now share every epoll
   // A thread attaching right now would not exist in the child, which would wait for it forever:
   // let it finish first (bounded, it does not wait for us).
   if (!t_attaching) {

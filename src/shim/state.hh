@@ -37,6 +37,9 @@ struct State {
   Pool<EpollMember> members;
   /// fd -> the member it was last added as, so epoll_ctl finds it without walking the list.
   Mapping<std::atomic<std::uint32_t>> member_hint;
+  /// Bumped at every fork(): an epoll instance created under another value may have kernel entries
+  /// another process added (EpollDesc::n_kernel cannot count those).
+  std::atomic<std::uint32_t> fork_epoch{0};
   int internal_fd_base = 0;
 };
 

@@ -217,6 +217,27 @@ int filter_kernel_events(EpollDesc& ep, epoll_event* evs, int n) {
   return k;
 }
 
+/// Counts an entry the application added to (+1) or deleted from (-1) the instance's kernel set.
+void count_kernel_entry(EpollDesc& ep, int op) {
+  if (op == EPOLL_CTL_ADD) {
+    ep.n_kernel.fetch_add(1, std::memory_order_relaxed);
+  } else if (op == EPOLL_CTL_DEL) {
+    std::uint32_t n = ep.n_kernel.load(std::memory_order_relaxed);
+    while (n != 0 && !ep.n_kernel.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+    }
+  }
+}
+
+/// Waits with offloaded events to return that may skip the kernel set in a row (see epoll_wait_impl).
+constexpr std::uint32_t kKernelHarvestEvery = 4;
+
+/// Whether the kernel set may hold an entry of the application: entries of this process are
+/// counted; after a fork another process may have added some through its copy of the fd.
+bool kernel_entries_possible(const State* st, const EpollDesc& ep) {
+  return ep.n_kernel.load(std::memory_order_relaxed) != 0 ||
+         ep.fork_epoch != st->fork_epoch.load(std::memory_order_relaxed);
+}
+
 void kick(EpollDesc& ep) {
   if (ep.sleepers.load(std::memory_order_acquire) == 0) return;
   ep.kick_users.fetch_add(1, std::memory_order_seq_cst);
@@ -233,6 +254,7 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
   EpollDesc& ep = *epp;
   if (max <= 0) return fail(EINVAL);
   if (evs == nullptr) return fail(EFAULT);
+  bool kernel_due = false;  // the last sleep saw the kernel set readable (an entry, or the kick)
   for (;;) {
     if (ep.n_members.load(std::memory_order_acquire) == 0) {
       // Kernel members only: sleep in the kernel epoll itself. A kick from epoll_ctl wakes it
@@ -262,7 +284,18 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
       SpinGuard lk(ep.lock);
       n = scan_members(st, ep, evs, max, true, 0);
     }
-    if (n < max) {
+    // The kernel set costs a system call to look at. It is looked at when it may hold an entry of
+    // the application and: nothing offloaded is ready, or a sleep saw it readable, or this is the
+    // kKernelHarvestEvery-th wait in a row that has offloaded events to return anyway (a kernel fd
+    // beside busy sockets, e.g. redis's module pipe, is then reported a few waits later, never
+    // starved).
+    bool harvest = kernel_due;
+    if (!harvest && n < max && kernel_entries_possible(st, ep)) {
+      harvest = n == 0 || ep.unharvested.fetch_add(1, std::memory_order_relaxed) + 1 >= kKernelHarvestEvery;
+    }
+    if (n < max && harvest) {
+      kernel_due = false;
+      ep.unharvested.store(0, std::memory_order_relaxed);
       int k = PNO_REAL(epoll_wait)(epfd, evs + n, max - n, 0);
       if (k > 0) {
         k = filter_kernel_events(ep, evs + n, k);
@@ -293,6 +326,7 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
     int e = errno;
     ep.sleepers.fetch_sub(1);
     if (r < 0) return fail(e);
+    if (r > 0 && (pfd[0].revents & POLLIN) != 0) kernel_due = true;
   }
 }
 
@@ -301,6 +335,7 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
 int epoll_ctl_pending(State* st, int epfd, std::uint32_t eidx, int op, int fd, FdRef t, epoll_event* ev) {
   int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
   if (r < 0) return r;
+  count_kernel_entry(st->epolls[eidx], op);
   SockDesc& d = st->socks[t.index];
   SpinGuard lk(d.lock);
   std::uint32_t i = 0;
@@ -340,7 +375,9 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
       // A kernel epoll (created before the engine was attached) cannot watch an offloaded socket.
       return fail(EPERM);
     }
-    return PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
+    const int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && ep != nullptr) count_kernel_entry(*ep, op);
+    return r;
   }
   if (fd == epfd) return fail(EINVAL);
   if (op != EPOLL_CTL_DEL && ev == nullptr) return fail(EFAULT);
@@ -349,6 +386,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
     // Nested: the kernel checks loops and depth and watches the inner kernel members.
     int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
     if (r < 0) return r;
+    count_kernel_entry(*ep, op);
   }
   SpinGuard lk(ep->lock);
   std::uint32_t mi = find_member(st, *ep, eidx, fd, t);
@@ -586,6 +624,7 @@ int track_epoll(State* st, int epfd) {
   EpollDesc& ep = st->epolls[idx];
   ep.reset();
   ep.refs.store(1);
+  ep.fork_epoch = st->fork_epoch.load(std::memory_order_relaxed);
   int kfd = PNO_REAL(eventfd)(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (kfd >= 0 && st->internal_fd_base > kfd) {
     // Keep the shim's fds out of the numbers the application expects to get.
@@ -629,7 +668,9 @@ void epoll_adopt_pending(State* st, int fd, std::uint32_t sock_idx) {
     // Drop the kernel entry now, so the kernel socket (its last moments, or a copy a forked
     // process still holds) never reports into the set beside the new member.
     FdRef e = st->fds.get(g.epfd);
-    if (e.kind == FdKind::epoll && e.index == g.epoll) (void)PNO_REAL(epoll_ctl)(g.epfd, EPOLL_CTL_DEL, fd, nullptr);
+    if (e.kind == FdKind::epoll && e.index == g.epoll && PNO_REAL(epoll_ctl)(g.epfd, EPOLL_CTL_DEL, fd, nullptr) == 0) {
+      count_kernel_entry(ep, EPOLL_CTL_DEL);
+    }
     SpinGuard lk(ep.lock);
     std::uint32_t mi = st->members.alloc();
     if (mi == 0) {

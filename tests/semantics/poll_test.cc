@@ -546,6 +546,62 @@ TEST(Epoll, OneSocketInTwoSets) {
   EXPECT_TRUE(ep_wait(ep2, 0).empty());
 }
 
+/// Waits until `ep` has reported every tag in `want` (the socket stays ready, so each wait returns
+/// at once), or 50 waits passed; returns the tags seen.
+std::set<std::uint64_t> tags_within(int ep, const std::set<std::uint64_t>& want) {
+  std::set<std::uint64_t> seen;
+  for (int i = 0; i < 50 && seen != want; ++i) {
+    for (const auto& e : ep_wait(ep, 1000)) seen.insert(e.data.u64);
+  }
+  return seen;
+}
+
+TEST(Epoll, PipeBesideAReadySocketIsReported) {
+  // The socket stays readable (level-triggered, never read), so no wait ever sleeps: the pipe's
+  // readiness must be collected from the kernel set beside it.
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd ep(::epoll_create1(0));
+  int pfd[2];
+  ASSERT_EQ(::pipe(pfd), 0);
+  Fd r(pfd[0]), w(pfd[1]);
+  ep_add(ep, c.fd, EPOLLIN, 1);
+  p.call("sendhex " + id(c) + " 00");
+  EXPECT_EQ(tags_within(ep, {1}), (std::set<std::uint64_t>{1}));
+  ep_add(ep, r, EPOLLIN, 2);
+  ASSERT_EQ(::write(w, "x", 1), 1);
+  EXPECT_EQ(tags_within(ep, {1, 2}), (std::set<std::uint64_t>{1, 2}));
+  // Deleted and added again: still reported.
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_DEL, r, nullptr), 0);
+  ep_add(ep, r, EPOLLIN, 3);
+  EXPECT_EQ(tags_within(ep, {1, 3}), (std::set<std::uint64_t>{1, 3}));
+}
+
+TEST(Epoll, SetSharedByForkReportsAPipeTheChildAdded) {
+  Peer p;
+  Conn c = connect_to_peer(p);
+  Fd ep(::epoll_create1(0));
+  ep_add(ep, c.fd, EPOLLIN, 1);
+  p.call("sendhex " + id(c) + " 00");
+  EXPECT_EQ(tags_within(ep, {1}), (std::set<std::uint64_t>{1}));
+  int pfd[2];
+  ASSERT_EQ(::pipe(pfd), 0);
+  Fd r(pfd[0]), w(pfd[1]);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(10);  // a child stuck on a failed expectation must not outlive the test
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 2;
+    // One epoll instance for both processes (as on Linux): the parent must see this entry.
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, r, &ev) != 0) ::_exit(1);
+    ::_exit(::write(w, "x", 1) == 1 ? 0 : 2);
+  }
+  ASSERT_EQ(wait_child(pid), 0);
+  EXPECT_EQ(tags_within(ep, {1, 2}), (std::set<std::uint64_t>{1, 2}));
+}
+
 TEST(Epoll, NestedEpollPropagatesReadiness) {
   Peer p;
   Conn c = connect_to_peer(p);
