@@ -15,7 +15,7 @@
 namespace pno::channel::contract {
 
 /// Bumped on every incompatible change of anything in this header.
-inline constexpr std::uint32_t kAbiVersion = 2;
+inline constexpr std::uint32_t kAbiVersion = 3;
 inline constexpr std::uint64_t kRegionMagic = 0x314e414843'4f4e50ULL;  // "PNOCHAN1" (little endian)
 inline constexpr std::uint32_t kAttachMagic = 0x504e4f41;              // "PNOA"
 inline constexpr std::size_t kCacheLine = 64;
@@ -165,6 +165,10 @@ enum class Op : std::uint16_t {
   proc_register = 13,
 };
 
+/// Command::tag of a command nobody waits for: the engine executes it and posts no completion
+/// (close() without SO_LINGER: Linux's close does not wait for the connection's end either).
+inline constexpr std::uint16_t kNoReply = 0xffff;
+
 /// host -> engine. `sock` is a HostSocket handle (index + 1 in the low 16 bits, generation above).
 struct Command {
   Op op = Op::nop;
@@ -194,6 +198,7 @@ static_assert(std::is_trivially_copyable_v<Completion>);
 /// Host-only: a blocked control call's mailbox. Whoever drains the completion ring files each
 /// completion into the slot its tag names.
 inline constexpr std::uint32_t kReplySlots = 256;
+static_assert(kNoReply >= kReplySlots, "a no-reply tag names no reply slot");
 struct alignas(kCacheLine) ReplySlot {
   std::uint32_t state = 0;  ///< 0 free, 1 waiting, 2 answered
   std::uint32_t pad0 = 0;
@@ -259,7 +264,8 @@ struct alignas(kCacheLine) SocketSlot {
   std::uint32_t more = 0;       ///< the last send() asked for MSG_MORE
   std::uint32_t err_taken = 0;  ///< host reported the pending error once
   std::uint32_t host_shut_wr = 0;
-  std::uint8_t pad2[kCacheLine - 32] = {};
+  std::uint32_t host_linger = 0;  ///< host-only: SO_LINGER with a timeout is on, so the last close waits
+  std::uint8_t pad2[kCacheLine - 36] = {};
   // line 3: host-only locks.
   LockWord send_lock;
   LockWord recv_lock;

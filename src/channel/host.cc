@@ -198,7 +198,9 @@ struct HostChannel::Impl {
   }
   /// Sends Op::close for a handle no process holds any more. When a process holding it died at the
   /// same moment and the engine closed it first, the engine answers success.
-  Errc close_unheld(HostSocket s);
+  Errc close_unheld(HostSocket s, bool wait);
+  /// Sends a command nobody waits for (tag kNoReply): false when the engine is gone.
+  bool post(c::Command cmd);
   template <typename T>
   SpscRing<T> ring(std::uint64_t off, std::uint32_t n) const {
     return SpscRing<T>(reinterpret_cast<c::RingIndices*>(base + off),
@@ -779,7 +781,14 @@ Errc HostChannel::setsockopt(HostSocket s, SockOpt opt, int value) {
   c::Command cmd = sock_cmd(c::Op::setsockopt, s);
   cmd.how = static_cast<std::uint16_t>(opt);
   cmd.value = value;
-  return impl_->errc_call(s, cmd, Errc::conn_reset);
+  const Errc e = impl_->errc_call(s, cmd, Errc::conn_reset);
+  if (opt == SockOpt::linger && e == Errc::ok) {
+    // In the region, not in this process: whichever process of the family closes last must know.
+    if (c::SocketSlot* sl = impl_->lookup(s); sl != nullptr) {
+      at(sl->host_linger).store(value > 0 ? 1 : 0, std::memory_order_relaxed);
+    }
+  }
+  return e;
 }
 
 Result<int> HostChannel::getsockopt(HostSocket s, SockOpt opt) {
@@ -822,15 +831,41 @@ void HostChannel::retain(HostSocket s) {
   if (impl_->lookup(s) != nullptr) impl_->count_up(impl_->own_proc(), c::handle_index(s));
 }
 
-Errc HostChannel::Impl::close_unheld(HostSocket s) {
+Errc HostChannel::Impl::close_unheld(HostSocket s, bool wait) {
+  // Without a lingering close nothing about the connection's end is reported to the caller, so
+  // the close is posted and the caller goes on (a control round trip per close otherwise: a spin,
+  // yields and often a sleep while the engine is busy). Commands run in ring order, so anything
+  // the process asks next (a bind to the same port, say) comes after it.
+  if (!wait) {
+    post(sock_cmd(c::Op::close, s));
+    return Errc::ok;
+  }
   c::Completion cp;
   if (!call(sock_cmd(c::Op::close, s), cp)) return Errc::ok;  // a dead engine: nothing left to close
   return cpl_err(cp);
 }
 
+bool HostChannel::Impl::post(c::Command cmd) {
+  cmd.tag = c::kNoReply;
+  for (;;) {
+    if (dead.load(std::memory_order_relaxed)) return false;
+    std::size_t pushed = 0;
+    {
+      RegionLock lk(hdr->cmd_lock.owner, pid);
+      pushed = ring<c::Command>(geo.cmd_off, geo.cmd_entries).push(std::span(&cmd, 1));
+    }
+    notify();
+    if (pushed == 1) return true;
+    if (!check_alive()) return false;
+    sched_yield();  // a full command ring: the engine is behind, let it run
+  }
+}
+
 Errc HostChannel::close(HostSocket s) {
   Impl& im = *impl_;
-  if (im.lookup(s) == nullptr) return Errc::badf;
+  c::SocketSlot* sl = im.lookup(s);
+  if (sl == nullptr) return Errc::badf;
+  const bool lingering = at(sl->host_linger).load(std::memory_order_relaxed) != 0;
   const std::uint32_t i = c::handle_index(s);
   const std::uint32_t e = im.own_proc();
   // `pending` tells the engine which socket we were closing should we die inside this call (our
@@ -839,7 +874,7 @@ Errc HostChannel::close(HostSocket s) {
   if (mine) at(im.pentry(e).pending).store(s, std::memory_order_relaxed);
   // Still counted by this entry: not the last reference, nothing to scan.
   Errc r = Errc::ok;
-  if (im.count_down(e, i) == 0 && im.unheld(i)) r = im.close_unheld(s);
+  if (im.count_down(e, i) == 0 && im.unheld(i)) r = im.close_unheld(s, lingering);
   if (mine) at(im.pentry(e).pending).store(0, std::memory_order_relaxed);
   return r;
 }
@@ -892,7 +927,7 @@ void HostChannel::fork_parent(std::uint32_t ticket, pid_t child) {
     if (!im.unheld(i)) continue;
     c::SocketSlot& sl = im.slot(i);
     if (at(sl.state).load(std::memory_order_acquire) == c::SlotState::free) continue;
-    (void)im.close_unheld(c::handle_make(i, at(sl.gen).load(std::memory_order_acquire)));
+    (void)im.close_unheld(c::handle_make(i, at(sl.gen).load(std::memory_order_acquire)), false);
   }
   at(im.pentry(ticket).state).store(static_cast<std::uint32_t>(c::ProcState::free), std::memory_order_seq_cst);
 }

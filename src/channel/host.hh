@@ -116,7 +116,9 @@ class HostChannel {
 
   /// Reference counting across dup() and fork(): the shim calls retain() once per new descriptor
   /// that refers to `s`, and close() once per descriptor closed. The engine closes the socket (FIN,
-  /// or RST when unread data is pending or linger is 0) when the last reference goes.
+  /// or RST when unread data is pending or linger is 0) when the last reference goes. The last
+  /// close returns at once unless SO_LINGER with a timeout was set through setsockopt() (in any
+  /// process of the family): then it waits for the connection's end or the timeout, as on Linux.
   void retain(HostSocket s);
   Errc close(HostSocket s);
 

@@ -38,7 +38,7 @@ constexpr std::uint64_t kTagMask = 0xff00000000ULL;
 constexpr int kErrCorrupt = EIO;
 /// How long the connections of a family that died may take to hand their send rings to TCP.
 constexpr Duration kDyingLimit = std::chrono::seconds(30);
-constexpr std::uint16_t kDeferred = 0xffff;  ///< execute(): the completion comes later (blocking close)
+constexpr std::uint16_t kDeferred = 0xfffe;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd) {
   if (fd >= 0) ::close(fd);
@@ -775,6 +775,7 @@ struct HostService::Impl {
   void finish_linger(Family& f, EngSock& s) {
     if (!s.linger_wait) return;
     s.linger_wait = false;
+    if (s.linger_tag == c::kNoReply) return;
     c::Completion cp;
     cp.tag = s.linger_tag;
     cp.op = c::Op::close;
@@ -1186,7 +1187,7 @@ struct HostService::Impl {
       std::size_t nout = 0;
       for (std::size_t k = 0; k < got; ++k) {
         const c::Completion cp = execute(f, batch[k]);
-        if (cp.tag != kDeferred) out[nout++] = cp;
+        if (cp.tag != kDeferred && cp.tag != c::kNoReply) out[nout++] = cp;
       }
       const std::size_t pushed = f.cpl.push(std::span(out).first(nout));
       for (std::size_t k = pushed; k < nout; ++k) f.backlog.push_back(out[k]);

@@ -90,6 +90,24 @@ TEST(ChannelProcDeath, DeathOfTheOnlyHolderClosesTheConnectionWithFin) {
   EXPECT_EQ(r.svc->sockets(), 0u);
 }
 
+TEST(ChannelCommands, CloseWithoutReplyClosesWithFinAndPostsNoCompletion) {
+  Rig r;
+  const std::uint32_t s = r.connected(c::kProcFirst);
+  ASSERT_EQ(r.accepted.size(), 1u);
+  c::Command cmd;
+  cmd.op = c::Op::close;
+  cmd.sock = s;
+  cmd.tag = c::kNoReply;  // the host's close() without SO_LINGER does not wait
+  ASSERT_EQ(r.cmds().push(std::span(&cmd, 1)), 1u);
+  r.step(20);
+  c::Completion cp;
+  EXPECT_EQ(r.cpls().pop(std::span(&cp, 1)), 0u) << "a completion nobody waits for";
+  EXPECT_EQ(r.slot(c::handle_index(s)).state, c::SlotState::free);
+  EXPECT_TRUE(r.peer_sees_eof(r.accepted[0]));
+  // The next command is answered as usual.
+  EXPECT_NE(r.socket(), 0u);
+}
+
 TEST(ChannelProcDeath, DeathWithUnreadDataResetsTheConnection) {
   Rig r;
   r.reserve(1);

@@ -183,7 +183,8 @@ TEST(ChannelDma, OutOfRegionTransfersAreRefusedAndCounted) {
 }
 
 TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
-  static_assert(c::kAbiVersion == 2);  // 2: the process table
+  static_assert(c::kAbiVersion == 3);  // 2: the process table; 3: no-reply commands (kNoReply)
+  static_assert(c::kNoReply >= c::kReplySlots);
   static_assert(sizeof(c::RingIndices) == 128);
   static_assert(offsetof(c::RingIndices, tail) - offsetof(c::RingIndices, head) >= c::kCacheLine);
   static_assert(sizeof(c::Command) == 64 && sizeof(c::Completion) == 128);
