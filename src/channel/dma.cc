@@ -3,6 +3,9 @@
 #include <atomic>
 #include <cstring>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 namespace pno::channel {
 
 // The host writes the region concurrently; byte copies race benignly by design (the ring protocol
@@ -62,5 +65,14 @@ bool MemcpyDma::write_u32(std::uint64_t off, std::uint32_t v) {
 }
 
 void MemcpyDma::fence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+void MemcpyDma::prepare(std::uint64_t off, std::uint64_t len) {
+  if (!in_bounds(off, len) || len == 0) return;
+  // madvise wants a page-aligned start; the mapping itself is page-aligned.
+  const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t start = off / page * page;
+  // MADV_POPULATE_WRITE (Linux 5.14): on older kernels EINVAL, and the pages fault in as used.
+  (void)::madvise(base_ + start, off + len - start, MADV_POPULATE_WRITE);
+}
 
 }  // namespace pno::channel

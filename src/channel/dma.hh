@@ -37,6 +37,10 @@ class DmaChannel {
   virtual bool write_u32(std::uint64_t off, std::uint32_t v) = 0;
   /// Orders earlier writes before later reads (Dekker-style flag/recheck around sleeping).
   virtual void fence() = 0;
+  /// Data will move through [off, off+len) from now on. A channel on a mapping of host memory makes
+  /// the range resident in one call rather than a page fault per 4 KiB on the data path; DMA over
+  /// PCIe registers (pins) its memory up front and has nothing to do.
+  virtual void prepare(std::uint64_t /*off*/, std::uint64_t /*len*/) {}
   [[nodiscard]] virtual std::uint64_t size() const = 0;
   [[nodiscard]] const DmaStats& stats() const { return stats_; }
   /// Charges every later transfer to `m` (shared by all channels of one link); null or a disabled
@@ -63,6 +67,7 @@ class MemcpyDma final : public DmaChannel {
   bool read_u32(std::uint64_t off, std::uint32_t& v) override;
   bool write_u32(std::uint64_t off, std::uint32_t v) override;
   void fence() override;
+  void prepare(std::uint64_t off, std::uint64_t len) override;
   [[nodiscard]] std::uint64_t size() const override { return size_; }
 
  private:

@@ -84,6 +84,7 @@ struct Family {
   c::RegionHeader geo{};
   std::vector<EngSock> socks;
   std::vector<std::uint32_t> free_slots;
+  std::vector<bool> prepared;  ///< slot rings already made resident (DmaChannel::prepare)
   std::vector<std::uint32_t> dirty;
   std::vector<int> waiter_fds;
   std::vector<std::uint32_t> woken;
@@ -305,6 +306,7 @@ struct HostService::Impl {
     f.socks.assign(h.max_sockets, EngSock{});
     f.free_slots.clear();
     for (std::uint32_t i = h.max_sockets; i > 0; --i) f.free_slots.push_back(i - 1);
+    f.prepared.assign(h.max_sockets, false);
     f.waiter_fds.assign(h.max_waiters, -1);
     f.procs.assign(h.max_procs, ProcWatch{});
     f.dma->write_u32(c::proc_off(h, c::kProcFirst), static_cast<std::uint32_t>(c::ProcState::live));
@@ -443,6 +445,11 @@ struct HostService::Impl {
     if (f.free_slots.empty()) return false;
     const std::uint32_t i = f.free_slots.back();
     f.free_slots.pop_back();
+    if (!f.prepared[i]) {
+      // Once per slot: slots are reused last-freed-first, so few ever get here.
+      f.prepared[i] = true;
+      f.dma->prepare(c::send_ring_off(f.geo, i), 2 * std::uint64_t{f.geo.stream_ring_bytes});
+    }
     EngSock& s = f.socks[i];
     const std::uint16_t gen = static_cast<std::uint16_t>(s.gen + 1 == 0 ? 1 : s.gen + 1);
     s = EngSock{};

@@ -1,5 +1,6 @@
 // The channel's shared-memory rings and the contract's layout: SPSC rings hammered by two threads
 // and by two processes across many wraparounds, the DMA-side ring ends, and the static layout.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -180,6 +181,44 @@ TEST(ChannelDma, OutOfRegionTransfersAreRefusedAndCounted) {
   EXPECT_EQ(dma.stats().out_of_bounds, 5u);
   EXPECT_EQ(dma.stats().read_ops, 1u);
   EXPECT_EQ(dma.stats().read_bytes, 64u);
+}
+
+namespace {
+/// Pages of [p, p+len) present in this process's page tables (/proc/self/pagemap bit 63).
+std::size_t present_pages(const std::byte* p, std::size_t len) {
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  std::size_t n = 0;
+  for (auto a = reinterpret_cast<std::uintptr_t>(p); a < reinterpret_cast<std::uintptr_t>(p) + len; a += page) {
+    std::uint64_t e = 0;
+    if (::pread(fd, &e, sizeof e, static_cast<off_t>(a / page * sizeof e)) == sizeof e && (e >> 63) != 0) ++n;
+  }
+  ::close(fd);
+  return n;
+}
+}  // namespace
+
+TEST(ChannelDma, PrepareMapsTheRangeSoTheDataPathTakesNoPageFault) {
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const std::size_t bytes = 64 * page;
+  int fd = ::memfd_create("pno-prepare-test", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(bytes)), 0);
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* base = static_cast<std::byte*>(map);
+  MemcpyDma dma(base, bytes);
+  EXPECT_EQ(present_pages(base, bytes), 0u);
+  // An unaligned start rounds down to its page; the end covers the last byte's page.
+  dma.prepare(8 * page + 100, 16 * page);
+  EXPECT_EQ(present_pages(base, 8 * page), 0u);
+  EXPECT_EQ(present_pages(base + 8 * page, 17 * page), 17u);
+  EXPECT_EQ(present_pages(base + 25 * page, bytes - 25 * page), 0u);
+  dma.prepare(bytes - page, 2 * page);  // beyond the region: ignored
+  EXPECT_EQ(present_pages(base + 25 * page, bytes - 25 * page), 0u);
+  munmap(map, bytes);
+  ::close(fd);
 }
 
 TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
