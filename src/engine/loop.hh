@@ -68,7 +68,7 @@ class Loop final : private FrameHandler {
   StatsFn stats_;
   Instant now_{};
   Instant next_deadline_ = kNever;
-  static constexpr std::size_t kMaxRxWaitFds = 4;
+  static constexpr std::size_t kMaxRxWaitFds = kMaxRxQueues;
   std::uint32_t idle_iters_ = 0;
   Instant idle_since_ = kNever;
   Duration sleep_{0};

@@ -61,6 +61,7 @@ struct Options {
   unsigned lcore = 0;
   bool huge = false, no_huge = false;
   std::uint32_t mbufs = 16383;
+  unsigned rx_queues = 0;
   bool no_offload = false;
   // addresses
   std::string ip, gateway, mac;
@@ -179,6 +180,9 @@ int main(int argc, char** argv) {
   auto* huge = g_port->add_flag("--huge", o.huge, "force hugepages (--in-memory)");
   g_port->add_flag("--no-huge", o.no_huge, "force no hugepages (--no-huge -m 512)")->excludes(huge);
   g_port->add_option("--mbufs", o.mbufs, "mbufs in the pool")->check(CLI::Range(1024u, 1u << 22));
+  g_port->add_option("--rx-queues", o.rx_queues,
+                     "af_xdp: rx queues of the interface to poll (default 0: all it has, at most 4)")
+      ->check(CLI::Range(0u, unsigned{kMaxRxQueues}));
   g_port->add_flag("--no-offload", o.no_offload, "compute every checksum in software");
 
   auto* g_addr = app.add_option_group("Addresses");
@@ -384,6 +388,7 @@ int main(int argc, char** argv) {
   pc.pmd = pmd;
   pc.port_id = o.port_id;
   pc.nb_mbufs = o.mbufs;
+  pc.rx_queues = static_cast<std::uint16_t>(o.rx_queues);
   pc.offloads = !o.no_offload;
   pc.promiscuous = mac.has_value();
   pc.impair.loss_pct = o.impair_loss;

@@ -56,6 +56,13 @@ bool has_arg(const std::vector<std::string>& args, std::initializer_list<std::st
   return false;
 }
 
+/// Rx queues the kernel gives interface `iface` (/sys/class/net/IFACE/queues/rx-N); 1 when unknown.
+std::uint16_t kernel_rx_queues(const std::string& iface) {
+  std::uint16_t n = 0;
+  while (n < 1024 && access(("/sys/class/net/" + iface + "/queues/rx-" + std::to_string(n)).c_str(), F_OK) == 0) ++n;
+  return n == 0 ? 1 : n;
+}
+
 /// Free 2 MiB pages and a mounted hugetlbfs: --in-memory can work.
 bool hugepages_usable(std::uint32_t pages_needed) {
   auto free_pages = read_line("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
@@ -282,6 +289,15 @@ bool Port::setup(std::string& err) {
     if (!warn.empty()) std::fprintf(stderr, "pno-engine: warning: %s\n", warn.c_str());
     std::string args;
     if (cfg_.pmd == Pmd::af_xdp) {
+      // Each queue has its own fill ring of a fixed size (kAfXdpFillBuffers): more queues, more
+      // frames the kernel can take while the engine is not running.
+      const std::uint16_t have = kernel_rx_queues(cfg_.iface);
+      rx_queues_ = cfg_.rx_queues == 0 ? std::min(have, kMaxRxQueues) : cfg_.rx_queues;
+      if (rx_queues_ > have) {
+        err = "interface '" + cfg_.iface + "' has " + std::to_string(have) + " rx queue(s); --rx-queues asked for " +
+              std::to_string(rx_queues_);
+        return false;
+      }
       name_ = "net_af_xdp0";
       args = "iface=" + cfg_.iface + ",start_queue=0,queue_count=1";
     } else {
@@ -319,12 +335,14 @@ bool Port::setup(std::string& err) {
 
   int socket = rte_eth_dev_socket_id(port_id_);
   if (socket < 0) socket = SOCKET_ID_ANY;
+  // The mbufs are split between the rx queues' pools; queue 0's also serves every transmit.
+  per_pool_ = std::max(4095u, (cfg_.nb_mbufs + 1) / rx_queues_ - 1);
   const std::string pool_name = "pno_mbufs_p" + std::to_string(port_id_);
-  pool_ = cfg_.pmd == Pmd::af_xdp ? create_packed_pool(pool_name.c_str(), cfg_.nb_mbufs, socket)
-                                  : rte_pktmbuf_pool_create(pool_name.c_str(), cfg_.nb_mbufs, kPoolCache, 0,
+  pool_ = cfg_.pmd == Pmd::af_xdp ? create_packed_pool(pool_name.c_str(), per_pool_, socket)
+                                  : rte_pktmbuf_pool_create(pool_name.c_str(), per_pool_, kPoolCache, 0,
                                                             RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (pool_ == nullptr) {
-    err = "cannot create the mbuf pool (" + std::to_string(cfg_.nb_mbufs) + " mbufs): " + rte_strerror(rte_errno);
+    err = "cannot create the mbuf pool (" + std::to_string(per_pool_) + " mbufs): " + rte_strerror(rte_errno);
     return false;
   }
   mbuf_room_ = RTE_MBUF_DEFAULT_DATAROOM;
@@ -352,7 +370,7 @@ bool Port::setup(std::string& err) {
   }
   switch (cfg_.pmd) {
     case Pmd::af_xdp:
-      rx_buffers_ = std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);
+      rx_buffers_ = rx_queues_ * std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);
       break;
     case Pmd::af_packet:
       rx_buffers_ = kAfPacketFrames;
@@ -371,6 +389,10 @@ bool Port::setup(std::string& err) {
     return false;
   }
   started_ = true;
+  rxq_.push_back(RxQueue{port_id_, pool_, {}, false});
+  for (std::uint16_t q = 1; q < rx_queues_; ++q) {
+    if (!open_extra_rx(q, nrx, socket, err)) return false;
+  }
   const std::vector<int> sockets_after = packet_socket_fds();
   std::set_difference(sockets_after.begin(), sockets_after.end(), sockets_before.begin(), sockets_before.end(),
                       std::back_inserter(rx_wait_fds_));
@@ -387,7 +409,8 @@ bool Port::setup(std::string& err) {
     mtu = room_mtu;
   }
   caps_.mtu = mtu;
-  avail_at_start_ = rte_mempool_avail_count(pool_);
+  avail_at_start_ = 0;
+  for (const RxQueue& r : rxq_) avail_at_start_ += rte_mempool_avail_count(r.pool);
 
   tx_ops_ = std::make_unique<TxOps>(*this);
   if (cfg_.impair.active()) {
@@ -405,6 +428,48 @@ bool Port::setup(std::string& err) {
 Port::~Port() {
   close();
   if (pool_ != nullptr) rte_mempool_free(pool_);
+  for (const RxQueue& r : rxq_) {
+    if (r.pool != pool_) rte_mempool_free(r.pool);
+  }
+}
+
+bool Port::open_extra_rx(std::uint16_t q, std::uint16_t nrx, int socket, std::string& err) {
+  // The af_xdp PMD (DPDK 22.11) opens more than one queue only on devices with "combined"
+  // channels, which veth lacks; one device per queue of the same interface works everywhere.
+  RxQueue r;
+  r.vdev = "net_af_xdp" + std::to_string(q);
+  const std::string args = "iface=" + cfg_.iface + ",start_queue=" + std::to_string(q) + ",queue_count=1";
+  int rc = rte_vdev_init(r.vdev.c_str(), args.c_str());
+  if (rc < 0) {
+    err = r.vdev + " on " + cfg_.iface + " queue " + std::to_string(q) + ": cannot create the device (" +
+          std::strerror(-rc) + ")";
+    return false;
+  }
+  // Recorded at once so close() removes it whatever fails next.
+  rxq_.push_back(r);
+  RxQueue& e = rxq_.back();
+  if (rte_eth_dev_get_port_by_name(e.vdev.c_str(), &e.port) != 0) {
+    err = e.vdev + ": device created but no port found";
+    return false;
+  }
+  const std::string pool_name = "pno_mbufs_p" + std::to_string(port_id_) + "q" + std::to_string(q);
+  e.pool = create_packed_pool(pool_name.c_str(), per_pool_, socket);
+  if (e.pool == nullptr) {
+    err = "cannot create the mbuf pool of rx queue " + std::to_string(q) + ": " + rte_strerror(rte_errno);
+    return false;
+  }
+  rte_eth_conf conf{};
+  std::uint16_t ntx = cfg_.tx_desc;
+  if ((rc = rte_eth_dev_configure(e.port, 1, 1, &conf)) != 0 ||
+      (rc = rte_eth_rx_queue_setup(e.port, 0, nrx, static_cast<unsigned>(socket), nullptr, e.pool)) != 0 ||
+      (rc = rte_eth_tx_queue_setup(e.port, 0, ntx, static_cast<unsigned>(socket), nullptr)) != 0 ||
+      (rc = rte_eth_dev_start(e.port)) != 0) {
+    err = e.vdev + ": rx queue " + std::to_string(q) + " setup failed (" + std::strerror(-rc) + ")";
+    return false;
+  }
+  e.started = true;
+  rx_buffers_ += std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);
+  return true;
 }
 
 void Port::free_mbuf(rte_mbuf* m) {
@@ -503,7 +568,14 @@ void Port::deliver_rx(rte_mbuf* m, FrameHandler& h) {
 
 std::size_t Port::poll_rx(Instant now, FrameHandler& h) {
   std::array<rte_mbuf*, kBurst> burst;
-  const std::uint16_t n = rte_eth_rx_burst(port_id_, 0, burst.data(), kBurst);
+  std::size_t total = 0;
+  for (const RxQueue& r : rxq_) total += poll_rx_queue(r.port, now, h, burst);
+  return total;
+}
+
+std::size_t Port::poll_rx_queue(std::uint16_t port, Instant now, FrameHandler& h,
+                                std::array<rte_mbuf*, kBurst>& burst) {
+  const std::uint16_t n = rte_eth_rx_burst(port, 0, burst.data(), kBurst);
   counters_.inc(EngineCounter::mbuf_rx, n);
   counters_.inc(EngineCounter::port_rx_frames, n);
   if (rx_impair_) {
@@ -539,9 +611,13 @@ bool Port::link_up() const {
 }
 
 std::uint64_t Port::rx_missed() const {
-  rte_eth_stats st{};
-  if (closed_ || rte_eth_stats_get(port_id_, &st) != 0) return 0;
-  return st.imissed;
+  if (closed_) return 0;
+  std::uint64_t missed = 0;
+  for (const RxQueue& r : rxq_) {
+    rte_eth_stats st{};
+    if (rte_eth_stats_get(r.port, &st) == 0) missed += st.imissed;
+  }
+  return missed;
 }
 
 Port::XskDrops Port::xsk_drops() const {
@@ -559,9 +635,10 @@ Port::XskDrops Port::xsk_drops() const {
 
 MbufStats Port::mbuf_stats() const {
   MbufStats s;
-  if (pool_ != nullptr) {
-    s.pool_size = pool_->size;
-    s.avail_now = rte_mempool_avail_count(pool_);
+  for (const RxQueue& r : rxq_) {
+    if (r.pool == nullptr) continue;
+    s.pool_size += r.pool->size;
+    s.avail_now += rte_mempool_avail_count(r.pool);
   }
   s.avail_at_start = avail_at_start_;
   s.engine_in_flight = static_cast<std::int64_t>(counters_.get(EngineCounter::mbuf_rx) +
@@ -581,6 +658,13 @@ void Port::close() {
   if (tx_impair_) tx_impair_->drain(*tx_ops_);
   for (std::uint16_t i = 0; i < tx_count_; ++i) free_mbuf(tx_pending_[i]);
   tx_count_ = 0;
+  for (RxQueue& r : rxq_) {
+    if (r.vdev.empty()) continue;  // this port: below
+    if (r.started) rte_eth_dev_stop(r.port);
+    r.started = false;
+    rte_eth_dev_close(r.port);
+    rte_vdev_uninit(r.vdev.c_str());
+  }
   if (started_) {
     // Let the PMD reap transmit completions it still holds (af_xdp keeps sent mbufs until then).
     for (int i = 0; i < 4; ++i) {

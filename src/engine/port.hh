@@ -1,5 +1,5 @@
-// The DPDK side of the engine: EAL start-up, one ethdev port with one rx and one tx queue, the mbuf
-// pool, and the FrameSink the stack writes outgoing frames into. Frames move in bursts; outgoing
+// The DPDK side of the engine: EAL start-up, one ethdev port with one tx queue and one or more rx
+// queues (af_xdp: one per queue of the kernel interface), their mbuf pools, and the FrameSink the stack writes outgoing frames into. Frames move in bursts; outgoing
 // frames collect in a burst that flush() hands to the port once per loop iteration.
 //
 // The port is an object (no globals), so later several lcores can each own one queue of it.
@@ -61,6 +61,9 @@ class Eal {
 /// EAL arguments for `cfg` (exposed for --dry-run style diagnostics and tests).
 std::vector<std::string> build_eal_args(const EalConfig& cfg, bool& use_huge);
 
+/// Rx queues one port polls at most (the loop sleeps on one af_xdp socket per queue).
+inline constexpr std::uint16_t kMaxRxQueues = 4;
+
 struct PortConfig {
   std::string iface;                  ///< kernel interface for the af_xdp/af_packet vdev
   Pmd pmd = Pmd::auto_;
@@ -68,6 +71,10 @@ struct PortConfig {
   std::uint32_t nb_mbufs = 16383;
   std::uint16_t rx_desc = 4096;       ///< af_xdp: the rx ring; 1024 overflowed while the engine was descheduled
   std::uint16_t tx_desc = 1024;
+  /// af_xdp: rx queues of the interface to take (one af_xdp socket and fill ring each; frames are
+  /// spread over them by the sender's flow hash). 0: every rx queue the interface has, at most
+  /// kMaxRxQueues. Other PMDs use one.
+  std::uint16_t rx_queues = 0;
   bool promiscuous = false;           ///< needed when the stack uses a MAC other than the port's
   bool offloads = true;               ///< use checksum offloads the port advertises
   ImpairConfig impair;
@@ -159,6 +166,8 @@ class Port final : public FrameSink {
   void free_mbuf(rte_mbuf* m);
   rte_mbuf* copy_mbuf(rte_mbuf* m);
   void deliver_rx(rte_mbuf* m, FrameHandler& h);
+  std::size_t poll_rx_queue(std::uint16_t port, Instant now, FrameHandler& h, std::array<rte_mbuf*, kBurst>& burst);
+  bool open_extra_rx(std::uint16_t q, std::uint16_t nrx, int socket, std::string& err);
 
   PortConfig cfg_;
   EngineCounters& counters_;
@@ -167,7 +176,18 @@ class Port final : public FrameSink {
   bool started_ = false;
   bool closed_ = false;
   std::string name_, driver_;
-  rte_mempool* pool_ = nullptr;
+  rte_mempool* pool_ = nullptr;    ///< rx queue 0's pool; every mbuf the engine allocates comes from it
+  /// The ports polled for frames: this one (queue 0, pool_), then one af_xdp device per further
+  /// queue of the interface, each with its own pool (the PMD registers a pool as its queue's UMEM).
+  struct RxQueue {
+    std::uint16_t port = 0;
+    rte_mempool* pool = nullptr;
+    std::string vdev;  ///< empty for this port
+    bool started = false;
+  };
+  std::vector<RxQueue> rxq_;
+  std::uint16_t rx_queues_ = 1;
+  unsigned per_pool_ = 0;
   MacAddr mac_;
   DeviceCaps caps_;
   bool rx_csum_ = false;
