@@ -35,6 +35,11 @@ constexpr unsigned kAfXdpMaxMtu = 3542;
 // slots, but each rx burst refills exactly as many buffers as it took, so no more than these are
 // ever waiting for the kernel to copy into; no devarg changes it.
 constexpr std::uint32_t kAfXdpFillBuffers = 2048;
+// No preferred busy polling: with it (the PMD's default busy_budget=64) every rx burst that finds
+// the queue empty makes a recvfrom() system call, once per queue per loop iteration, so an engine
+// spinning on four quiet queues spends its time in the kernel. Frames reach the socket from the
+// sender's softirq all the same. redis 64 B-1 KiB at P=16: 5-8 % less engine CPU per request.
+constexpr const char* kAfXdpArgs = ",busy_budget=0";
 // Frames in the af_packet PMD's PACKET_RX_RING (DPDK 22.11 rte_eth_af_packet.c DFLT_FRAME_COUNT;
 // the engine passes no framecnt devarg).
 constexpr std::uint32_t kAfPacketFrames = 512;
@@ -299,7 +304,7 @@ bool Port::setup(std::string& err) {
         return false;
       }
       name_ = "net_af_xdp0";
-      args = "iface=" + cfg_.iface + ",start_queue=0,queue_count=1";
+      args = "iface=" + cfg_.iface + ",start_queue=0,queue_count=1" + kAfXdpArgs;
     } else {
       name_ = "net_af_packet0";
       args = "iface=" + cfg_.iface + ",qpairs=1";
@@ -438,7 +443,7 @@ bool Port::open_extra_rx(std::uint16_t q, std::uint16_t nrx, int socket, std::st
   // channels, which veth lacks; one device per queue of the same interface works everywhere.
   RxQueue r;
   r.vdev = "net_af_xdp" + std::to_string(q);
-  const std::string args = "iface=" + cfg_.iface + ",start_queue=" + std::to_string(q) + ",queue_count=1";
+  const std::string args = "iface=" + cfg_.iface + ",start_queue=" + std::to_string(q) + ",queue_count=1" + kAfXdpArgs;
   int rc = rte_vdev_init(r.vdev.c_str(), args.c_str());
   if (rc < 0) {
     err = r.vdev + " on " + cfg_.iface + " queue " + std::to_string(q) + ": cannot create the device (" +
