@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -200,6 +201,29 @@ bool recv_exact(HostChannel& ch, HostSocket s, std::span<std::byte> out) {
   return true;
 }
 
+/// Sends `data` and reads its echo into `back` at the same time (the echo fills the receive side
+/// meanwhile), at most `slice` bytes per send call. False on an error, EOF, or a wait that fails.
+bool echo_through(HostChannel& ch, HostSocket s, std::span<const std::byte> data, std::span<std::byte> back,
+                  std::size_t slice = SIZE_MAX) {
+  std::size_t sent = 0, got = 0;
+  while (got < data.size()) {
+    if (sent < data.size()) {
+      iovec iov{const_cast<std::byte*>(data.data() + sent), std::min(data.size() - sent, slice)};
+      if (auto n = ch.send(s, std::span(&iov, 1)); n) sent += *n;
+    }
+    iovec in{back.data() + got, back.size() - got};
+    const auto n = ch.recv(s, std::span(&in, 1));
+    if (n) {
+      if (*n == 0) return false;
+      got += *n;
+    } else if (n.error() != Errc::again ||
+               !wait_ready(ch, s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /// Next recv result after waiting for readability: bytes, 0 (EOF) or the error.
 Result<std::size_t> recv_wait(HostChannel& ch, HostSocket s, std::span<std::byte> out) {
   for (;;) {
@@ -300,23 +324,7 @@ TEST(ChannelE2e, ClientConnectsSendsAndReceivesEchoThenEof) {
     CHILD_CHECK(le.ok() && (*le).addr == kEngineIp && (*le).port != 0);
     const auto data = pattern(3'000'000, 1);
     std::vector<std::byte> back(data.size());
-    // Send and receive concurrently in slices (the echo fills the receive side meanwhile).
-    std::size_t sent = 0, got = 0;
-    while (got < data.size()) {
-      if (sent < data.size()) {
-        iovec iov{const_cast<std::byte*>(data.data() + sent), std::min<std::size_t>(data.size() - sent, 100000)};
-        if (auto n = ch->send(*s, std::span(&iov, 1)); n) sent += *n;
-      }
-      iovec in{back.data() + got, back.size() - got};
-      auto n = ch->recv(*s, std::span(&in, 1));
-      if (n) {
-        CHILD_CHECK(*n > 0);
-        got += *n;
-      } else {
-        CHILD_CHECK(n.error() == Errc::again);
-        CHILD_CHECK(wait_ready(*ch, *s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u)));
-      }
-    }
+    CHILD_CHECK(echo_through(*ch, *s, data, back, 100000));
     CHILD_CHECK(back == data);
     auto ti = ch->info(*s);
     CHILD_CHECK(ti.ok() && (*ti).bytes_acked >= data.size());
@@ -1019,20 +1027,7 @@ TEST(ChannelE2e, FreshSocketsRingsAreMappedBeforeTheirFirstByte) {
     std::vector<std::byte> back(data.size());
     rusage before{}, after{};
     getrusage(RUSAGE_SELF, &before);
-    std::size_t sent = 0, got = 0;
-    while (got < data.size()) {
-      if (sent < data.size()) {
-        iovec iov{const_cast<std::byte*>(data.data() + sent), data.size() - sent};
-        if (auto n = ch->send(*s, std::span(&iov, 1)); n) sent += *n;
-      }
-      iovec in{back.data() + got, back.size() - got};
-      if (auto n = ch->recv(*s, std::span(&in, 1)); n) {
-        CHILD_CHECK(*n > 0);
-        got += *n;
-      } else {
-        CHILD_CHECK(wait_ready(*ch, *s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u)));
-      }
-    }
+    CHILD_CHECK(echo_through(*ch, *s, data, back));
     getrusage(RUSAGE_SELF, &after);
     CHILD_CHECK(back == data);
     // Without the rings mapped at socket(): a fault per 4 KiB page written (64 for the send ring)
@@ -1066,19 +1061,9 @@ TEST(ChannelE2e, ThreadsShareOneChannelForControlAndData) {
           }
           const auto data = pattern(200'000, static_cast<unsigned>(t * 10 + round));
           std::vector<std::byte> back(data.size());
-          std::size_t sent = 0, got = 0;
-          while (got < data.size()) {
-            if (sent < data.size()) {
-              iovec iov{const_cast<std::byte*>(data.data() + sent), data.size() - sent};
-              if (auto n = ch->send(*s, std::span(&iov, 1)); n) sent += *n;
-            }
-            iovec in{back.data() + got, back.size() - got};
-            if (auto n = ch->recv(*s, std::span(&in, 1)); n && *n > 0) {
-              got += *n;
-            } else if (!wait_ready(*ch, *s, kReadable | (sent < data.size() ? std::uint32_t{kWritable} : 0u))) {
-              ++failures;
-              return;
-            }
+          if (!echo_through(*ch, *s, data, back)) {
+            ++failures;
+            return;
           }
           if (back != data || ch->close(*s) != Errc::ok) ++failures;
         }
