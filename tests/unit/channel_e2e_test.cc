@@ -1031,10 +1031,11 @@ TEST(ChannelE2e, FreshSocketsRingsAreMappedBeforeTheirFirstByte) {
     getrusage(RUSAGE_SELF, &after);
     CHILD_CHECK(back == data);
     // Without the rings mapped at socket(): a fault per 4 KiB page written (64 for the send ring)
-    // plus the receive ring's read faults.
+    // plus the receive ring's read faults, 73 in all. With them: none in a plain build, about 20
+    // under ASan (its shadow of the test's buffers).
     const long faults = after.ru_minflt - before.ru_minflt;
-    if (faults >= 16) std::fprintf(stderr, "page faults on the data path: %ld\n", faults);
-    CHILD_CHECK(faults < 16);
+    if (faults >= 40) std::fprintf(stderr, "page faults on the data path: %ld\n", faults);
+    CHILD_CHECK(faults < 40);
     _exit(0);
   }
   EXPECT_EQ(b.run_child(pid), 0);
