@@ -375,7 +375,7 @@ bool Port::setup(std::string& err) {
   }
   switch (cfg_.pmd) {
     case Pmd::af_xdp:
-      rx_buffers_ = rx_queues_ * std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);
+      rx_buffers_ = std::min<std::uint32_t>(kAfXdpFillBuffers, nrx);  // each further queue adds its own
       break;
     case Pmd::af_packet:
       rx_buffers_ = kAfPacketFrames;
