@@ -244,7 +244,7 @@ struct alignas(kCacheLine) SocketSlot {
   // line 0: engine-written state.
   std::uint32_t gen = 0;        ///< generation of the handle owning the slot now
   SlotState state = SlotState::free;
-  std::uint32_t tcp_ready = 0;  ///< the TCP layer's readiness (Ready bits)
+  std::uint32_t tcp_ready = 0;  ///< TCP readiness the host reads: HUP/RDHUP/ERR, and OUT unless kFlagSendable
   std::uint32_t event_seq = 0;
   std::uint32_t flags = 0;      ///< SlotFlag
   std::int32_t err = 0;         ///< pending error (errno) when kFlagError

@@ -1129,6 +1129,23 @@ std::uint32_t HostChannel::event_seq(HostSocket s) const {
   return at(sl->event_seq).load(std::memory_order_acquire);
 }
 
+EdgeMarks HostChannel::edge_marks(HostSocket s) const {
+  c::SocketSlot* sl = impl_->lookup(s);
+  if (sl == nullptr || impl_->dead.load(std::memory_order_relaxed)) return EdgeMarks{0, 0, ~std::uint64_t{0}};
+  EdgeMarks e;
+  e.in = at(sl->rcv_tail).load(std::memory_order_acquire) + at(sl->acc_tail).load(std::memory_order_acquire);
+  e.out = at(sl->snd_head).load(std::memory_order_acquire);
+  // Disjoint bit fields, so two different states never give the same word. RxBlocked is left out:
+  // it tells the engine's backlog, not anything the application sees.
+  const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire) & ~std::uint32_t{c::kFlagRxBlocked};
+  const std::uint32_t ready = at(sl->tcp_ready).load(std::memory_order_acquire) & 0xffffu;
+  const auto state = static_cast<std::uint32_t>(at(sl->state).load(std::memory_order_acquire));
+  static_assert(c::kFlagRxBlocked < (1u << 8) && static_cast<std::uint32_t>(c::SlotState::closed) < 16);
+  e.status = (std::uint64_t{static_cast<std::uint32_t>(at(sl->err).load(std::memory_order_acquire))} << 32) |
+             (state << 28) | (ready << 8) | (flags & 0xffu);
+  return e;
+}
+
 std::size_t HostChannel::drain_changed(std::span<HostSocket> out, bool& overflowed) {
   Impl& im = *impl_;
   overflowed = false;

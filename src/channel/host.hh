@@ -67,6 +67,16 @@ class Waiter {
   std::uint32_t index_ = 0;
 };
 
+/// What edge-triggered epoll compares between two looks at a socket: each field moves exactly when
+/// the matching kind of event happened, so an edge for EPOLLIN is not confused with, say, the send
+/// ring draining (Linux's wake-up callback likewise ignores keys outside the interest mask).
+struct EdgeMarks {
+  std::uint32_t in = 0;      ///< bytes or connections the engine delivered (receive ring, accept queue)
+  std::uint32_t out = 0;     ///< bytes the engine took from the send ring
+  std::uint64_t status = 0;  ///< state, flags, hang-up bits and pending error: any change is an edge
+  bool operator==(const EdgeMarks&) const = default;
+};
+
 class HostChannel {
  public:
   /// Connects to the engine's attach socket (a path; works across network namespaces), checks the
@@ -140,6 +150,8 @@ class HostChannel {
   /// Changes every time the engine changes anything that may alter readiness of `s` (new bytes,
   /// window opened, connection accepted, FIN, error). Edge-triggered epoll compares it.
   [[nodiscard]] std::uint32_t event_seq(HostSocket s) const;
+  /// The socket's edge marks now (see EdgeMarks); a status no live socket has once the engine is gone.
+  [[nodiscard]] EdgeMarks edge_marks(HostSocket s) const;
   /// Sockets whose event_seq changed since the previous call, for scalable epoll: returns how many
   /// were written to `out`; `overflowed` set when more changed than fit (then rescan all).
   std::size_t drain_changed(std::span<HostSocket> out, bool& overflowed);

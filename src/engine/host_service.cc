@@ -45,6 +45,16 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+/// The TCP readiness bits the host reads from a slot (HostChannel::readiness): hang-ups and errors,
+/// and writability while the send ring is not in use. TCP's own IN bit and, on a sendable socket,
+/// its OUT bit move with nearly every segment; publishing them would bump event_seq and wake the
+/// host for changes it cannot see (and re-arm edge-triggered epoll members for nothing).
+std::uint32_t host_visible(std::uint32_t tcp_ready, std::uint32_t flags) {
+  std::uint32_t v = tcp_ready & (kHangup | kReadHangup | kError);
+  if ((flags & c::kFlagSendable) == 0) v |= tcp_ready & kWritable;
+  return v;
+}
+
 /// The engine's own view of one socket of a family (trusted state; the slot is its publication).
 struct EngSock {
   SocketId id = kInvalidSocket;
@@ -457,7 +467,7 @@ struct HostService::Impl {
     s.gen = gen;
     s.state = st;
     if (st == c::SlotState::connected) s.flags = c::kFlagSendable | c::kFlagWasConnected;
-    s.tcp_ready = tcp->readiness(id);
+    s.tcp_ready = host_visible(tcp->readiness(id), s.flags);
     c::SocketSlot fresh{};
     fresh.gen = gen;
     fresh.state = st;
@@ -740,8 +750,8 @@ struct HostService::Impl {
         s.changed = true;
       }
     }
-    if (ready != s.tcp_ready) {
-      s.tcp_ready = ready;
+    if (const std::uint32_t visible = host_visible(ready, s.flags); visible != s.tcp_ready) {
+      s.tcp_ready = visible;
       s.changed = true;
     }
     publish(f, i, s);

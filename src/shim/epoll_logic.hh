@@ -1,6 +1,6 @@
 // The rules of emulated epoll for offloaded members, kept free of system calls so they can be
 // tested on their own: which events a member reports given the socket's readiness and event
-// sequence, for level- and edge-triggered, EPOLLONESHOT and EPOLLRDHUP (epoll(7)).
+// marks, for level- and edge-triggered, EPOLLONESHOT and EPOLLRDHUP (epoll(7)).
 #pragma once
 
 #include <sys/epoll.h>
@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "channel/host.hh"
 #include "shim/fd_table.hh"
 
 namespace pno::shim {
@@ -20,26 +21,36 @@ inline constexpr std::uint32_t kEpollModeFlags = EPOLLET | EPOLLONESHOT | EPOLLE
 /// Per-member state the report rules need.
 struct MemberState {
   std::uint32_t events = 0;  ///< interest as given to epoll_ctl (events + mode flags)
-  std::uint32_t last_seq = 0;
-  bool seq_valid = false;    ///< false until the first look (and after EPOLL_CTL_MOD)
+  channel::EdgeMarks last{};
+  bool seen = false;         ///< false until the first consuming look (and after EPOLL_CTL_MOD)
   bool disabled = false;     ///< EPOLLONESHOT fired; re-armed by EPOLL_CTL_MOD
 };
 
-/// The events `m` reports for a socket whose readiness is `ready` and whose event sequence is
-/// `seq`. With `consume` (epoll_wait) the member's state advances: an edge-triggered member then
-/// stays quiet until `seq` changes, a one-shot member is disabled after reporting. Without it
-/// (nested epoll readiness, poll on an epoll fd) nothing changes.
-inline std::uint32_t epoll_member_events(MemberState& m, std::uint32_t ready, std::uint32_t seq,
+/// Whether moving from `was` to `now` is an edge for a member asking for `events`: a status change
+/// wakes every waiter (as Linux's state-change wake-up carries no key), new bytes or connections
+/// only EPOLLIN members, send-ring room only EPOLLOUT members (fs/eventpoll.c ep_poll_callback
+/// drops wake-ups whose key is outside the interest mask).
+inline bool epoll_edge(std::uint32_t events, const channel::EdgeMarks& was, const channel::EdgeMarks& now) {
+  if (was.status != now.status) return true;
+  if ((events & (EPOLLIN | EPOLLRDNORM)) != 0 && was.in != now.in) return true;
+  return (events & (EPOLLOUT | EPOLLWRNORM)) != 0 && was.out != now.out;
+}
+
+/// The events `m` reports for a socket whose readiness is `ready` and whose edge marks are
+/// `marks`. With `consume` (epoll_wait) the member's state advances: an edge-triggered member then
+/// stays quiet until an edge it asks for (epoll_edge), a one-shot member is disabled after
+/// reporting. Without it (nested epoll readiness, poll on an epoll fd) nothing changes.
+inline std::uint32_t epoll_member_events(MemberState& m, std::uint32_t ready, const channel::EdgeMarks& marks,
                                          bool consume) {
   if (m.disabled) return 0;
-  if ((m.events & EPOLLET) != 0 && m.seq_valid && m.last_seq == seq) return 0;
+  if ((m.events & EPOLLET) != 0 && m.seen && !epoll_edge(m.events, m.last, marks)) return 0;
   std::uint32_t wanted = (m.events & ~kEpollModeFlags) | kAlwaysReported;
   std::uint32_t out = ready & wanted;
   if (consume) {
-    // Edge-triggered: an event that changed nothing the member asks for still counts as seen,
-    // as the kernel's wake-up callback ignores keys outside the interest mask.
-    m.last_seq = seq;
-    m.seq_valid = true;
+    // Edge-triggered: a look that found nothing the member asks for still counts as seen, so the
+    // member waits for the next edge rather than reporting a later unrelated change.
+    m.last = marks;
+    m.seen = true;
     if (out != 0 && (m.events & EPOLLONESHOT) != 0) m.disabled = true;
   }
   return out;

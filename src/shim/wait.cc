@@ -146,20 +146,23 @@ std::uint32_t find_member(State* st, EpollDesc& ep, std::uint32_t eidx, int fd, 
   return 0;
 }
 
-/// Readiness and event sequence of a member's target.
-void member_ready(State* st, const EpollMember& m, int depth, std::uint32_t& ready, std::uint32_t& seq) {
+/// Readiness and edge marks of a member's target. The marks are read first: a change that lands
+/// between the two reads then shows as an edge at the next look, never as an edge consumed with the
+/// older readiness.
+void member_ready(State* st, const EpollMember& m, int depth, std::uint32_t& ready, channel::EdgeMarks& marks) {
   if (m.kind == MemberKind::socket) {
     HostSocket s = st->socks[m.target].sock.load(std::memory_order_acquire);
+    marks = st->ch->edge_marks(s);
     ready = poll_ready_of(st, st->socks[m.target]);
-    seq = st->ch->event_seq(s);  // ~0 once the engine is gone (poll_ready_of just checked)
     return;
   }
   // A nested emulated epoll is readable while one of its offloaded members is ready (its kernel
   // members reach us through the kernel set, where its epoll fd is registered too). It has no
-  // event sequence: edge-triggered nesting behaves level-triggered.
-  static std::atomic<std::uint32_t> nested_seq{0};
+  // marks of its own: a status that changes at every look makes edge-triggered nesting behave
+  // level-triggered.
+  static std::atomic<std::uint64_t> nested_status{0};
   ready = (depth < 4 && epoll_peek(st, m.target, depth + 1)) ? std::uint32_t{EPOLLIN} : 0U;
-  seq = nested_seq.fetch_add(1, std::memory_order_relaxed);
+  marks = channel::EdgeMarks{0, 0, nested_status.fetch_add(1, std::memory_order_relaxed)};
 }
 
 /// Collects up to `max` events of the offloaded members (lock held). Level-triggered members that
@@ -178,9 +181,10 @@ int scan_members(State* st, EpollDesc& ep, epoll_event* out, int max, bool consu
       mi = next;
       continue;
     }
-    std::uint32_t ready = 0, seq = 0;
-    member_ready(st, m, depth, ready, seq);
-    std::uint32_t ev = epoll_member_events(m.st, ready, seq, consume);
+    std::uint32_t ready = 0;
+    channel::EdgeMarks marks;
+    member_ready(st, m, depth, ready, marks);
+    std::uint32_t ev = epoll_member_events(m.st, ready, marks, consume);
     if (ev != 0) {
       if (out != nullptr) {
         out[n].events = ev;
@@ -404,7 +408,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
       m.target_gen = m.kind == MemberKind::socket ? st->socks[t.index].gen.load()
                                                   : st->epolls[t.index].gen.load();
       m.data = ev->data.u64;
-      m.st = MemberState{events, 0, false, false};
+      m.st = MemberState{events, {}, false, false};
       m.owner = eidx;
       link_tail(st, *ep, ni);
       if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(ni, std::memory_order_relaxed);
@@ -417,7 +421,7 @@ int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
       EpollMember& m = st->members[mi];
       m.data = ev->data.u64;
       // Linux re-polls the file on MOD: a ready socket reports again, even edge-triggered.
-      m.st = MemberState{events, 0, false, false};
+      m.st = MemberState{events, {}, false, false};
       break;
     }
     case EPOLL_CTL_DEL:
@@ -683,7 +687,7 @@ void epoll_adopt_pending(State* st, int fd, std::uint32_t sock_idx) {
     m.target = sock_idx;
     m.target_gen = d.gen.load();
     m.data = g.data;
-    m.st = MemberState{g.events, 0, false, false};
+    m.st = MemberState{g.events, {}, false, false};
     m.owner = g.epoll;
     link_tail(st, ep, mi);
     if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(mi, std::memory_order_relaxed);

@@ -6,60 +6,91 @@
 namespace pno::shim {
 namespace {
 
+using channel::EdgeMarks;
+
+/// Marks that differ only in status: an edge for every member.
+EdgeMarks st(std::uint64_t status) { return EdgeMarks{0, 0, status}; }
+
 TEST(ShimEpollRules, LevelTriggeredReportsWhileReady) {
   MemberState m{EPOLLIN};
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, 1, true), std::uint32_t{EPOLLIN});
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, 1, true), std::uint32_t{EPOLLIN});
-  EXPECT_EQ(epoll_member_events(m, EPOLLOUT, 2, true), 0u);  // not interested in OUT
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, st(1), true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, st(1), true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLOUT, st(2), true), 0u);  // not interested in OUT
 }
 
 TEST(ShimEpollRules, ErrorAndHangupAreReportedUnasked) {
   MemberState m{EPOLLIN};
-  EXPECT_EQ(epoll_member_events(m, EPOLLERR | EPOLLHUP, 1, true), std::uint32_t{EPOLLERR | EPOLLHUP});
+  EXPECT_EQ(epoll_member_events(m, EPOLLERR | EPOLLHUP, st(1), true), std::uint32_t{EPOLLERR | EPOLLHUP});
   MemberState none{0};
-  EXPECT_EQ(epoll_member_events(none, EPOLLHUP | EPOLLIN, 1, true), std::uint32_t{EPOLLHUP});
+  EXPECT_EQ(epoll_member_events(none, EPOLLHUP | EPOLLIN, st(1), true), std::uint32_t{EPOLLHUP});
 }
 
 TEST(ShimEpollRules, RdhupOnlyWhenAsked) {
   MemberState plain{EPOLLIN};
-  EXPECT_EQ(epoll_member_events(plain, EPOLLIN | EPOLLRDHUP, 1, true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(plain, EPOLLIN | EPOLLRDHUP, st(1), true), std::uint32_t{EPOLLIN});
   MemberState rd{EPOLLIN | EPOLLRDHUP};
-  EXPECT_EQ(epoll_member_events(rd, EPOLLIN | EPOLLRDHUP, 1, true), std::uint32_t{EPOLLIN | EPOLLRDHUP});
+  EXPECT_EQ(epoll_member_events(rd, EPOLLIN | EPOLLRDHUP, st(1), true), std::uint32_t{EPOLLIN | EPOLLRDHUP});
 }
 
-TEST(ShimEpollRules, EdgeTriggeredReportsOncePerEventSequenceChange) {
+TEST(ShimEpollRules, EdgeTriggeredReportsOncePerEdge) {
   MemberState m{EPOLLIN | EPOLLET};
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 5, true), std::uint32_t{EPOLLIN});  // first look: ready
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 5, true), 0u);                      // nothing new
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 6, true), std::uint32_t{EPOLLIN});  // more data arrived
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 6, true), 0u);
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(5), true), std::uint32_t{EPOLLIN});  // first look: ready
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(5), true), 0u);                      // nothing new
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(6), true), std::uint32_t{EPOLLIN});  // state changed
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(6), true), 0u);
 }
 
 TEST(ShimEpollRules, EdgeTriggeredEventOutsideInterestIsConsumedSilently) {
   MemberState m{EPOLLOUT | EPOLLET};
-  EXPECT_EQ(epoll_member_events(m, 0, 1, true), 0u);
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 2, true), 0u);  // data arrived: not asked for
+  EXPECT_EQ(epoll_member_events(m, 0, st(1), true), 0u);
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(2), true), 0u);  // data arrived: not asked for
   // The send buffer opened later: a new edge.
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, 3, true), std::uint32_t{EPOLLOUT});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLOUT, st(3), true), std::uint32_t{EPOLLOUT});
+}
+
+TEST(ShimEpollRules, EdgeTriggeredInputIgnoresSendRingProgress) {
+  // Unread data stays readable while the engine drains the send ring: an EPOLLIN member must not
+  // hear of it again (Linux's write-space wake-up carries EPOLLOUT, outside its interest).
+  MemberState in{EPOLLIN | EPOLLET};
+  EXPECT_EQ(epoll_member_events(in, EPOLLIN | EPOLLOUT, EdgeMarks{1, 0, 7}, true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(in, EPOLLIN | EPOLLOUT, EdgeMarks{1, 500, 7}, true), 0u);
+  EXPECT_EQ(epoll_member_events(in, EPOLLIN | EPOLLOUT, EdgeMarks{2, 500, 7}, true), std::uint32_t{EPOLLIN});
+  // And the other way round: an EPOLLOUT member does not hear of arriving bytes.
+  MemberState out{EPOLLOUT | EPOLLET};
+  EXPECT_EQ(epoll_member_events(out, EPOLLIN | EPOLLOUT, EdgeMarks{1, 0, 7}, true), std::uint32_t{EPOLLOUT});
+  EXPECT_EQ(epoll_member_events(out, EPOLLIN | EPOLLOUT, EdgeMarks{9, 0, 7}, true), 0u);
+  EXPECT_EQ(epoll_member_events(out, EPOLLIN | EPOLLOUT, EdgeMarks{9, 64, 7}, true), std::uint32_t{EPOLLOUT});
+  // A member asking for both reports every ready event on either edge, as Linux reports the
+  // item's whole readiness once it is queued.
+  MemberState both{EPOLLIN | EPOLLOUT | EPOLLET};
+  EXPECT_EQ(epoll_member_events(both, EPOLLIN | EPOLLOUT, EdgeMarks{1, 0, 7}, true), std::uint32_t{EPOLLIN | EPOLLOUT});
+  EXPECT_EQ(epoll_member_events(both, EPOLLIN | EPOLLOUT, EdgeMarks{1, 8, 7}, true), std::uint32_t{EPOLLIN | EPOLLOUT});
+}
+
+TEST(ShimEpollRules, EdgeTriggeredStatusChangeReachesEveryMember) {
+  // FIN, error or a state change: no key, every member hears it (sock_def_wakeup).
+  MemberState in{EPOLLIN | EPOLLET};
+  EXPECT_EQ(epoll_member_events(in, EPOLLIN, EdgeMarks{4, 4, 1}, true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(in, EPOLLIN | EPOLLHUP, EdgeMarks{4, 4, 2}, true), std::uint32_t{EPOLLIN | EPOLLHUP});
 }
 
 TEST(ShimEpollRules, PeekDoesNotConsumeAnEdge) {
   MemberState m{EPOLLIN | EPOLLET};
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 9, false), std::uint32_t{EPOLLIN});
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 9, false), std::uint32_t{EPOLLIN});
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 9, true), std::uint32_t{EPOLLIN});
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 9, false), 0u);
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(9), false), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(9), false), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(9), true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(9), false), 0u);
 }
 
 TEST(ShimEpollRules, OneShotDisablesAfterTheFirstReport) {
   MemberState m{EPOLLIN | EPOLLONESHOT};
-  EXPECT_EQ(epoll_member_events(m, 0, 1, true), 0u);  // not ready: stays armed
+  EXPECT_EQ(epoll_member_events(m, 0, st(1), true), 0u);  // not ready: stays armed
   EXPECT_FALSE(m.disabled);
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 2, true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(2), true), std::uint32_t{EPOLLIN});
   EXPECT_TRUE(m.disabled);
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLERR, 3, true), 0u);  // even errors wait for MOD
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN | EPOLLERR, st(3), true), 0u);  // even errors wait for MOD
   m = MemberState{EPOLLIN | EPOLLONESHOT};                           // EPOLL_CTL_MOD re-arms
-  EXPECT_EQ(epoll_member_events(m, EPOLLIN, 3, true), std::uint32_t{EPOLLIN});
+  EXPECT_EQ(epoll_member_events(m, EPOLLIN, st(3), true), std::uint32_t{EPOLLIN});
 }
 
 TEST(ShimEpollRules, CtlChecksFollowLinux) {
