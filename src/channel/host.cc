@@ -1114,10 +1114,13 @@ std::uint32_t HostChannel::readiness(HostSocket s) const {
   if (err_pending) r |= kError;
   const std::uint32_t avail = at(sl->rcv_tail).load(std::memory_order_acquire) - at(sl->rcv_head).load(std::memory_order_relaxed);
   if ((avail != 0 && avail <= R) || (flags & (c::kFlagRxEof | c::kFlagError)) != 0) r |= kReadable;
-  if ((flags & c::kFlagSendable) != 0 && at(sl->host_shut_wr).load(std::memory_order_relaxed) == 0) {
+  const bool shut_wr = at(sl->host_shut_wr).load(std::memory_order_relaxed) != 0;
+  if ((flags & c::kFlagSendable) != 0 && !shut_wr) {
     const std::uint32_t used = at(sl->snd_tail).load(std::memory_order_relaxed) - at(sl->snd_head).load(std::memory_order_acquire);
     if (used <= R && R - used >= R / 4) r |= kWritable;
-  } else if ((tcp_ready & kWritable) != 0 && st != c::SlotState::connecting) {
+  } else if ((shut_wr || (tcp_ready & kWritable) != 0) && st != c::SlotState::connecting) {
+    // After shutdown(SHUT_WR) a socket polls writable at once (tcp_poll: SEND_SHUTDOWN gives OUT),
+    // before the engine has even drained the ring and published the FIN.
     r |= kWritable;
   }
   return r;
@@ -1135,14 +1138,16 @@ EdgeMarks HostChannel::edge_marks(HostSocket s) const {
   EdgeMarks e;
   e.in = at(sl->rcv_tail).load(std::memory_order_acquire) + at(sl->acc_tail).load(std::memory_order_acquire);
   e.out = at(sl->snd_head).load(std::memory_order_acquire);
-  // Disjoint bit fields, so two different states never give the same word. RxBlocked is left out:
-  // it tells the engine's backlog, not anything the application sees.
+  // Disjoint bit fields, so two different states never give the same word. shutdown(SHUT_WR) is in
+  // it (the socket turns writable at once); RxBlocked is not (the engine's backlog, unseen by the
+  // application).
   const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire) & ~std::uint32_t{c::kFlagRxBlocked};
   const std::uint32_t ready = at(sl->tcp_ready).load(std::memory_order_acquire) & 0xffffu;
   const auto state = static_cast<std::uint32_t>(at(sl->state).load(std::memory_order_acquire));
   static_assert(c::kFlagRxBlocked < (1u << 8) && static_cast<std::uint32_t>(c::SlotState::closed) < 16);
+  const std::uint32_t shut_wr = at(sl->host_shut_wr).load(std::memory_order_relaxed) != 0 ? 1u : 0u;
   e.status = (std::uint64_t{static_cast<std::uint32_t>(at(sl->err).load(std::memory_order_acquire))} << 32) |
-             (state << 28) | (ready << 8) | (flags & 0xffu);
+             (state << 28) | (shut_wr << 24) | (ready << 8) | (flags & 0xffu);
   return e;
 }
 

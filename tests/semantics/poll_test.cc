@@ -82,6 +82,30 @@ TEST(Poll, BothDirectionsClosedGivesPollhup) {
   EXPECT_TRUE(ev & POLLIN) << ev;
 }
 
+TEST(Poll, ShutdownWriteOnAFullSendBufferPollsWritableAtOnce) {
+  // tcp_poll: once SEND_SHUTDOWN is set the socket is writable (a write fails with EPIPE instead
+  // of blocking), even while the unsent bytes and the FIN still wait for the peer's window.
+  Peer p;
+  Conn c = connect_to_peer(p, SOCK_NONBLOCK);
+  std::vector<std::uint8_t> buf(256 * 1024);
+  std::uint64_t off = 0;
+  // Fill until the peer's window is shut too: no room comes back for 300 ms.
+  for (int i = 0; i < 1000 && poll_one(c.fd, POLLOUT, 300) != 0; ++i) {
+    fill_pattern(buf, off);
+    ssize_t w = ::send(c.fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (w < 0) {
+      ASSERT_EQ(errno, EAGAIN);
+      continue;
+    }
+    off += static_cast<std::uint64_t>(w);
+  }
+  ASSERT_EQ(poll_one(c.fd, POLLOUT, 0), 0) << "full send buffer polled writable";
+  ASSERT_EQ(::shutdown(c.fd, SHUT_WR), 0);
+  EXPECT_EQ(poll_one(c.fd, POLLOUT, 0), POLLOUT);
+  EXPECT_EQ(::send(c.fd, buf.data(), 1, MSG_NOSIGNAL), -1);
+  EXPECT_EQ(errno, EPIPE);
+}
+
 TEST(Poll, TimeoutReturnsZeroAfterTheTimeout) {
   Peer p;
   Conn c = connect_to_peer(p);
