@@ -15,7 +15,7 @@
 namespace pno::channel::contract {
 
 /// Bumped on every incompatible change of anything in this header.
-inline constexpr std::uint32_t kAbiVersion = 3;
+inline constexpr std::uint32_t kAbiVersion = 4;
 inline constexpr std::uint64_t kRegionMagic = 0x314e414843'4f4e50ULL;  // "PNOCHAN1" (little endian)
 inline constexpr std::uint32_t kAttachMagic = 0x504e4f41;              // "PNOA"
 inline constexpr std::size_t kCacheLine = 64;
@@ -260,7 +260,11 @@ struct alignas(kCacheLine) SocketSlot {
   std::uint32_t rcv_head = 0;
   std::uint32_t acc_head = 0;
   std::uint32_t kick_req = 0;
-  std::uint32_t unused_refs = 0;  ///< was the family-wide count (ABI 1); see the process table
+  /// Bumped when a send found the ring without room or left it below the writability mark (a
+  /// quarter free): the host may now wait for room, and the engine publishes an event once that
+  /// much is free again (Linux's SOCK_NOSPACE / sk_stream_write_space). Without it no event is
+  /// sent for send-ring progress, so a request-response server is not woken for its own replies.
+  std::uint32_t snd_nospace = 0;
   std::uint32_t more = 0;       ///< the last send() asked for MSG_MORE
   std::uint32_t err_taken = 0;  ///< host reported the pending error once
   std::uint32_t host_shut_wr = 0;
@@ -281,7 +285,7 @@ static_assert(std::is_trivially_copyable_v<SocketSlot>);
 
 /// The host-written line of a slot, as the engine reads it in one transfer.
 struct SlotHostLine {
-  std::uint32_t snd_tail, rcv_head, acc_head, kick_req, unused_refs, more, err_taken, host_shut_wr;
+  std::uint32_t snd_tail, rcv_head, acc_head, kick_req, snd_nospace, more, err_taken, host_shut_wr;
 };
 static_assert(sizeof(SlotHostLine) == 32);
 

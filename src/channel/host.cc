@@ -301,6 +301,19 @@ struct HostChannel::Impl {
     notify();
   }
 
+  /// The send ring is (about to be) short of room: the engine publishes an event once a quarter of
+  /// it is free again (contract SocketSlot::snd_nospace). Called with the send lock held, before
+  /// the tail store that the engine's next look will see with it.
+  void bump_nospace(c::SocketSlot& sl) {
+    at(sl.snd_nospace).store(at(sl.snd_nospace).load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  /// A send found no room at all: the request goes out with a kick of its own, as no tail store
+  /// follows (the send lock held, like bump_nospace).
+  void note_nospace(c::SocketSlot& sl, std::uint32_t i) {
+    bump_nospace(sl);
+    kick(i);
+  }
+
   /// Files completions into their reply slots (whoever holds the lock does it for everyone).
   void drain_completions(bool may_steal = false) {
     c::RegionHeader& h = *hdr;
@@ -972,7 +985,10 @@ Result<std::size_t> HostChannel::send(HostSocket s, std::span<const iovec> iov, 
     const std::uint32_t tail = at(sl->snd_tail).load(std::memory_order_relaxed);
     const std::uint32_t head = at(sl->snd_head).load(std::memory_order_acquire);
     const std::uint32_t used = tail - head;
-    if (used >= R) return Errc::again;
+    if (used >= R) {
+      im.note_nospace(*sl, i);
+      return Errc::again;
+    }
     std::size_t room = R - used;
     std::byte* ring = im.send_ring(i);
     std::uint32_t pos = tail;
@@ -986,6 +1002,7 @@ Result<std::size_t> HostChannel::send(HostSocket s, std::span<const iovec> iov, 
     }
     if (total == 0) return iov_total(iov) == 0 ? Result<std::size_t>(std::size_t{0}) : Result<std::size_t>(Errc::again);
     at(sl->more).store(more ? 1 : 0, std::memory_order_relaxed);
+    if (R - (pos - head) < R / 4) im.bump_nospace(*sl);
     at(sl->snd_tail).store(pos, std::memory_order_release);
   }
   im.kick(i);
@@ -1010,7 +1027,10 @@ Result<std::size_t> HostChannel::send_file(HostSocket s, int in_fd, off_t* offse
     const std::uint32_t tail = at(sl->snd_tail).load(std::memory_order_relaxed);
     const std::uint32_t head = at(sl->snd_head).load(std::memory_order_acquire);
     const std::uint32_t used = tail - head;
-    if (used >= R) return Errc::again;
+    if (used >= R) {
+      im.note_nospace(*sl, i);
+      return Errc::again;
+    }
     std::size_t want = std::min<std::size_t>(count, R - used);
     std::byte* ring = im.send_ring(i);
     std::uint32_t pos = tail;
@@ -1031,6 +1051,7 @@ Result<std::size_t> HostChannel::send_file(HostSocket s, int in_fd, off_t* offse
     }
     if (total == 0) return std::size_t{0};
     at(sl->more).store(0, std::memory_order_relaxed);
+    if (R - (pos - head) < R / 4) im.bump_nospace(*sl);
     at(sl->snd_tail).store(pos, std::memory_order_release);
   }
   im.kick(i);

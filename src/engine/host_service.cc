@@ -72,6 +72,7 @@ struct EngSock {
   std::uint16_t linger_tag = 0;
   Instant linger_until{};
   std::uint32_t snd_head = 0, rcv_tail = 0, acc_tail = 0;
+  std::uint32_t nospace_seen = 0;  ///< the host's last snd_nospace answered with an event
   std::uint32_t flags = 0, tcp_ready = 0, event_seq = 0;
   std::int32_t err = 0;
 };
@@ -601,20 +602,18 @@ struct HostService::Impl {
         stats.bytes_to_tcp += *n;
         if (!ok) break;
       }
-      if (s.snd_head != head0) {
-        f.dma->write_u32(so + offsetof(c::SocketSlot, snd_head), s.snd_head);
-        // Room in the send ring: an event (and a wake-up of a sleeping host) only when the host
-        // can act on it, i.e. when the free space reaches the host's writability mark (a quarter
-        // of the ring, HostChannel::readiness) or the ring empties. A writer blocked on a full
-        // ring is otherwise woken for every few segments TCP takes, finds it still not writable
-        // and sleeps again (Linux likewise wakes writers only past a mark: sk_stream_write_space).
-        // Free space is monotonic here (only the host fills the ring, and we saw its tail), so
-        // crossing the mark in this pump is exactly when the host's answer changes.
-        const std::uint32_t mark = R / 4;
-        const std::uint32_t free_before = R - (hl.snd_tail - head0);
-        const std::uint32_t free_now = R - pending;
-        if (pending == 0 || (free_before < mark && free_now >= mark)) s.changed = true;
-      }
+      if (s.snd_head != head0) f.dma->write_u32(so + offsetof(c::SocketSlot, snd_head), s.snd_head);
+    }
+    // Room in the send ring is news only to a host that found too little of it (snd_nospace moved):
+    // it gets one event once the free space reaches its writability mark (a quarter of the ring,
+    // HostChannel::readiness), as Linux wakes writers past sk_stream_write_space's mark after
+    // SOCK_NOSPACE. A writer blocked on a full ring is then not woken for every few segments TCP
+    // takes, and a request-response server gets no event for each reply the engine sent. The
+    // request is judged on the ring as it is now, whichever pump moved the head: the host may have
+    // decided to wait on an older head than the one this pump started from.
+    if (hl.snd_nospace != s.nospace_seen && R - pending >= R / 4) {
+      s.nospace_seen = hl.snd_nospace;
+      s.changed = true;
     }
     if (s.shut_wr_pending && !s.shut_wr_done && (pending == 0 || (s.flags & c::kFlagSendClosed) != 0)) {
       s.shut_wr_done = true;
@@ -915,7 +914,12 @@ struct HostService::Impl {
           s.rx_eof = true;
           s.changed = true;
         }
-        if (how != ShutdownHow::read) s.shut_wr_pending = true;
+        if (how != ShutdownHow::read) {
+          // Published at once: the host's readiness turns writable now (HostChannel::readiness),
+          // and pollers skip sockets whose event_seq has not moved.
+          s.shut_wr_pending = true;
+          s.changed = true;
+        }
         publish(f, i, s);
         mark_dirty(f, i);
         return cp;

@@ -1272,3 +1272,70 @@ TEST(ChannelE2e, WriterBlockedOnAFullSendRingIsWokenAtTheWritableMarkNotPerSegme
   const std::uint64_t quarter = c::Geometry{}.stream_ring_bytes / 4;
   EXPECT_LE(b.svc->stats().wakeups, 2 * (kBytes / quarter) + 16) << "quarter ring " << quarter;
 }
+
+TEST(ChannelE2e, SendRingProgressIsNoEventUnlessTheHostRanShortOfRoom) {
+  // A request-response server sends a reply and goes back to waiting for the next request: the
+  // engine taking the reply from the ring must not publish an event (and wake it) for that. Only a
+  // send that left the ring short of room (snd_nospace) asks for one.
+  Bench b;
+  const auto l = *b.peer.tcp().socket();
+  ASSERT_EQ(b.peer.tcp().bind(l, {Ipv4Addr::any(), 9}), Errc::ok);
+  ASSERT_EQ(b.peer.tcp().listen(l, 4), Errc::ok);
+  SocketId conn = kInvalidSocket;
+  std::uint64_t sunk = 0;
+  b.on_step = [&] {
+    if (conn == kInvalidSocket) {
+      if (auto a = b.peer.tcp().accept(l)) conn = *a;
+    }
+    if (conn == kInvalidSocket) return;
+    std::byte buf[4096];
+    while (auto n = b.peer.tcp().recv(conn, buf)) {
+      if (*n == 0) break;
+      sunk += *n;
+    }
+  };
+  constexpr int kReplies = 50;
+  constexpr std::size_t kReply = 700;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto ch = child_attach(b.path);
+    CHILD_CHECK(ch != nullptr);
+    auto s = ch->socket();
+    CHILD_CHECK(s.ok());
+    CHILD_CHECK(ch->connect(*s, {kPeerIp, 9}) == Errc::in_progress);
+    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    const auto data = pattern(kReply, 3);
+    // One reply first, taken and acknowledged, so that the connection is quiet before counting.
+    auto taken = [&](std::uint64_t bytes) {
+      for (int spins = 0; spins < 20000; ++spins) {
+        auto ti = ch->info(*s);
+        if (ti.ok() && (*ti).bytes_acked >= bytes) return true;
+        usleep(100);
+      }
+      return false;
+    };
+    CHILD_CHECK(send_all(*ch, *s, data));
+    CHILD_CHECK(taken(kReply));
+    const std::uint32_t seq0 = ch->event_seq(*s);
+    for (int k = 1; k <= kReplies; ++k) {
+      CHILD_CHECK(send_all(*ch, *s, data));
+      CHILD_CHECK(taken(kReply * static_cast<std::uint64_t>(k + 1)));
+    }
+    CHILD_CHECK(ch->event_seq(*s) == seq0);
+    // A full ring is the other case: the writer gets its event once a quarter is free again.
+    const std::uint32_t R = c::Geometry{}.stream_ring_bytes;
+    const auto big = pattern(R, 4);
+    iovec v{const_cast<std::byte*>(big.data()), big.size()};
+    std::size_t put = 0;
+    for (int tries = 0; tries < 1000 && put < R; ++tries) {
+      auto n = ch->send(*s, std::span(&v, 1));
+      if (n.ok()) put += *n;
+    }
+    CHILD_CHECK(taken(kReply * (kReplies + 1) + put));
+    CHILD_CHECK(ch->event_seq(*s) != seq0);
+    CHILD_CHECK(ch->close(*s) == Errc::ok);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid, 60), 0);
+}

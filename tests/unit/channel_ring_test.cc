@@ -222,7 +222,7 @@ TEST(ChannelDma, PrepareMapsTheRangeSoTheDataPathTakesNoPageFault) {
 }
 
 TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
-  static_assert(c::kAbiVersion == 3);  // 2: the process table; 3: no-reply commands (kNoReply)
+  static_assert(c::kAbiVersion == 4);  // 2: the process table; 3: no-reply commands; 4: snd_nospace
   static_assert(c::kNoReply >= c::kReplySlots);
   static_assert(sizeof(c::RingIndices) == 128);
   static_assert(offsetof(c::RingIndices, tail) - offsetof(c::RingIndices, head) >= c::kCacheLine);
