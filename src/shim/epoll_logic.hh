@@ -24,6 +24,13 @@ struct MemberState {
   channel::EdgeMarks last{};
   bool seen = false;         ///< false until the first consuming look (and after EPOLL_CTL_MOD)
   bool disabled = false;     ///< EPOLLONESHOT fired; re-armed by EPOLL_CTL_MOD
+  /// The last look reported nothing while the socket's event_seq was `quiet_seq`. Everything that
+  /// can make a socket ready is published by the engine with an event_seq bump (the host's own
+  /// calls only take readiness away), so until the sequence moves the member can be passed over
+  /// with one load instead of reading its readiness and marks: most members of a busy epoll set
+  /// are idle at any one time.
+  bool quiet = false;
+  std::uint32_t quiet_seq = 0;
 };
 
 /// Whether moving from `was` to `now` is an edge for a member asking for `events`: a status change

@@ -181,10 +181,21 @@ int scan_members(State* st, EpollDesc& ep, epoll_event* out, int max, bool consu
       mi = next;
       continue;
     }
+    std::uint32_t seq = 0;
+    if (m.kind == MemberKind::socket) {
+      seq = st->ch->event_seq(st->socks[m.target].sock.load(std::memory_order_acquire));
+      if (m.st.quiet && m.st.quiet_seq == seq) {
+        mi = next;
+        continue;
+      }
+    }
     std::uint32_t ready = 0;
     channel::EdgeMarks marks;
     member_ready(st, m, depth, ready, marks);
     std::uint32_t ev = epoll_member_events(m.st, ready, marks, consume);
+    // The sequence was read before the marks and readiness: a change after it shows as a new one.
+    m.st.quiet = ev == 0 && m.kind == MemberKind::socket && seq != ~std::uint32_t{0};
+    m.st.quiet_seq = seq;
     if (ev != 0) {
       if (out != nullptr) {
         out[n].events = ev;
