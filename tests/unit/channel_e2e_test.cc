@@ -277,6 +277,34 @@ struct PeerEcho {
   std::vector<Conn> conns;
 };
 
+/// The peer's end of a one-way stream: listens on `port`, accepts one connection and reads at most
+/// `per_step` bytes each step (a slow reader), or everything there with per_step 0.
+struct PeerSink {
+  PeerSink(Stack& st, std::uint16_t port, std::size_t per_step) : tcp(st.tcp()), per_step(per_step) {
+    l = *tcp.socket();
+    tcp.bind(l, {Ipv4Addr::any(), port});
+    tcp.listen(l, 4);
+  }
+  void step() {
+    if (conn == kInvalidSocket) {
+      if (auto a = tcp.accept(l)) conn = *a;
+    }
+    if (conn == kInvalidSocket) return;
+    std::byte buf[4096];
+    const std::size_t want = per_step == 0 ? sizeof buf : std::min(per_step, sizeof buf);
+    while (auto n = tcp.recv(conn, std::span(buf, want))) {
+      if (*n == 0) break;
+      sunk += *n;
+      if (per_step != 0) break;
+    }
+  }
+  tcp::TcpLayer& tcp;
+  std::size_t per_step;
+  SocketId l = kInvalidSocket;
+  SocketId conn = kInvalidSocket;
+  std::uint64_t sunk = 0;
+};
+
 /// A pipe for "I am ready" signals from a child.
 struct Signal {
   Signal() {
@@ -1236,20 +1264,9 @@ TEST(ChannelE2e, WriterBlockedOnAFullSendRingIsWokenAtTheWritableMarkNotPerSegme
   // writer blocked on a full ring must be woken when that becomes true, and not each time TCP
   // takes a few segments, which only makes it wake, find the ring still unwritable and sleep.
   Bench b;
-  const auto l = *b.peer.tcp().socket();
-  ASSERT_EQ(b.peer.tcp().bind(l, {Ipv4Addr::any(), 9}), Errc::ok);
-  ASSERT_EQ(b.peer.tcp().listen(l, 4), Errc::ok);
-  SocketId conn = kInvalidSocket;
-  std::uint64_t sunk = 0;
-  b.on_step = [&] {
-    if (conn == kInvalidSocket) {
-      if (auto a = b.peer.tcp().accept(l)) conn = *a;
-    }
-    if (conn == kInvalidSocket) return;
-    // A slow reader: a few KB per step, so TCP frees the ring a couple of segments at a time.
-    std::byte buf[3000];
-    if (auto n = b.peer.tcp().recv(conn, buf); n) sunk += *n;
-  };
+  // A slow reader: a few KB per step, so TCP frees the ring a couple of segments at a time.
+  PeerSink sink(b.peer, 9, 3000);
+  b.on_step = [&] { sink.step(); };
   constexpr std::size_t kBytes = 2 << 20;
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
@@ -1266,7 +1283,7 @@ TEST(ChannelE2e, WriterBlockedOnAFullSendRingIsWokenAtTheWritableMarkNotPerSegme
     _exit(0);
   }
   EXPECT_EQ(b.run_child(pid, 60), 0);
-  EXPECT_TRUE(b.run_until([&] { return sunk == kBytes; }, 20));
+  EXPECT_TRUE(b.run_until([&] { return sink.sunk == kBytes; }, 20));
   // Each wake-up may follow at best a quarter ring of progress: about kBytes / (R/4) of them,
   // plus those of the connect and close. Per-segment wake-ups would be ten times as many.
   const std::uint64_t quarter = c::Geometry{}.stream_ring_bytes / 4;
@@ -1278,22 +1295,8 @@ TEST(ChannelE2e, SendRingProgressIsNoEventUnlessTheHostRanShortOfRoom) {
   // engine taking the reply from the ring must not publish an event (and wake it) for that. Only a
   // send that left the ring short of room (snd_nospace) asks for one.
   Bench b;
-  const auto l = *b.peer.tcp().socket();
-  ASSERT_EQ(b.peer.tcp().bind(l, {Ipv4Addr::any(), 9}), Errc::ok);
-  ASSERT_EQ(b.peer.tcp().listen(l, 4), Errc::ok);
-  SocketId conn = kInvalidSocket;
-  std::uint64_t sunk = 0;
-  b.on_step = [&] {
-    if (conn == kInvalidSocket) {
-      if (auto a = b.peer.tcp().accept(l)) conn = *a;
-    }
-    if (conn == kInvalidSocket) return;
-    std::byte buf[4096];
-    while (auto n = b.peer.tcp().recv(conn, buf)) {
-      if (*n == 0) break;
-      sunk += *n;
-    }
-  };
+  PeerSink sink(b.peer, 9, 0);
+  b.on_step = [&] { sink.step(); };
   constexpr int kReplies = 50;
   constexpr std::size_t kReply = 700;
   const pid_t pid = fork();
