@@ -74,7 +74,6 @@ struct EdgeMarks {
   std::uint32_t in = 0;      ///< bytes or connections the engine delivered (receive ring, accept queue)
   std::uint32_t out = 0;     ///< bytes the engine took from the send ring
   std::uint64_t status = 0;  ///< state, flags, hang-up bits, shutdown(SHUT_WR), error: any change is an edge
-  bool operator==(const EdgeMarks&) const = default;
 };
 
 class HostChannel {

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <atomic>
@@ -155,6 +156,16 @@ bool wait_ready(HostChannel& ch, HostSocket s, std::uint32_t mask, int timeout_m
     ch.disarm(*w);
     if (!ch.alive()) return false;
   }
+}
+
+/// A new socket of `ch` connected to the peer's `port` (connect, then writable); nullopt if any
+/// step fails.
+std::optional<HostSocket> connect_to_peer(HostChannel& ch, std::uint16_t port) {
+  auto s = ch.socket();
+  if (!s.ok() || ch.connect(*s, {kPeerIp, port}) != Errc::in_progress || !wait_ready(ch, *s, kWritable)) {
+    return std::nullopt;
+  }
+  return *s;
 }
 
 std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
@@ -617,9 +628,8 @@ TEST(ChannelE2e, KilledFamilyWithNothingUnreadClosesWithFin) {
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 7);
+    CHILD_CHECK(s.has_value());
     ready.raise();
     pause();
     _exit(0);
@@ -680,9 +690,8 @@ TEST(ChannelE2e, ForkedChildSharesTheFamilyAndItsSockets) {
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 7);
+    CHILD_CHECK(s.has_value());
     CHILD_CHECK(ch->thread_waiter() != nullptr);
     ch->retain(*s);  // the grandchild's descriptor
     const pid_t g = fork();
@@ -847,9 +856,8 @@ TEST(ChannelE2e, DrainChangedListsChangedSocketsAndReportsOverflow) {
     ch->drain_changed(out, overflowed);
     CHILD_CHECK(!overflowed);
     // One socket: its changes show up, and event_seq moves when data arrives.
-    auto s = ch->socket();
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 7);
+    CHILD_CHECK(s.has_value());
     std::size_t n = ch->drain_changed(out, overflowed);
     CHILD_CHECK(!overflowed && n >= 1);
     CHILD_CHECK(std::find(out, out + n, *s) != out + n);
@@ -1046,10 +1054,8 @@ TEST(ChannelE2e, FreshSocketsRingsAreMappedBeforeTheirFirstByte) {
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(s.ok());
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 7}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 7);
+    CHILD_CHECK(s.has_value());
     // Twice through each ring: every page of both is used.
     const auto data = pattern(2 * std::size_t{ch->engine().stream_ring_bytes}, 3);
     std::vector<std::byte> back(data.size());
@@ -1163,9 +1169,8 @@ TEST(ChannelE2e, KilledFamilysSendRingIsDeliveredBeforeTheFin) {
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 11}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 11);
+    CHILD_CHECK(s.has_value());
     // Fill the TCP buffers and the send ring while the peer reads nothing.
     const auto data = pattern(64 * 1024, 5);
     std::uint64_t sent = 0;
@@ -1273,10 +1278,8 @@ TEST(ChannelE2e, WriterBlockedOnAFullSendRingIsWokenAtTheWritableMarkNotPerSegme
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(s.ok());
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 9}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 9);
+    CHILD_CHECK(s.has_value());
     const auto data = pattern(kBytes, 5);
     CHILD_CHECK(send_all(*ch, *s, data));
     CHILD_CHECK(ch->close(*s) == Errc::ok);
@@ -1304,10 +1307,8 @@ TEST(ChannelE2e, SendRingProgressIsNoEventUnlessTheHostRanShortOfRoom) {
   if (pid == 0) {
     auto ch = child_attach(b.path);
     CHILD_CHECK(ch != nullptr);
-    auto s = ch->socket();
-    CHILD_CHECK(s.ok());
-    CHILD_CHECK(ch->connect(*s, {kPeerIp, 9}) == Errc::in_progress);
-    CHILD_CHECK(wait_ready(*ch, *s, kWritable));
+    auto s = connect_to_peer(*ch, 9);
+    CHILD_CHECK(s.has_value());
     const auto data = pattern(kReply, 3);
     // One reply first, taken and acknowledged, so that the connection is quiet before counting.
     auto taken = [&](std::uint64_t bytes) {
