@@ -283,6 +283,22 @@ static_assert(offsetof(SocketSlot, accq) == 5 * kCacheLine);
 static_assert(sizeof(SocketSlot) == 13 * kCacheLine);
 static_assert(std::is_trivially_copyable_v<SocketSlot>);
 
+/// The engine-written status line of a slot (line 0), as the engine publishes it in one transfer.
+struct SlotEngineLine {
+  std::uint32_t gen;
+  SlotState state;
+  std::uint32_t tcp_ready, event_seq, flags;
+  std::int32_t err;
+};
+static_assert(sizeof(SlotEngineLine) == 24);
+static_assert(std::is_trivially_copyable_v<SlotEngineLine>);
+static_assert(offsetof(SlotEngineLine, gen) == offsetof(SocketSlot, gen));
+static_assert(offsetof(SlotEngineLine, state) == offsetof(SocketSlot, state));
+static_assert(offsetof(SlotEngineLine, tcp_ready) == offsetof(SocketSlot, tcp_ready));
+static_assert(offsetof(SlotEngineLine, event_seq) == offsetof(SocketSlot, event_seq));
+static_assert(offsetof(SlotEngineLine, flags) == offsetof(SocketSlot, flags));
+static_assert(offsetof(SlotEngineLine, err) == offsetof(SocketSlot, err));
+
 /// The host-written line of a slot, as the engine reads it in one transfer.
 struct SlotHostLine {
   std::uint32_t snd_tail, rcv_head, acc_head, kick_req, snd_nospace, more, err_taken, host_shut_wr;

@@ -22,6 +22,17 @@ struct DmaStats {
   std::uint64_t write_ops = 0, write_bytes = 0;  ///< engine -> host
   std::uint64_t word_reads = 0, word_writes = 0; ///< index words (also counted in ops/bytes)
   std::uint64_t out_of_bounds = 0;               ///< refused transfers
+
+  DmaStats& operator+=(const DmaStats& o) {
+    read_ops += o.read_ops;
+    read_bytes += o.read_bytes;
+    write_ops += o.write_ops;
+    write_bytes += o.write_bytes;
+    word_reads += o.word_reads;
+    word_writes += o.word_writes;
+    out_of_bounds += o.out_of_bounds;
+    return *this;
+  }
 };
 
 class DmaChannel {

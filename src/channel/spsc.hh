@@ -2,10 +2,12 @@
 //  - SpscRing: direct access to a mapping (the host side; also tests), atomics via atomic_ref.
 //  - DmaRingProducer/DmaRingConsumer: the engine side, every access through a DmaChannel, the
 //    ring geometry from the engine's own trusted copy, the other side's index validated.
+//  - DmaByteRing: the engine side of a socket's stream ring (bytes at free-running positions).
 // Indices are free-running u32; entries is a power of two. Batched: one index load and one index
 // store per push/pop call, entries copied in at most two pieces (wraparound).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -157,6 +159,47 @@ class DmaRingProducer {
   std::uint64_t off_ = 0;
   std::uint32_t n_ = 0;
   std::uint32_t head_ = 0, tail_ = 0;
+};
+
+/// Engine side: a host stream ring of `size` bytes (power of two) at `off`, read at the consumer's
+/// head (send ring) or written at the producer's tail (receive ring). The index itself is the
+/// caller's (it lives in the slot's lines). A span that crosses the ring's end is two transfers.
+class DmaByteRing {
+ public:
+  DmaByteRing(DmaChannel* dma, std::uint64_t off, std::uint32_t size) : dma_(dma), off_(off), size_(size) {}
+
+  /// Copies ring bytes from free-running position `pos` into `dst`. Returns how many were copied:
+  /// fewer than dst.size() only when a transfer failed.
+  std::size_t read(std::uint32_t pos, MutByteSpan dst) {
+    return copy(pos, dst.size(), [&](std::uint64_t at, std::size_t done, std::size_t n) {
+      return dma_->read(at, dst.subspan(done, n));
+    });
+  }
+  /// Copies `src` into the ring from free-running position `pos`. Returns how many bytes were
+  /// copied: fewer than src.size() only when a transfer failed.
+  std::size_t write(std::uint32_t pos, ByteSpan src) {
+    return copy(pos, src.size(), [&](std::uint64_t at, std::size_t done, std::size_t n) {
+      return dma_->write(at, src.subspan(done, n));
+    });
+  }
+
+ private:
+  /// Runs `xfer(ring offset, bytes done, chunk)` for each piece of [pos, pos+n) up to the ring's end.
+  template <typename Xfer>
+  std::size_t copy(std::uint32_t pos, std::size_t n, Xfer xfer) {
+    std::size_t done = 0;
+    while (done < n) {
+      const std::uint32_t p = (pos + static_cast<std::uint32_t>(done)) & (size_ - 1);
+      const std::size_t chunk = std::min<std::size_t>(n - done, size_ - p);
+      if (!xfer(off_ + p, done, chunk)) break;
+      done += chunk;
+    }
+    return done;
+  }
+
+  DmaChannel* dma_;
+  std::uint64_t off_;
+  std::uint32_t size_;
 };
 
 }  // namespace pno::channel
