@@ -6,37 +6,27 @@
 // sockets and the regions' stream rings, pre-accepts connections into listeners' accept queues,
 // publishes readiness and wakes the host's armed waiters. Host memory is touched only through a
 // DmaChannel, and everything read from it is validated: a hostile family can only hurt itself.
+// The implementation is src/engine/host/ (impl.hh says what one instance owns).
 #pragma once
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "channel/contract.hh"
 #include "channel/dma.hh"
 #include "channel/pcie_model.hh"
-#include "engine/services.hh"
+#include "engine/idle_wake.hh"
+#include "engine/service.hh"
 #include "stack/addr.hh"
 
 namespace pno::engine {
-
-/// What the main loop sleeps on when idle (see Loop::set_idle_wake): a file descriptor that becomes
-/// readable when someone needs the engine, and a check-then-sleep protocol around it.
-class IdleWake {
- public:
-  virtual ~IdleWake() = default;
-  [[nodiscard]] virtual int wait_fd() const = 0;
-  /// True when there was work since the last call (the loop must not count the iteration idle).
-  virtual bool take_busy() = 0;
-  /// About to sleep: publishes "asleep" to the other side, re-checks for work; false = do not sleep.
-  virtual bool prepare_sleep() = 0;
-  /// Woke up; `fd_ready`: wait_fd() was readable (else the timeout or a signal ended the sleep).
-  virtual void woke(bool fd_ready) = 0;
-};
 
 struct HostServiceConfig {
   std::string socket_path = channel::contract::kDefaultSocketPath;
@@ -48,12 +38,45 @@ struct HostServiceConfig {
   channel::PcieClock* pcie_clock = nullptr;  ///< tests: a virtual clock for the model (default: steady, spin)
 };
 
+// The host service's counters. X(name, description); one field of HostServiceStats each.
+#define PNO_HOST_COUNTERS(X)                                                                     \
+  X(attached, "families attached")                                                               \
+  X(refused, "attach requests refused (uid, ABI version, no resources)")                         \
+  X(families_closed, "attached families closed after their last process went")                  \
+  X(corrupt, "impossible values a family wrote (the socket aborted or the family detached)")     \
+  X(commands, "commands executed")                                                               \
+  X(kicks, "kicks taken from the kick rings")                                                    \
+  X(bytes_to_tcp, "send-ring bytes handed to TCP")                                               \
+  X(bytes_to_host, "received bytes written into receive rings")                                  \
+  X(accepted, "connections pre-accepted into accept queues")                                     \
+  X(wakeups, "eventfd writes that woke a host waiter")                                           \
+  X(doorbells, "doorbells rung by hosts while the engine slept")                                 \
+  X(bad_index, "kicks naming no slot")                                                           \
+  X(proc_deaths, "watched processes that died (process table entries dropped)")                  \
+  X(death_closes, "sockets closed because the last process holding them died")
+
+#define PNO_HOST_COUNTER_ONE(name, desc) +1
+inline constexpr std::size_t kHostCounterCount = 0 PNO_HOST_COUNTERS(PNO_HOST_COUNTER_ONE);
+#undef PNO_HOST_COUNTER_ONE
+
+inline constexpr std::array<std::string_view, kHostCounterCount> kHostCounterNames = {
+#define PNO_HOST_COUNTER_NAME(name, desc) #name,
+    PNO_HOST_COUNTERS(PNO_HOST_COUNTER_NAME)
+#undef PNO_HOST_COUNTER_NAME
+};
+
+/// One host service's counters, by name (no sharing, no atomics).
 struct HostServiceStats {
-  std::uint64_t attached = 0, refused = 0, families_closed = 0, corrupt = 0;
-  std::uint64_t commands = 0, kicks = 0, bytes_to_tcp = 0, bytes_to_host = 0, accepted = 0;
-  std::uint64_t wakeups = 0, doorbells = 0, bad_index = 0;
-  std::uint64_t proc_deaths = 0;   ///< watched processes that died (process table entries dropped)
-  std::uint64_t death_closes = 0;  ///< sockets closed because the last process holding them died
+#define PNO_HOST_COUNTER_FIELD(name, desc) std::uint64_t name = 0;
+  PNO_HOST_COUNTERS(PNO_HOST_COUNTER_FIELD)
+#undef PNO_HOST_COUNTER_FIELD
+
+  /// The counters in list order (kHostCounterNames), for printing.
+  [[nodiscard]] std::array<std::uint64_t, kHostCounterCount> values() const {
+#define PNO_HOST_COUNTER_VALUE(name, desc) name,
+    return {PNO_HOST_COUNTERS(PNO_HOST_COUNTER_VALUE)};
+#undef PNO_HOST_COUNTER_VALUE
+  }
 };
 
 class HostService final : public Service, public IdleWake {
@@ -89,7 +112,8 @@ class HostService final : public Service, public IdleWake {
   /// Credentials of attached families (SO_PEERCRED), oldest first.
   [[nodiscard]] std::vector<pid_t> family_pids() const;
 
-  /// One line per family and per socket (engine state and the host's indices), for debugging.
+  /// The nonzero counters, then one line per family and per socket (engine state and the host's
+  /// indices), for debugging.
   void dump(std::FILE* out) const;
 
   /// Tests: attaches an in-process "host" region without a socket (for hostile-region tests); the

@@ -14,7 +14,7 @@
 
 #include "engine/clock.hh"
 #include "engine/engine_counters.hh"
-#include "engine/host_service.hh"
+#include "engine/idle_wake.hh"
 #include "engine/port.hh"
 #include "engine/services.hh"
 #include "stack/stack.hh"

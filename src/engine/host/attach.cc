@@ -1,0 +1,313 @@
+// The attach socket and the families' control connections: handshake, region, waiter registration.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <span>
+
+#include "engine/host/impl.hh"
+
+namespace pno::engine {
+
+using namespace host;
+
+namespace {
+
+/// A message of one buffer with room for descriptors (SCM_RIGHTS) in `cbuf`.
+msghdr fd_message(iovec& iov, std::span<char> cbuf) {
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = cbuf.data();
+  m.msg_controllen = cbuf.size();
+  return m;
+}
+
+}  // namespace
+
+Errc HostService::Impl::listen_socket() {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (cfg.socket_path.size() >= sizeof(sa.sun_path)) return Errc::inval;
+  std::strcpy(sa.sun_path, cfg.socket_path.c_str());
+  // The directory (default /run/pno) may not exist yet; one level is created.
+  if (const auto slash = cfg.socket_path.rfind('/'); slash != std::string::npos && slash > 0) {
+    ::mkdir(cfg.socket_path.substr(0, slash).c_str(), 0755);
+  }
+  listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (listen_fd < 0) return static_cast<Errc>(errno);
+  ::unlink(sa.sun_path);  // a stale socket of an engine that died
+  const mode_t old = ::umask(cfg.allow_any_uid ? 0 : 077);
+  const int rb = ::bind(listen_fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa));
+  ::umask(old);
+  if (rb != 0 || ::listen(listen_fd, 128) != 0) {
+    const int e = errno;
+    log("cannot listen on %s: %s", sa.sun_path, std::strerror(e));
+    close_fd(listen_fd);
+    return static_cast<Errc>(e);
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagListener;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+  log("listening on %s (ABI version %u)", sa.sun_path, c::kAbiVersion);
+  return Errc::ok;
+}
+
+void HostService::Impl::accept_attaches() {
+  for (;;) {
+    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      ::close(fd);
+      continue;
+    }
+    auto f = std::make_unique<Family>();
+    f->id = next_family++;
+    f->conn_fd = fd;
+    f->pid = cred.pid;
+    f->uid = cred.uid;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = kTagConn | f->id;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    fams.push_back(std::move(f));
+  }
+}
+
+/// Answers an attach request with `status` and the reason already in `rep.why`; the family goes.
+void HostService::Impl::refuse(Family& f, c::AttachReply& rep, c::AttachStatus status) {
+  rep.status = status;
+  log("refused pid %d: %s", static_cast<int>(f.pid), rep.why);
+  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL);
+  ++stats.refused;
+  f.dead = true;
+}
+
+/// The first message on a new connection: version check, region, reply with the fds.
+void HostService::Impl::handshake(Family& f) {
+  c::AttachRequest req;
+  const ssize_t r = ::recv(f.conn_fd, &req, sizeof(req), MSG_DONTWAIT);
+  if (r < 0 && errno == EAGAIN) return;
+  if (r != static_cast<ssize_t>(sizeof(req)) || req.magic != c::kAttachMagic) {
+    f.dead = true;
+    return;
+  }
+  c::AttachReply rep;
+  // Refusals are answered after the request was read: closing a Unix socket with unread data
+  // would reset the connection and the host would never see why.
+  if (!cfg.allow_any_uid && f.uid != ::geteuid() && f.uid != 0) {
+    std::snprintf(rep.why, sizeof(rep.why), "uid %u may not use this engine (it runs as uid %u)",
+                  static_cast<unsigned>(f.uid), static_cast<unsigned>(::geteuid()));
+    refuse(f, rep, c::AttachStatus::refused);
+    return;
+  }
+  if (req.abi_version != c::kAbiVersion) {
+    std::snprintf(rep.why, sizeof(rep.why), "host speaks channel ABI version %u, engine speaks %u",
+                  req.abi_version, c::kAbiVersion);
+    refuse(f, rep, c::AttachStatus::version_mismatch);
+    return;
+  }
+  int memfd = -1;
+  if (!create_region(f, memfd)) {
+    std::snprintf(rep.why, sizeof(rep.why), "cannot create the shared region: %s", std::strerror(errno));
+    refuse(f, rep, c::AttachStatus::no_resources);
+    close_fd(memfd);
+    return;
+  }
+  if (!send_region(f, rep, memfd)) {
+    f.dead = true;
+    return;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagDoorbell | f.id;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, f.doorbell_fd, &ev);
+  f.active = true;
+  ++stats.attached;
+  // The attaching process is the family's first: entry kProcFirst, watched from now on. A host
+  // whose own pid differs from SO_PEERCRED's lives in another pid namespace: the pids it would
+  // register mean nothing here, so its processes are not watched (their references go with the
+  // family, as at exit of the last one).
+  f.watch_pids = req.pid == static_cast<std::uint32_t>(f.pid);
+  f.dma->write_u32(c::proc_off(f.geo, c::kProcFirst) + offsetof(c::ProcEntry, pid), static_cast<std::uint32_t>(f.pid));
+  if (f.watch_pids) {
+    watch_proc(f, c::kProcFirst, f.pid);
+  } else {
+    log("pid %d attached from another pid namespace (it says pid %u): its processes are not watched",
+        static_cast<int>(f.pid), req.pid);
+  }
+  log("attached pid %d uid %u: %u sockets, %u-byte stream rings, region %llu bytes", static_cast<int>(f.pid),
+      static_cast<unsigned>(f.uid), f.geo.max_sockets, f.geo.stream_ring_bytes,
+      static_cast<unsigned long long>(f.bytes));
+}
+
+/// The accepting reply with SCM_RIGHTS [region memfd, doorbell eventfd]; closes our memfd.
+bool HostService::Impl::send_region(Family& f, c::AttachReply& rep, int& memfd) {
+  rep.region_bytes = f.bytes;
+  iovec iov{&rep, sizeof(rep)};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
+  msghdr m = fd_message(iov, cbuf);
+  cmsghdr* cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+  const int fds[2] = {memfd, f.doorbell_fd};
+  std::memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+  const ssize_t w = ::sendmsg(f.conn_fd, &m, MSG_NOSIGNAL);
+  close_fd(memfd);  // the mapping stays; the host holds its own reference now
+  return w == static_cast<ssize_t>(sizeof(rep));
+}
+
+bool HostService::Impl::create_region(Family& f, int& memfd) {
+  c::RegionHeader h;
+  if (!c::layout(cfg.geometry, h)) {
+    errno = EINVAL;
+    return false;
+  }
+  h.n_addrs = static_cast<std::uint32_t>(std::min<std::size_t>(cfg.addrs.size(), 8));
+  for (std::uint32_t i = 0; i < h.n_addrs; ++i) {
+    h.addrs[i].addr = cfg.addrs[i].addr.v;
+    h.addrs[i].prefix_len = cfg.addrs[i].prefix_len;
+  }
+  memfd = ::memfd_create("pno-region", MFD_CLOEXEC);
+  if (memfd < 0) return false;
+  ::fchmod(memfd, 0600);
+  if (::ftruncate(memfd, static_cast<off_t>(h.region_bytes)) != 0) return false;
+  void* map = mmap(nullptr, h.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (map == MAP_FAILED) return false;
+  f.doorbell_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (f.doorbell_fd < 0) {
+    munmap(map, h.region_bytes);
+    return false;
+  }
+  f.map = static_cast<std::byte*>(map);
+  f.bytes = h.region_bytes;
+  f.geo = h;
+  f.dma = std::make_unique<channel::MemcpyDma>(f.map, f.bytes);
+  f.dma->set_model(&pcie);
+  f.dma->write(0, std::as_bytes(std::span(&h, 1)));
+  f.socks.assign(h.max_sockets, EngSock{});
+  f.free_slots.clear();
+  for (std::uint32_t i = h.max_sockets; i > 0; --i) f.free_slots.push_back(i - 1);
+  f.prepared.assign(h.max_sockets, false);
+  f.waiter_fds.assign(h.max_waiters, -1);
+  f.procs.assign(h.max_procs, ProcWatch{});
+  f.dma->write_u32(c::proc_off(h, c::kProcFirst), static_cast<std::uint32_t>(c::ProcState::live));
+  f.dma->write_u32(c::proc_off(h, c::proc_shared(h)), static_cast<std::uint32_t>(c::ProcState::shared));
+  f.woken.assign(h.max_waiters, 0);
+  f.cmd = channel::DmaRingConsumer<c::Command>(f.dma.get(), h.cmd_off, h.cmd_entries);
+  f.cpl = channel::DmaRingProducer<c::Completion>(f.dma.get(), h.cpl_off, h.cpl_entries);
+  f.kicks = channel::DmaRingConsumer<std::uint32_t>(f.dma.get(), h.kick_off, h.kick_entries);
+  f.changed = channel::DmaRingProducer<std::uint32_t>(f.dma.get(), h.changed_off, h.changed_entries);
+  f.backlog.reserve(h.cmd_entries);
+  f.dirty.reserve(h.max_sockets);
+  return true;
+}
+
+/// A message on an attached family's connection: waiter registration, or the end of it.
+void HostService::Impl::control(Family& f) {
+  if (!f.active) {
+    handshake(f);
+    return;
+  }
+  for (;;) {
+    c::WaiterRegister req;
+    iovec iov{&req, sizeof(req)};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(4 * sizeof(int))] = {};
+    msghdr m = fd_message(iov, cbuf);
+    const ssize_t r = ::recvmsg(f.conn_fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    int fd = -1;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&m); cm != nullptr; cm = CMSG_NXTHDR(&m, cm)) {
+      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t k = 0; k < n; ++k) {
+        int x;
+        std::memcpy(&x, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+        if (fd < 0) {
+          fd = x;
+        } else {
+          ::close(x);
+        }
+      }
+    }
+    if (r <= 0) {  // hang-up: every process of the family is gone
+      close_fd(fd);
+      f.dead = true;
+      return;
+    }
+    waiter_message(f, req, r, fd);
+  }
+}
+
+/// WaiterRegister / unregister (`len` bytes, `fd` the first descriptor it carried or -1): the
+/// descriptor is kept or closed, and the request answered.
+void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, ssize_t len, int fd) {
+  c::WaiterReply rep;
+  if (len != static_cast<ssize_t>(sizeof(req)) || req.magic != c::kAttachMagic || req.index >= f.geo.max_waiters) {
+    rep.err = EINVAL;
+    close_fd(fd);
+  } else if (req.op == c::CtlOp::register_waiter) {
+    if (fd < 0) {
+      rep.err = EBADF;
+    } else {
+      if (f.waiter_fds[req.index] < 0) f.registered.push_back(req.index);
+      close_fd(f.waiter_fds[req.index]);
+      f.waiter_fds[req.index] = fd;
+      f.woken[req.index] = 0;
+    }
+  } else if (req.op == c::CtlOp::unregister_waiter) {
+    close_fd(fd);
+    close_fd(f.waiter_fds[req.index]);
+    std::erase(f.registered, req.index);
+  } else {
+    rep.err = EINVAL;
+    close_fd(fd);
+  }
+  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void HostService::Impl::poll_control() {
+  epoll_event evs[32];
+  for (;;) {
+    const int n = epoll_wait(epfd, evs, 32, 0);
+    if (n <= 0) break;
+    for (int k = 0; k < n; ++k) {
+      const std::uint64_t tag = evs[k].data.u64 & kTagMask;
+      const auto id = static_cast<std::uint32_t>(evs[k].data.u64);
+      if (tag == kTagListener) {
+        accept_attaches();
+      } else if (tag == kTagConn) {
+        if (Family* f = family(id); f != nullptr) {
+          control(*f);
+          if ((evs[k].events & (EPOLLHUP | EPOLLERR)) != 0 && (evs[k].events & EPOLLIN) == 0) f->dead = true;
+        }
+      } else if (tag == kTagProc) {
+        const auto e = static_cast<std::uint32_t>(evs[k].data.u64 >> 40);
+        if (Family* f = family(id); f != nullptr && !f->dying && e < f->procs.size() && f->procs[e].pidfd >= 0) {
+          proc_died(*f, e);
+        }
+      } else if (tag == kTagDoorbell) {
+        if (Family* f = family(id); f != nullptr) {
+          std::uint64_t v;
+          [[maybe_unused]] ssize_t r = ::read(f->doorbell_fd, &v, sizeof(v));
+          ++stats.doorbells;
+        }
+      }
+    }
+    if (n < 32) break;
+  }
+  reap();
+}
+
+}  // namespace pno::engine

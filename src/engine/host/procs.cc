@@ -1,0 +1,105 @@
+// The process table: watched pids (pidfds), and dropping a dead process's references.
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/host/impl.hh"
+
+namespace pno::engine {
+
+using namespace host;
+
+/// Starts watching `pid` as the process of table entry `e`. A pid already gone counts as a death
+/// now (a child killed right after fork, before its parent registered it).
+Errc HostService::Impl::watch_proc(Family& f, std::uint32_t e, pid_t pid) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ESRCH) {
+      f.procs[e].pid = pid;
+      proc_died(f, e);
+      return Errc::ok;
+    }
+    log("cannot watch pid %d: %s (its sockets close with its family)", static_cast<int>(pid), std::strerror(err));
+    return static_cast<Errc>(err);
+  }
+  f.procs[e] = ProcWatch{fd, pid};  // pidfds are close-on-exec
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagProc | (std::uint64_t{e} << 40) | f.id;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  return Errc::ok;
+}
+
+/// Op::proc_register: the host forked a child that uses entry `e`. Everything is host input: an
+/// index out of range, the shared entry or an entry already watched is refused.
+Errc HostService::Impl::register_proc(Family& f, std::int64_t e, std::uint32_t pid) {
+  if (e < 0 || e >= static_cast<std::int64_t>(c::proc_shared(f.geo)) || pid == 0 || pid > 0x3fffffff) {
+    return Errc::inval;
+  }
+  if (!f.watch_pids) return Errc::op_not_supp;
+  const auto idx = static_cast<std::uint32_t>(e);
+  if (f.procs[idx].pidfd >= 0) return static_cast<Errc>(EBUSY);
+  f.dma->write_u32(c::proc_off(f.geo, idx), static_cast<std::uint32_t>(c::ProcState::live));
+  return watch_proc(f, idx, static_cast<pid_t>(pid));
+}
+
+/// Process table entry `e`'s process died (pidfd readable, or gone before it was watched): drop
+/// its references. Its row is stable now (only its process wrote it). The entry is marked dead,
+/// then (after a full fence: Dekker with the host's close(), see contract.hh) every socket it
+/// held, and the one it was closing, is closed as Op::close would if no other entry counts it.
+void HostService::Impl::proc_died(Family& f, std::uint32_t e) {
+  ++stats.proc_deaths;
+  busy = true;
+  close_fd(f.procs[e].pidfd);
+  const pid_t pid = f.procs[e].pid;
+  f.procs[e] = ProcWatch{};
+  const std::uint32_t n = f.geo.max_sockets;
+  proc_row.assign(n, 0);
+  f.dma->read(c::count_off(f.geo, e, 0), std::as_writable_bytes(std::span(proc_row)));
+  std::uint32_t pending = 0;
+  f.dma->read_u32(c::proc_off(f.geo, e) + offsetof(c::ProcEntry, pending), pending);
+  f.dma->write_u32(c::proc_off(f.geo, e), static_cast<std::uint32_t>(c::ProcState::dead));
+  f.dma->fence();
+  proc_states.assign(f.geo.max_procs, c::ProcEntry{});
+  f.dma->read(c::proc_off(f.geo, 0), std::as_writable_bytes(std::span(proc_states)));
+  std::uint32_t closed = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (proc_row[i] != 0 && drop_if_unheld(f, e, i)) ++closed;
+  }
+  // The handle it was closing: its count may already be zero while nobody sent the close.
+  if (const std::uint32_t pi = c::handle_index(pending); pending != 0 && pi < n && proc_row[pi] == 0 &&
+                                                        f.socks[pi].gen == c::handle_gen(pending)) {
+    if (drop_if_unheld(f, e, pi)) ++closed;
+  }
+  f.dma->write_u32(c::proc_off(f.geo, e), static_cast<std::uint32_t>(c::ProcState::free));
+  if (closed != 0) {
+    log("pid %d of pid %d's family died: %u of its sockets closed", static_cast<int>(pid), static_cast<int>(f.pid),
+        closed);
+  }
+}
+
+/// Closes socket `i` unless an entry other than the dead `e` still counts it (`proc_states` read
+/// after the fence; `claiming` rows are being cleared and count nothing). Unknown states count: a
+/// garbled table keeps sockets open, it never closes one another process holds.
+bool HostService::Impl::drop_if_unheld(Family& f, std::uint32_t e, std::uint32_t i) {
+  EngSock& s = f.socks[i];
+  if (s.state == c::SlotState::free || s.closing) return false;
+  for (std::uint32_t o = 0; o < proc_states.size(); ++o) {
+    if (o == e) continue;
+    const auto st = static_cast<c::ProcState>(proc_states[o].state);
+    if (st == c::ProcState::free || st == c::ProcState::dead || st == c::ProcState::claiming) continue;
+    std::uint32_t cnt = 0;
+    if (!f.dma->read_u32(c::count_off(f.geo, o, i), cnt) || cnt != 0) return false;
+  }
+  s.linger_wait = false;
+  s.death_closed = true;
+  ++stats.death_closes;
+  close_socket(f, i, s);
+  return true;
+}
+
+}  // namespace pno::engine

@@ -1,0 +1,127 @@
+// One service pass over a family: completions backlog, commands, kicks, dirty sockets, wake-ups.
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "engine/host/impl.hh"
+
+namespace pno::engine {
+
+using namespace host;
+
+void HostService::Impl::flush_backlog(Family& f) {
+  while (!f.backlog.empty()) {
+    const std::size_t n = f.cpl.push(f.backlog);
+    if (n == 0) return;
+    f.backlog.erase(f.backlog.begin(), f.backlog.begin() + static_cast<std::ptrdiff_t>(n));
+    f.progress = true;
+  }
+}
+
+void HostService::Impl::serve(Family& f) {
+  if (!f.active) return;
+  if (f.dying) {
+    // No host any more: only the closing connections move (send ring -> TCP, then FIN).
+    pump_dirty(f);
+    return;
+  }
+  if (f.dead) return;
+  flush_backlog(f);
+  if (!serve_commands(f) || !serve_kicks(f)) return;
+  f.dma->fence();  // kick_done stores before the host lines pump() reads
+  pump_dirty(f);
+  if (f.progress) wake(f);
+}
+
+/// Commands, as many as their completions have room for. False when the family turned out corrupt.
+bool HostService::Impl::serve_commands(Family& f) {
+  c::Command batch[32];
+  while (f.backlog.empty()) {
+    const std::uint32_t room = f.cpl.room();
+    if (room == 0) break;
+    std::size_t got = 0;
+    if (!f.cmd.pop(std::span(batch).first(std::min<std::size_t>(room, 32)), got)) {
+      corrupt(f, "command ring index");
+      return false;
+    }
+    if (got == 0) break;
+    busy = true;
+    c::Completion out[32];
+    std::size_t nout = 0;
+    for (std::size_t k = 0; k < got; ++k) {
+      const c::Completion cp = execute(f, batch[k]);
+      if (cp.tag != kDeferred && cp.tag != c::kNoReply) out[nout++] = cp;
+    }
+    const std::size_t pushed = f.cpl.push(std::span(out).first(nout));
+    for (std::size_t k = pushed; k < nout; ++k) f.backlog.push_back(out[k]);
+    f.progress = true;
+  }
+  return true;
+}
+
+/// Kicks: sockets with host-side work. False when the family turned out corrupt.
+bool HostService::Impl::serve_kicks(Family& f) {
+  std::uint32_t kicks[64];
+  for (;;) {
+    std::size_t got = 0;
+    if (!f.kicks.pop(kicks, got)) {
+      corrupt(f, "kick ring index");
+      return false;
+    }
+    if (got == 0) break;
+    busy = true;
+    stats.kicks += got;
+    for (std::size_t k = 0; k < got; ++k) {
+      const std::uint32_t i = kicks[k];
+      if (i >= f.socks.size()) {
+        ++stats.bad_index;
+        continue;
+      }
+      const std::uint64_t so = c::slot_off(f.geo, i);
+      std::uint32_t req = 0;
+      if (f.dma->read_u32(so + offsetof(c::SocketSlot, kick_req), req)) {
+        f.dma->write_u32(so + offsetof(c::SocketSlot, kick_done), req);
+      }
+      if (f.socks[i].state != c::SlotState::free) mark_dirty(f, i);
+    }
+    if (got < std::size(kicks)) break;
+  }
+  return true;
+}
+
+/// Sockets with work.
+void HostService::Impl::pump_dirty(Family& f) {
+  work.swap(f.dirty);
+  f.dirty.clear();
+  for (std::uint32_t i : work) pump(f, i);
+  work.clear();
+}
+
+void HostService::Impl::corrupt(Family& f, const char* what) {
+  ++stats.corrupt;
+  log("pid %d's family wrote an impossible %s: detaching it", static_cast<int>(f.pid), what);
+  f.dead = true;
+}
+
+/// Writes the eventfd of every armed waiter not yet woken for its current arming.
+void HostService::Impl::wake(Family& f) {
+  f.progress = false;
+  f.dma->fence();  // our publications before the arm words we read (the host arms, then checks)
+  std::uint32_t armed_count = 0;
+  if (!f.dma->read_u32(offsetof(c::RegionHeader, armed_waiters), armed_count) || armed_count == 0) return;
+  for (std::uint32_t idx : f.registered) {
+    std::uint32_t armed = 0;
+    if (!f.dma->read_u32(f.geo.waiters_off + std::uint64_t{idx} * sizeof(c::WaiterEntry) +
+                             offsetof(c::WaiterEntry, armed),
+                         armed)) {
+      continue;
+    }
+    if (armed == 0 || armed == f.woken[idx] || f.waiter_fds[idx] < 0) continue;
+    f.woken[idx] = armed;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(f.waiter_fds[idx], &one, sizeof(one));
+    ++stats.wakeups;
+  }
+}
+
+}  // namespace pno::engine
