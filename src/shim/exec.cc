@@ -147,7 +147,7 @@ bool env_loads_shim(char* const* env) {
 /// Writes the exec state into a new memfd (not close-on-exec): its fd, or -1. Only system calls
 /// and the stack: exec may run in a vfork() child, which shares our memory.
 int write_exec_state(State* st, const HostChannel::ExecFds& fds, std::uint32_t* n_kept) {
-  int sfd = static_cast<int>(::syscall(SYS_memfd_create, "pno-exec", 0));
+  int sfd = static_cast<int>(PNO_REAL(syscall)(SYS_memfd_create, "pno-exec", 0));
   if (sfd < 0) return -1;
   ExecHeader h;
   h.fds = fds;
