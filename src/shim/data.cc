@@ -65,6 +65,60 @@ void raise_sigpipe(int flags) {
   if ((flags & MSG_NOSIGNAL) == 0) ::raise(SIGPIPE);
 }
 
+/// The call a data-path loop serves: the readiness it waits for and how it reports an ended
+/// connection differ.
+enum class Transfer : std::uint8_t { recv, send, sendfile };
+
+/// How a call that has moved nothing reports a socket showing EPOLLERR/EPOLLHUP (`rd`); nullopt:
+/// it waits after all (recv on EPOLLERR without a pending error).
+std::optional<ssize_t> report_ended(State* st, HostSocket s, Transfer t, std::uint32_t rd, int flags) {
+  switch (t) {
+    case Transfer::recv: {
+      // A pending error with nothing to read: report it (once), as tcp_recvmsg() does. A hang-up
+      // with an empty ring is EOF: the channel shows EPOLLHUP only once every byte before it is
+      // in the ring. Never wait on either.
+      Errc err = st->ch->alive() ? st->ch->take_error(s) : Errc::conn_reset;
+      if (err != Errc::ok) return fail(to_errno(err));
+      if ((rd & EPOLLHUP) != 0) return ssize_t{0};
+      return std::nullopt;
+    }
+    case Transfer::send: {
+      // The connection is gone but the ring claims to be full: EPIPE (the error first, if any).
+      Errc err = st->ch->alive() ? st->ch->take_error(s) : Errc::pipe;
+      if (err == Errc::ok) err = Errc::pipe;
+      if (err == Errc::pipe) raise_sigpipe(flags);
+      return fail(to_errno(err));
+    }
+    case Transfer::sendfile:
+      raise_sigpipe(flags);
+      return fail(EPIPE);
+  }
+  return std::nullopt;
+}
+
+/// The tail of the recv/send/sendfile loops once the channel moved nothing (`e`): the `done`
+/// bytes this call moved already are its result before any error; else the channel's error, the
+/// socket's end, EAGAIN when the call's budget is spent, or a wait until the socket is ready.
+/// nullopt: try the transfer again.
+std::optional<ssize_t> after_no_progress(State* st, HostSocket s, Transfer t, Errc e, std::size_t done,
+                                         const CallTimeout& timeo, int flags) {
+  const auto moved = static_cast<ssize_t>(done);
+  if (e != Errc::again) {
+    if (done > 0) return moved;
+    if (e == Errc::pipe && t != Transfer::recv) raise_sigpipe(flags);
+    return fail(to_errno(e));
+  }
+  if (std::uint32_t rd = ready_of(st, s); (rd & (EPOLLERR | EPOLLHUP)) != 0) {
+    if (done > 0) return moved;
+    if (std::optional<ssize_t> end = report_ended(st, s, t, rd, flags)) return end;
+  }
+  if (timeo.left_us() < 0) return done > 0 ? moved : fail(EAGAIN);
+  const std::uint32_t want = t == Transfer::recv ? EPOLLIN : EPOLLOUT;
+  int w = wait_socket(st, s, want | EPOLLHUP, timeo.left_us());
+  if (w != 0) return done > 0 ? moved : fail(w);
+  return std::nullopt;
+}
+
 }  // namespace
 
 ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int flags) {
@@ -98,22 +152,8 @@ ssize_t do_recv(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (!waitall || cur.finished()) return static_cast<ssize_t>(cur.done());
       continue;
     }
-    if (got.error() != Errc::again) {
-      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
-      return fail(to_errno(got.error()));
-    }
-    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLERR | EPOLLHUP)) != 0) {
-      // A pending error with nothing to read: report it (once), as tcp_recvmsg() does. A hang-up
-      // with an empty ring is EOF: the channel shows EPOLLHUP only once every byte before it is
-      // in the ring. Never wait on either.
-      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
-      Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::conn_reset;
-      if (err != Errc::ok) return fail(to_errno(err));
-      if ((rd & EPOLLHUP) != 0) return 0;
-    }
-    if (timeo.left_us() < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo.left_us());
-    if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
+    std::optional<ssize_t> res = after_no_progress(st, r.s, Transfer::recv, got.error(), cur.done(), timeo, flags);
+    if (res) return *res;
   }
 }
 
@@ -131,22 +171,8 @@ ssize_t do_send(State* st, SockRef r, const iovec* iov, std::size_t iovcnt, int 
       if (cur.finished() || nb) return static_cast<ssize_t>(cur.done());
       continue;
     }
-    if (put.error() != Errc::again) {
-      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
-      if (put.error() == Errc::pipe) raise_sigpipe(flags);
-      return fail(to_errno(put.error()));
-    }
-    if (std::uint32_t rd = ready_of(st, r.s); (rd & (EPOLLHUP | EPOLLERR)) != 0) {
-      // The connection is gone but the ring claims to be full: EPIPE (the error first, if any).
-      if (cur.done() > 0) return static_cast<ssize_t>(cur.done());
-      Errc err = st->ch->alive() ? st->ch->take_error(r.s) : Errc::pipe;
-      if (err == Errc::ok) err = Errc::pipe;
-      if (err == Errc::pipe) raise_sigpipe(flags);
-      return fail(to_errno(err));
-    }
-    if (timeo.left_us() < 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(EAGAIN);
-    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo.left_us());
-    if (w != 0) return cur.done() > 0 ? static_cast<ssize_t>(cur.done()) : fail(w);
+    std::optional<ssize_t> res = after_no_progress(st, r.s, Transfer::send, put.error(), cur.done(), timeo, flags);
+    if (res) return *res;
   }
 }
 
@@ -162,25 +188,8 @@ ssize_t do_sendfile(State* st, SockRef r, int in_fd, off_t* offset, std::size_t 
       if (nb) break;
       continue;
     }
-    if (put.error() != Errc::again) {
-      if (done > 0) break;
-      if (put.error() == Errc::pipe) raise_sigpipe(0);
-      return fail(to_errno(put.error()));
-    }
-    if ((ready_of(st, r.s) & (EPOLLHUP | EPOLLERR)) != 0) {
-      if (done > 0) break;
-      raise_sigpipe(0);
-      return fail(EPIPE);
-    }
-    if (timeo.left_us() < 0) {
-      if (done > 0) break;
-      return fail(EAGAIN);
-    }
-    int w = wait_socket(st, r.s, EPOLLOUT | EPOLLHUP, timeo.left_us());
-    if (w != 0) {
-      if (done > 0) break;
-      return fail(w);
-    }
+    std::optional<ssize_t> res = after_no_progress(st, r.s, Transfer::sendfile, put.error(), done, timeo, 0);
+    if (res) return *res;
   }
   return static_cast<ssize_t>(done);
 }
