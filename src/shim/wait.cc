@@ -1,30 +1,18 @@
-// Waiting: blocking socket calls, emulated epoll, poll/ppoll and select/pselect over a mix of
-// offloaded and kernel fds. Every wait first looks at the shared state, spins a few microseconds,
-// then sleeps in the kernel on the kernel fds plus the thread's waiter and the channel's control
-// fd, so an idle application uses no CPU.
+// Waiting: blocking socket calls (wait_socket), emulated epoll_wait, poll/ppoll and
+// select/pselect over a mix of offloaded and kernel fds. Every wait first looks at the shared
+// state, spins a few microseconds, then sleeps in the kernel on the kernel fds plus the thread's
+// waiter and the channel's control fd, so an idle application uses no CPU.
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 
 #include <algorithm>
-#include <cstdarg>
-#include <cstring>
 
+#include "shim/epoll_list.hh"
 #include "shim/internal.hh"
-#include "shim/log.hh"
 #include "shim/signals.hh"
 
 namespace pno::shim {
 namespace {
-
-std::int64_t deadline_from_ms(int timeout_ms) {
-  return timeout_ms < 0 ? -1 : now_ns() + static_cast<std::int64_t>(timeout_ms) * 1'000'000;
-}
-
-std::int64_t deadline_from_ts(const timespec* ts) {
-  if (ts == nullptr) return -1;
-  return now_ns() + static_cast<std::int64_t>(ts->tv_sec) * 1'000'000'000 + ts->tv_nsec;
-}
 
 bool expired(std::int64_t deadline_ns) { return deadline_ns >= 0 && now_ns() >= deadline_ns; }
 
@@ -60,91 +48,65 @@ class PollBuf {
   bool mapped_ = false;
 };
 
+/// Sleeps once: arms the thread's waiter, re-checks `check`, then waits in ppoll() on the kernel
+/// fds pfd[0..nk) plus the waiter and the control fd (pfd has room for nk + 2) until something
+/// happens, `deadline_ns` (<0: none) passes or a signal arrives. Returns ppoll()'s result
+/// (or 1 when `check` already held); the caller re-evaluates everything either way.
+template <typename Check>
+int sleep_once(State* st, Check&& check, pollfd* pfd, nfds_t nk, std::int64_t deadline_ns,
+               const sigset_t* mask) {
+  HostChannel* ch = st->ch;  // null before the attach: then only kernel fds can be waited on
+  bool alive = ch != nullptr && ch->alive();
+  channel::Waiter* w = nullptr;
+  if (alive) {
+    InChannel guard;
+    w = ch->thread_waiter();
+  }
+  nfds_t n = nk;
+  if (w != nullptr) {
+    ch->arm(*w);
+    if (check()) {
+      ch->disarm(*w);
+      return 1;
+    }
+    pfd[n++] = {w->fd(), POLLIN, 0};
+  }
+  if (alive) pfd[n++] = {ch->control_fd(), POLLIN, 0};
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (deadline_ns >= 0 || (alive && w == nullptr)) {
+    std::int64_t left = deadline_ns >= 0 ? deadline_ns - now_ns() : INT64_MAX;
+    // Without a waiter (table full) the thread cannot be woken: poll the state every millisecond.
+    if (alive && w == nullptr && left > 1'000'000) left = 1'000'000;
+    if (left < 0) left = 0;
+    ts.tv_sec = left / 1'000'000'000;
+    ts.tv_nsec = left % 1'000'000'000;
+    tsp = &ts;
+  }
+  int r = PNO_REAL(ppoll)(pfd, n, tsp, mask);
+  int e = errno;
+  if (w != nullptr) ch->disarm(*w);
+  errno = e;
+  return r;
+}
+
+/// Spins for up to kSpinNs while `check` is false; true once it holds.
+template <typename Check>
+bool spin(Check&& check) {
+  if (check()) return true;
+  std::int64_t until = now_ns() + kSpinNs;
+  while (now_ns() < until) {
+    __builtin_ia32_pause();
+    if (check()) return true;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Emulated epoll
 
-EpollDesc* epoll_of(State* st, int epfd, std::uint32_t* idx = nullptr) {
-  FdRef r = st->fds.get(epfd);
-  if (r.kind != FdKind::epoll) return nullptr;
-  if (idx != nullptr) *idx = r.index;
-  return &st->epolls[r.index];
-}
-
-void link_tail(State* st, EpollDesc& ep, std::uint32_t mi) {
-  EpollMember& m = st->members[mi];
-  m.next = 0;
-  m.prev = ep.tail;
-  if (ep.tail != 0) {
-    st->members[ep.tail].next = mi;
-  } else {
-    ep.head = mi;
-  }
-  ep.tail = mi;
-}
-
-/// Takes `mi` out of the list (it stays allocated).
-void detach(State* st, EpollDesc& ep, std::uint32_t mi) {
-  EpollMember& m = st->members[mi];
-  if (m.prev != 0) {
-    st->members[m.prev].next = m.next;
-  } else {
-    ep.head = m.next;
-  }
-  if (m.next != 0) {
-    st->members[m.next].prev = m.prev;
-  } else {
-    ep.tail = m.prev;
-  }
-  m.next = m.prev = 0;
-}
-
-void unlink_member(State* st, EpollDesc& ep, std::uint32_t mi) {
-  detach(st, ep, mi);
-  EpollMember& m = st->members[mi];
-  if (m.kind == MemberKind::nested) ep.n_nested.fetch_sub(1);
-  m.owner = 0;
-  st->members.free(mi);
-  ep.n_members.fetch_sub(1);
-}
-
-bool member_alive(State* st, const EpollMember& m) {
-  if (m.kind == MemberKind::socket) {
-    return st->socks[m.target].gen.load(std::memory_order_acquire) == m.target_gen;
-  }
-  return st->epolls[m.target].gen.load(std::memory_order_acquire) == m.target_gen;
-}
-
-/// Whether member `m` is the registration of `fd` as it is now. Linux keys an epoll entry by
-/// (file, fd) and drops it when the last reference to the file goes (fs/eventpoll.c ep_find(),
-/// eventpoll_release()): an entry whose socket was freed is gone, and an entry whose fd number
-/// now names another socket (the old one still open through a dup) belongs to that other file.
-bool member_is(State* st, const EpollMember& m, int fd, FdRef now) {
-  if (m.fd != fd || m.target != now.index) return false;
-  bool kind_ok = m.kind == MemberKind::socket ? now.kind == FdKind::socket : now.kind == FdKind::epoll;
-  return kind_ok && member_alive(st, m);
-}
-
-/// The member registered under (`fd`, what `fd` refers to now) in instance `eidx` (lock held):
-/// the fd's hint first (the common case of an fd in one epoll set is O(1)), else a walk. Members
-/// met on the walk whose target was freed are dropped, as the kernel drops them at the last close.
-std::uint32_t find_member(State* st, EpollDesc& ep, std::uint32_t eidx, int fd, FdRef now) {
-  if (st->fds.in_range(fd)) {
-    std::uint32_t h = st->member_hint[static_cast<std::size_t>(fd)].load(std::memory_order_relaxed);
-    if (h != 0 && st->members[h].owner == eidx && member_is(st, st->members[h], fd, now)) return h;
-  }
-  std::uint32_t mi = ep.head;
-  while (mi != 0) {
-    EpollMember& m = st->members[mi];
-    std::uint32_t next = m.next;
-    if (!member_alive(st, m)) {
-      unlink_member(st, ep, mi);
-    } else if (member_is(st, m, fd, now)) {
-      return mi;
-    }
-    mi = next;
-  }
-  return 0;
-}
+/// Emulated epoll: whether instance `idx` has an offloaded member ready (no state consumed).
+bool epoll_peek(State* st, std::uint32_t idx, int depth);
 
 /// Readiness and edge marks of a member's target. The marks are read first: a change that lands
 /// between the two reads then shows as an edge at the next look, never as an edge consumed with the
@@ -232,17 +194,6 @@ int filter_kernel_events(EpollDesc& ep, epoll_event* evs, int n) {
   return k;
 }
 
-/// Counts an entry the application added to (+1) or deleted from (-1) the instance's kernel set.
-void count_kernel_entry(EpollDesc& ep, int op) {
-  if (op == EPOLL_CTL_ADD) {
-    ep.n_kernel.fetch_add(1, std::memory_order_relaxed);
-  } else if (op == EPOLL_CTL_DEL) {
-    std::uint32_t n = ep.n_kernel.load(std::memory_order_relaxed);
-    while (n != 0 && !ep.n_kernel.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
-    }
-  }
-}
-
 /// Waits with offloaded events to return that may skip the kernel set in a row (see epoll_wait_impl).
 constexpr std::uint32_t kKernelHarvestEvery = 4;
 
@@ -253,13 +204,47 @@ bool kernel_entries_possible(const State* st, const EpollDesc& ep) {
          ep.fork_epoch != st->fork_epoch.load(std::memory_order_relaxed);
 }
 
-void kick(EpollDesc& ep) {
-  if (ep.sleepers.load(std::memory_order_acquire) == 0) return;
-  ep.kick_users.fetch_add(1, std::memory_order_seq_cst);
-  int kfd = ep.kick_fd.load(std::memory_order_seq_cst);
-  std::uint64_t one = 1;
-  if (kfd >= 0) (void)PNO_REAL(write)(kfd, &one, sizeof one);
-  ep.kick_users.fetch_sub(1, std::memory_order_release);
+bool epoll_peek(State* st, std::uint32_t idx, int depth) {
+  EpollDesc& ep = st->epolls[idx];
+  if (ep.n_members.load(std::memory_order_acquire) == 0) return false;
+  SpinGuard lk(ep.lock);
+  return scan_members(st, ep, nullptr, 1, false, depth) > 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// poll / select
+
+enum class Class : std::uint8_t { kernel, socket, hybrid };
+
+Class classify_fd(State* st, int fd, FdRef* out) {
+  FdRef r = st->fds.get(fd);
+  if (out != nullptr) *out = r;
+  if (r.kind == FdKind::socket) return Class::socket;
+  if (r.kind == FdKind::epoll && st->epolls[r.index].n_members.load() != 0) return Class::hybrid;
+  return Class::kernel;
+}
+
+}  // namespace
+
+int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us) {
+  if (timeout_us < 0) return EAGAIN;
+  std::uint32_t want = mask | EPOLLERR;
+  auto check = [&] { return (ready_of(st, s) & want) != 0; };
+  if (spin(check)) return 0;
+  std::int64_t deadline = timeout_us == 0 ? -1 : now_ns() + timeout_us * 1000;
+  for (;;) {
+    pollfd pfd[2];
+    note_signals_clear();
+    int r = sleep_once(st, check, pfd, 0, deadline, nullptr);
+    if (r < 0) {
+      // Linux restarts the call only without a timeout (net/core/sock.c sock_intr_errno) and
+      // when the handler of the signal that arrived has SA_RESTART (signal(7)).
+      if (errno == EINTR && timeout_us == 0 && restart_after_signal()) continue;
+      return errno;
+    }
+    if (check()) return 0;
+    if (expired(deadline)) return EAGAIN;
+  }
 }
 
 int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t deadline_ns,
@@ -345,119 +330,6 @@ int epoll_wait_impl(State* st, int epfd, epoll_event* evs, int max, std::int64_t
   }
 }
 
-/// epoll_ctl on a pending socket: the kernel set holds the registration, the socket remembers it
-/// for its hand-over (epoll_adopt_pending).
-int epoll_ctl_pending(State* st, int epfd, std::uint32_t eidx, int op, int fd, FdRef t, epoll_event* ev) {
-  int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
-  if (r < 0) return r;
-  count_kernel_entry(st->epolls[eidx], op);
-  SockDesc& d = st->socks[t.index];
-  SpinGuard lk(d.lock);
-  std::uint32_t i = 0;
-  while (i < d.n_epoll_regs && d.epoll_regs[i].epoll != eidx) ++i;
-  switch (op) {
-    case EPOLL_CTL_ADD:
-    case EPOLL_CTL_MOD:
-      if (i == d.n_epoll_regs) {
-        if (op == EPOLL_CTL_MOD) break;  // registered before the shim tracked it: nothing to carry
-        if (i == kPendingEpollRegs) {
-          log(LogLevel::warn, "socket %d: in more than %u epoll sets before bind/connect/listen; "
-              "the others lose it at hand-over", fd, static_cast<unsigned>(kPendingEpollRegs));
-          break;
-        }
-        ++d.n_epoll_regs;
-      }
-      d.epoll_regs[i] = {eidx, st->epolls[eidx].gen.load(), epfd, ev->events, ev->data.u64};
-      break;
-    case EPOLL_CTL_DEL:
-      if (i < d.n_epoll_regs) d.epoll_regs[i] = d.epoll_regs[--d.n_epoll_regs];
-      break;
-    default:
-      break;
-  }
-  return 0;
-}
-
-int epoll_ctl_impl(State* st, int epfd, int op, int fd, epoll_event* ev) {
-  std::uint32_t eidx = 0;
-  EpollDesc* ep = epoll_of(st, epfd, &eidx);
-  FdRef t = st->fds.get(fd);
-  if (ep != nullptr && t.kind == FdKind::pending) return epoll_ctl_pending(st, epfd, eidx, op, fd, t, ev);
-  bool emulated_target = t.kind == FdKind::socket ||
-                         (t.kind == FdKind::epoll && ep != nullptr);
-  if (ep == nullptr || !emulated_target) {
-    if (ep == nullptr && t.kind == FdKind::socket) {
-      // A kernel epoll (created before the engine was attached) cannot watch an offloaded socket.
-      return fail(EPERM);
-    }
-    const int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
-    if (r == 0 && ep != nullptr) count_kernel_entry(*ep, op);
-    return r;
-  }
-  if (fd == epfd) return fail(EINVAL);
-  if (op != EPOLL_CTL_DEL && ev == nullptr) return fail(EFAULT);
-  std::uint32_t events = ev != nullptr ? ev->events : 0;
-  if (t.kind == FdKind::epoll) {
-    // Nested: the kernel checks loops and depth and watches the inner kernel members.
-    int r = PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
-    if (r < 0) return r;
-    count_kernel_entry(*ep, op);
-  }
-  SpinGuard lk(ep->lock);
-  std::uint32_t mi = find_member(st, *ep, eidx, fd, t);
-  bool exclusive = mi != 0 && (st->members[mi].st.events & EPOLLEXCLUSIVE) != 0;
-  int err = t.kind == FdKind::epoll ? 0 : epoll_ctl_check(op, events, mi != 0, exclusive, false);
-  if (err != 0) return fail(err);
-  switch (op) {
-    case EPOLL_CTL_ADD: {
-      std::uint32_t ni = st->members.alloc();
-      if (ni == 0) return fail(ENOSPC);
-      EpollMember& m = st->members[ni];
-      m.fd = fd;
-      m.kind = t.kind == FdKind::socket ? MemberKind::socket : MemberKind::nested;
-      m.target = t.index;
-      m.target_gen = m.kind == MemberKind::socket ? st->socks[t.index].gen.load()
-                                                  : st->epolls[t.index].gen.load();
-      m.data = ev->data.u64;
-      m.st = MemberState{events, {}, false, false};
-      m.owner = eidx;
-      link_tail(st, *ep, ni);
-      if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(ni, std::memory_order_relaxed);
-      ep->n_members.fetch_add(1);
-      if (m.kind == MemberKind::nested) ep->n_nested.fetch_add(1);
-      break;
-    }
-    case EPOLL_CTL_MOD: {
-      if (mi == 0) return fail(ENOENT);
-      EpollMember& m = st->members[mi];
-      m.data = ev->data.u64;
-      // Linux re-polls the file on MOD: a ready socket reports again, even edge-triggered.
-      m.st = MemberState{events, {}, false, false};
-      break;
-    }
-    case EPOLL_CTL_DEL:
-      if (mi != 0) unlink_member(st, *ep, mi);
-      break;
-    default:
-      return fail(EINVAL);
-  }
-  kick(*ep);
-  return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// poll / select
-
-enum class Class : std::uint8_t { kernel, socket, hybrid };
-
-Class classify_fd(State* st, int fd, FdRef* out) {
-  FdRef r = st->fds.get(fd);
-  if (out != nullptr) *out = r;
-  if (r.kind == FdKind::socket) return Class::socket;
-  if (r.kind == FdKind::epoll && st->epolls[r.index].n_members.load() != 0) return Class::hybrid;
-  return Class::kernel;
-}
-
 /// poll() over a mix: offloaded entries are computed from the shared state, the rest by the
 /// kernel; then sleep on the kernel fds plus the waiter.
 int poll_impl(State* st, pollfd* fds, nfds_t n, std::int64_t deadline_ns, const sigset_t* mask,
@@ -528,8 +400,12 @@ int poll_impl(State* st, pollfd* fds, nfds_t n, std::int64_t deadline_ns, const 
   }
 }
 
-int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::int64_t deadline_ns,
-                const sigset_t* mask, bool* handled) {
+namespace {
+
+/// select() over a set with an offloaded fd, as a poll(); `*handled` false when the set has none
+/// (the caller then leaves it to libc).
+int select_offloaded(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::int64_t deadline_ns,
+                     const sigset_t* mask, bool* handled) {
   *handled = false;
   if (nfds < 0 || nfds > FD_SETSIZE) return 0;
   bool any = false;
@@ -579,223 +455,10 @@ int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, std::in
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------
-
-int wait_socket(State* st, HostSocket s, std::uint32_t mask, std::int64_t timeout_us) {
-  if (timeout_us < 0) return EAGAIN;
-  std::uint32_t want = mask | EPOLLERR;
-  auto check = [&] { return (ready_of(st, s) & want) != 0; };
-  if (spin(check)) return 0;
-  std::int64_t deadline = timeout_us == 0 ? -1 : now_ns() + timeout_us * 1000;
-  for (;;) {
-    pollfd pfd[2];
-    note_signals_clear();
-    int r = sleep_once(st, check, pfd, 0, deadline, nullptr);
-    if (r < 0) {
-      // Linux restarts the call only without a timeout (net/core/sock.c sock_intr_errno) and
-      // when the handler of the signal that arrived has SA_RESTART (signal(7)).
-      if (errno == EINTR && timeout_us == 0 && restart_after_signal()) continue;
-      return errno;
-    }
-    if (check()) return 0;
-    if (expired(deadline)) return EAGAIN;
-  }
-}
-
-bool epoll_peek(State* st, std::uint32_t idx, int depth) {
-  EpollDesc& ep = st->epolls[idx];
-  if (ep.n_members.load(std::memory_order_acquire) == 0) return false;
-  SpinGuard lk(ep.lock);
-  return scan_members(st, ep, nullptr, 1, false, depth) > 0;
-}
-
-void epoll_release(State* st, std::uint32_t idx) {
-  EpollDesc& ep = st->epolls[idx];
-  if (ep.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  {
-    SpinGuard lk(ep.lock);
-    while (ep.head != 0) unlink_member(st, ep, ep.head);
-  }
-  if (int kfd = ep.kick_fd.load(); kfd >= 0) {
-    st->fds.take(kfd);
-    PNO_REAL(close)(kfd);
-  }
-  ep.gen.fetch_add(1, std::memory_order_acq_rel);
-  ep.reset();
-  st->epolls.free(idx);
-}
-
-/// Registers a new kernel epoll fd as an emulated instance. -1 with errno on failure (the epoll
-/// fd is closed then).
-int track_epoll(State* st, int epfd) {
-  if (!st->fds.in_range(epfd)) return epfd;  // beyond the table: a plain kernel epoll
-  FdRef old = st->fds.take(epfd);
-  if (old.kind != FdKind::kernel) untrack_fd(st, epfd, old);
-  std::uint32_t idx = st->epolls.alloc();
-  if (idx == 0) {
-    PNO_REAL(close)(epfd);
-    return fail(ENOMEM);
-  }
-  EpollDesc& ep = st->epolls[idx];
-  ep.reset();
-  ep.refs.store(1);
-  ep.fork_epoch = st->fork_epoch.load(std::memory_order_relaxed);
-  int kfd = PNO_REAL(eventfd)(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (kfd >= 0 && st->internal_fd_base > kfd) {
-    // Keep the shim's fds out of the numbers the application expects to get.
-    int high = PNO_REAL(fcntl)(kfd, F_DUPFD_CLOEXEC, st->internal_fd_base);
-    if (high >= 0) {
-      PNO_REAL(close)(kfd);
-      kfd = high;
-    }
-  }
-  epoll_event kev{};
-  kev.events = EPOLLIN;
-  kev.data.u64 = kKickTag;
-  if (kfd < 0 || PNO_REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, kfd, &kev) < 0) {
-    int e = errno;
-    if (kfd >= 0) PNO_REAL(close)(kfd);
-    ep.reset();
-    st->epolls.free(idx);
-    PNO_REAL(close)(epfd);
-    return fail(e);
-  }
-  ep.kick_fd.store(kfd);
-  st->fds.set(kfd, FdKind::internal, idx);
-  st->fds.set(epfd, FdKind::epoll, idx);
-  return epfd;
-}
-
-void epoll_adopt_pending(State* st, int fd, std::uint32_t sock_idx) {
-  SockDesc& d = st->socks[sock_idx];
-  PendingEpollReg regs[kPendingEpollRegs];
-  std::uint32_t n = 0;
-  {
-    SpinGuard lk(d.lock);
-    n = d.n_epoll_regs;
-    std::copy_n(d.epoll_regs, n, regs);
-    d.n_epoll_regs = 0;
-  }
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const PendingEpollReg& g = regs[i];
-    EpollDesc& ep = st->epolls[g.epoll];
-    if (ep.gen.load(std::memory_order_acquire) != g.epoll_gen) continue;  // instance closed since
-    // Drop the kernel entry now, so the kernel socket (its last moments, or a copy a forked
-    // process still holds) never reports into the set beside the new member.
-    FdRef e = st->fds.get(g.epfd);
-    if (e.kind == FdKind::epoll && e.index == g.epoll && PNO_REAL(epoll_ctl)(g.epfd, EPOLL_CTL_DEL, fd, nullptr) == 0) {
-      count_kernel_entry(ep, EPOLL_CTL_DEL);
-    }
-    SpinGuard lk(ep.lock);
-    std::uint32_t mi = st->members.alloc();
-    if (mi == 0) {
-      log(LogLevel::warn, "socket %d: epoll member table full; its registration is lost", fd);
-      continue;
-    }
-    EpollMember& m = st->members[mi];
-    m.fd = fd;
-    m.kind = MemberKind::socket;
-    m.target = sock_idx;
-    m.target_gen = d.gen.load();
-    m.data = g.data;
-    m.st = MemberState{g.events, {}, false, false};
-    m.owner = g.epoll;
-    link_tail(st, ep, mi);
-    if (st->fds.in_range(fd)) st->member_hint[static_cast<std::size_t>(fd)].store(mi, std::memory_order_relaxed);
-    ep.n_members.fetch_add(1);
-    kick(ep);
-  }
-}
-
-int epoll_relocate_kick(State* st, int fd, FdRef r) {
-  if (r.kind != FdKind::internal || r.index == 0) return fail(EBADF);
-  EpollDesc& ep = st->epolls[r.index];
-  if (ep.kick_fd.load() != fd) return fail(EBADF);
-  int nfd = PNO_REAL(fcntl)(fd, F_DUPFD_CLOEXEC, st->internal_fd_base);
-  if (nfd < 0) nfd = PNO_REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
-  if (nfd < 0) return -1;
-  // The kernel set keys the kick's entry by (open file, old number) and keeps it until the file's
-  // last close (fs/eventpoll.c eventpoll_release): the duplicate keeps it alive, so the entry goes
-  // on reporting with kKickTag and no epoll_ctl is needed.
-  st->fds.set(nfd, FdKind::internal, r.index);
-  ep.kick_fd.store(nfd, std::memory_order_seq_cst);
-  while (ep.kick_users.load(std::memory_order_seq_cst) != 0) __builtin_ia32_pause();
-  st->fds.take_if(fd, r);
-  PNO_REAL(close)(fd);
-  return nfd;
-}
-
-}  // namespace pno::shim
-
-// =============================================================================================
-
-using namespace pno;
-using namespace pno::shim;
-
-#define PNO_EXPORT extern "C" __attribute__((visibility("default")))
-
-PNO_EXPORT int epoll_create(int size) noexcept {
-  int fd = PNO_REAL(epoll_create)(size);
-  State* st = state();
-  if (fd < 0 || st == nullptr) return fd;
-  return track_epoll(st, fd);
-}
-
-PNO_EXPORT int epoll_create1(int flags) noexcept {
-  int fd = PNO_REAL(epoll_create1)(flags);
-  State* st = state();
-  if (fd < 0 || st == nullptr) return fd;
-  return track_epoll(st, fd);
-}
-
-PNO_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) noexcept {
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(epoll_ctl)(epfd, op, fd, ev);
-  return epoll_ctl_impl(st, epfd, op, fd, ev);
-}
-
-PNO_EXPORT int epoll_pwait2(int epfd, epoll_event* evs, int max, const timespec* timeout, const sigset_t* mask) {
-  State* st = state();
-  if (st == nullptr || st->fds.get(epfd).kind != FdKind::epoll) {
-    return PNO_REAL(epoll_pwait2)(epfd, evs, max, timeout, mask);
-  }
-  return epoll_wait_impl(st, epfd, evs, max, deadline_from_ts(timeout), mask);
-}
-
-PNO_EXPORT int epoll_pwait(int epfd, epoll_event* evs, int max, int timeout, const sigset_t* mask) {
-  State* st = state();
-  if (st == nullptr || st->fds.get(epfd).kind != FdKind::epoll) {
-    return PNO_REAL(epoll_pwait)(epfd, evs, max, timeout, mask);
-  }
-  return epoll_wait_impl(st, epfd, evs, max, deadline_from_ms(timeout), mask);
-}
-
-PNO_EXPORT int epoll_wait(int epfd, epoll_event* evs, int max, int timeout) {
-  State* st = state();
-  if (st == nullptr || st->fds.get(epfd).kind != FdKind::epoll) {
-    return PNO_REAL(epoll_wait)(epfd, evs, max, timeout);
-  }
-  return epoll_wait_impl(st, epfd, evs, max, deadline_from_ms(timeout), nullptr);
-}
-
-PNO_EXPORT int poll(pollfd* fds, nfds_t n, int timeout) {
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(poll)(fds, n, timeout);
-  return poll_impl(st, fds, n, deadline_from_ms(timeout), nullptr, false, timeout);
-}
-
-PNO_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* mask) {
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(ppoll)(fds, n, ts, mask);
-  return poll_impl(st, fds, n, deadline_from_ts(ts), mask, true, -1);
-}
-
-PNO_EXPORT int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* tv) {
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(select)(nfds, rd, wr, ex, tv);
+int select_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* tv) {
   std::int64_t deadline = tv == nullptr ? -1 : now_ns() + (tv->tv_sec * 1'000'000LL + tv->tv_usec) * 1000;
   bool handled = false;
-  int r = select_impl(st, nfds, rd, wr, ex, deadline, nullptr, &handled);
+  int r = select_offloaded(st, nfds, rd, wr, ex, deadline, nullptr, &handled);
   if (!handled) return PNO_REAL(select)(nfds, rd, wr, ex, tv);
   if (tv != nullptr) {  // Linux writes back the time left
     std::int64_t left = std::max<std::int64_t>(deadline - now_ns(), 0) / 1000;
@@ -805,23 +468,12 @@ PNO_EXPORT int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* tv)
   return r;
 }
 
-PNO_EXPORT int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* ts, const sigset_t* mask) {
-  State* st = state();
-  if (st == nullptr) return PNO_REAL(pselect)(nfds, rd, wr, ex, ts, mask);
+int pselect_impl(State* st, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* ts,
+                 const sigset_t* mask) {
   bool handled = false;
-  int r = select_impl(st, nfds, rd, wr, ex, deadline_from_ts(ts), mask, &handled);
+  int r = select_offloaded(st, nfds, rd, wr, ex, deadline_from_ts(ts), mask, &handled);
   if (!handled) return PNO_REAL(pselect)(nfds, rd, wr, ex, ts, mask);
   return r;
 }
 
-PNO_EXPORT void __chk_fail() __attribute__((noreturn));
-
-PNO_EXPORT int __poll_chk(pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
-  if (fdslen / sizeof(pollfd) < n) __chk_fail();
-  return poll(fds, n, timeout);
-}
-
-PNO_EXPORT int __ppoll_chk(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* mask, size_t fdslen) {
-  if (fdslen / sizeof(pollfd) < n) __chk_fail();
-  return ppoll(fds, n, ts, mask);
-}
+}  // namespace pno::shim
