@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
-from pnotest import (TESTBED, Cleanups, TestFailure, check_root_and_binaries, engine_pid, expect,  # noqa: E402
-                     log, select_tests, stop_group, suite_arg_parser, summarize_results, unwind_on_sigterm,
-                     wait_until)
+from pnotest import (TESTBED, Cleanups, TestFailure, build_paths, check_root_and_binaries, engine_pid,  # noqa: E402
+                     expect, last_json_line, log, select_tests, stop_group, suite_arg_parser, summarize_results,
+                     unwind_on_sigterm, wait_until)
 
 # The same environment variables as scripts/testbed, so a second testbed can run beside the default one.
 PEER_NS = os.environ.get("PNO_NETNS", "pno-peer")
@@ -125,10 +125,9 @@ class Ctx(Cleanups):
         t0 = time.monotonic()
         p = self.run(cmd, timeout=timeout + 30, check=False)
         (self.dir / f"{label}.out").write_text(p.stdout + p.stderr)
-        lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
-        if not lines:
+        res = last_json_line(p.stdout)
+        if res is None:
             raise TestFailure(f"{label}: no result from pno-loadgen (exit {p.returncode})\n{p.stderr[-2000:]}")
-        res = lines[-1]
         log(f"{label}: {summarize(res)} [{time.monotonic() - t0:.1f}s]")
         if expect_ok and (p.returncode != 0 or not res.get("ok")):
             raise TestFailure(f"{label} failed: {json.dumps(res)}")
@@ -776,10 +775,7 @@ def main() -> int:
     if opts.list:
         print("\n".join(all_tests()))
         return 0
-    build = Path(opts.build_dir)
-    opts.engine = os.path.abspath(opts.engine or build / "bin" / "pno-engine")
-    opts.loadgen = os.path.abspath(opts.loadgen or build / "bin" / "pno-loadgen")
-    opts.results = os.path.abspath(opts.results or build / "interop-results")
+    build_paths(opts, engine="bin/pno-engine", loadgen="bin/pno-loadgen", results="interop-results")
     names = select_tests("interop", all_tests(), opts.tests or ["*"])
     if names is None:
         return 2

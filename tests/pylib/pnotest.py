@@ -1,10 +1,11 @@
-"""Helpers the Python test harnesses share: tests/apps/apps.py, tests/interop/interop.py and (through
-apps.py) bench/run.
+"""Helpers the Python test harnesses share: tests/apps/apps.py, tests/interop/interop.py, and bench/run
+(through pno_testbed.py).
 
 Failures and logging, servers started in their own session and stopped by pid (Proc, Leftovers),
 process groups stopped by signal, waiting for a condition, the engine's pid file under a testbed run
-directory, the cleanup stack of a test, and the command-line plumbing of a suite (test names by glob,
-the closing summary). Python 3 standard library only.
+directory, a JSON result line of a client, the cleanup stack of a test, and the command-line plumbing
+of a suite (test names by glob, binaries under the build directory, the closing summary). Python 3
+standard library only.
 """
 
 from __future__ import annotations
@@ -220,6 +221,12 @@ def engine_pid(run_dir: Path) -> int | None:
     return pid if Path(f"/proc/{pid}").exists() else None
 
 
+def last_json_line(out: str) -> dict | None:
+    """The last line of `out` that is a JSON object (pno-loadgen's result), or None."""
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return lines[-1] if lines else None
+
+
 # ------------------------------------------------------------------------------------------------
 # Per-test cleanup stack
 # ------------------------------------------------------------------------------------------------
@@ -253,6 +260,14 @@ def suite_arg_parser(doc: str, tests_help: str) -> argparse.ArgumentParser:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--build-dir", default=os.environ.get("PNO_BUILD_DIR", str(REPO / "build")))
     return ap
+
+
+def build_paths(opts: argparse.Namespace, **defaults: str) -> None:
+    """Each option named in `defaults` as an absolute path: its value, or the default under --build-dir
+    (e.g. engine="bin/pno-engine")."""
+    build = Path(opts.build_dir)
+    for name, rel in defaults.items():
+        setattr(opts, name, os.path.abspath(getattr(opts, name) or build / rel))
 
 
 def unwind_on_sigterm() -> None:

@@ -1,4 +1,4 @@
-// Wire views for Ethernet, ARP, IPv4 and ICMP: fields decode from bytes built independently
+// Wire views for Ethernet, ARP, IPv4, ICMP and TCP: fields decode from bytes built independently
 // (support/frames), every malformation is rejected with its counter, emitters produce the same bytes.
 #include <gtest/gtest.h>
 
@@ -7,6 +7,7 @@
 #include "stack/wire/ethernet.hh"
 #include "stack/wire/icmp.hh"
 #include "stack/wire/ipv4.hh"
+#include "stack/wire/tcp.hh"
 #include "support/frames.hh"
 
 using namespace pno;
@@ -241,4 +242,35 @@ TEST(IcmpEmit, EchoMatchesBuilderIncludingChecksum) {
   EXPECT_EQ(hex(out), hex(icmp_echo(0, 0xabcd, 9, data)));
   Bytes small(8 + 32);
   EXPECT_EQ(emit_icmp_echo(small, {}, data), 0u);
+}
+
+// --- TCP ------------------------------------------------------------------------------------------
+
+TEST(TcpRepr, ParseRejectsBadDataOffsetAndEmitRoundtrips) {
+  Bytes seg = tcp_segment(kPeerIp, kLocalIp, TcpSpec{.sport = 1, .dport = 2, .seq = 7, .flags = kTcpSyn, .data_offset = 4}, {});
+  EXPECT_FALSE(TcpView::parse(seg).ok());
+  seg = tcp_segment(kPeerIp, kLocalIp, TcpSpec{.sport = 1, .dport = 2, .seq = 7, .flags = kTcpSyn, .data_offset = 15}, {});
+  EXPECT_FALSE(TcpView::parse(seg).ok());
+  TcpRepr r;
+  r.src_port = 80;
+  r.dst_port = 1234;
+  r.seq = tcp::SeqNum(1);
+  r.ack = tcp::SeqNum(2);
+  r.flags = kTcpAck;
+  r.window = 99;
+  r.opts.has_timestamps = true;
+  r.opts.ts = {5, 6};
+  r.opts.sack_count = 2;
+  r.opts.sack[0] = {tcp::SeqNum(10), tcp::SeqNum(20)};
+  r.opts.sack[1] = {tcp::SeqNum(30), tcp::SeqNum(40)};
+  const Bytes payload{std::byte{'x'}, std::byte{'y'}, std::byte{'z'}};
+  r.payload = payload;
+  Bytes out(r.buffer_len());
+  ASSERT_EQ(r.emit(out, kLocalIp, kPeerIp, false), out.size());
+  EXPECT_EQ(inet_checksum(out, kLocalIp, kPeerIp, 6), 0);
+  const auto back = TcpRepr::parse(out, kLocalIp, kPeerIp, true);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back).opts, r.opts);
+  EXPECT_EQ((*back).window, 99);
+  EXPECT_EQ((*back).payload.size(), 3u);
 }

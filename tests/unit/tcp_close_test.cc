@@ -1,28 +1,24 @@
 // Connection termination from every state, RFC 9293 §3.6 and §3.10.7.4 (FIN handling), TIME-WAIT.
 #include <gtest/gtest.h>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
-constexpr auto st(TcpState s) { return static_cast<std::uint8_t>(s); }
-
-TEST(TcpClose, established_shutdown_write_sends_fin_fin_wait_1_rfc9293_3_6) {
+TEST(TcpClose, Established_ShutdownWriteSendsFinFinWait1_Rfc9293_3_6) {
   TcpHarness h;
   h.fin_wait_1();
   EXPECT_EQ(h.state(), st(TcpState::fin_wait_1));
 }
 
-TEST(TcpClose, fin_wait_1_ack_of_fin_fin_wait_2_rfc9293_3_10_7_4) {
+TEST(TcpClose, FinWait1_AckOfFinFinWait2_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.fin_wait_2();
   EXPECT_EQ(h.state(), st(TcpState::fin_wait_2));
 }
 
-TEST(TcpClose, fin_wait_2_fin_time_wait_then_closed_after_2msl_rfc9293_3_4_2) {
+TEST(TcpClose, FinWait2_FinTimeWaitThenClosedAfter2msl_Rfc9293_3_4_2) {
   TcpHarness h;
   h.time_wait();
   EXPECT_EQ(h.state(), st(TcpState::time_wait));
@@ -37,7 +33,7 @@ TEST(TcpClose, fin_wait_2_fin_time_wait_then_closed_after_2msl_rfc9293_3_4_2) {
   h.expect({.flags = kTcpRst, .seq = h.nxt});
 }
 
-TEST(TcpClose, time_wait_retransmitted_fin_reacked_and_timer_restarted_rfc9293_3_10_7_4) {
+TEST(TcpClose, TimeWait_RetransmittedFinReackedAndTimerRestarted_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.time_wait();
   h.tcp->close(h.conn);
@@ -50,7 +46,7 @@ TEST(TcpClose, time_wait_retransmitted_fin_reacked_and_timer_restarted_rfc9293_3
   EXPECT_EQ(h.tcp->socket_count(), 1u);
 }
 
-TEST(TcpClose, fin_wait_1_fin_without_ack_closing_then_time_wait_rfc9293_3_6) {
+TEST(TcpClose, FinWait1_FinWithoutAckClosingThenTimeWait_Rfc9293_3_6) {
   TcpHarness h;
   h.closing();  // simultaneous close
   EXPECT_EQ(h.state(), st(TcpState::closing));
@@ -58,7 +54,7 @@ TEST(TcpClose, fin_wait_1_fin_without_ack_closing_then_time_wait_rfc9293_3_6) {
   EXPECT_EQ(h.state(), st(TcpState::time_wait));
 }
 
-TEST(TcpClose, fin_wait_1_fin_with_ack_goes_time_wait_rfc9293_3_10_7_4) {
+TEST(TcpClose, FinWait1_FinWithAckGoesTimeWait_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.fin_wait_1();
   h.send({.flags = kTcpFin | kTcpAck, .seq = h.peer_nxt, .ack = h.nxt});
@@ -67,7 +63,7 @@ TEST(TcpClose, fin_wait_1_fin_with_ack_goes_time_wait_rfc9293_3_10_7_4) {
   EXPECT_EQ(h.state(), st(TcpState::time_wait));
 }
 
-TEST(TcpClose, established_fin_close_wait_eof_rfc9293_3_10_7_4) {
+TEST(TcpClose, Established_FinCloseWaitEof_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.close_wait();
   EXPECT_EQ(h.state(), st(TcpState::close_wait));
@@ -83,7 +79,7 @@ TEST(TcpClose, established_fin_close_wait_eof_rfc9293_3_10_7_4) {
   h.expect({.seq = h.nxt, .ack = h.peer_nxt, .payload = bytes("bye")});
 }
 
-TEST(TcpClose, close_wait_close_last_ack_then_closed_rfc9293_3_6) {
+TEST(TcpClose, CloseWait_CloseLastAckThenClosed_Rfc9293_3_6) {
   TcpHarness h;
   h.last_ack();
   EXPECT_EQ(h.state(), st(TcpState::last_ack));
@@ -93,14 +89,14 @@ TEST(TcpClose, close_wait_close_last_ack_then_closed_rfc9293_3_6) {
   EXPECT_EQ(h.tcp->socket_count(), before - 1);
 }
 
-TEST(TcpClose, last_ack_fin_retransmitted_on_rto_rfc6298) {
+TEST(TcpClose, LastAck_FinRetransmittedOnRto_Rfc6298) {
   TcpHarness h;
   h.last_ack();
   h.advance(1s);
   h.expect({.flags = kTcpFin | kTcpAck, .seq = h.nxt - 1, .ack = h.peer_nxt});
 }
 
-TEST(TcpClose, fin_after_data_carried_on_last_segment) {
+TEST(TcpClose, FinAfterDataCarriedOnLastSegment) {
   TcpHarness h;
   h.established_passive();
   h.write("tail");
@@ -109,7 +105,7 @@ TEST(TcpClose, fin_after_data_carried_on_last_segment) {
   h.expect({.flags = kTcpFin | kTcpAck, .seq = h.nxt + 4});
 }
 
-TEST(TcpClose, close_with_unread_data_sends_rst_rfc2525_2_17) {
+TEST(TcpClose, CloseWithUnreadDataSendsRst_Rfc2525_2_17) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt, .payload = bytes("unread")});
@@ -120,7 +116,7 @@ TEST(TcpClose, close_with_unread_data_sends_rst_rfc2525_2_17) {
   EXPECT_EQ(h.tcp->socket_count(), before - 1);
 }
 
-TEST(TcpClose, close_with_linger_zero_sends_rst) {
+TEST(TcpClose, CloseWithLingerZeroSendsRst) {
   TcpHarness h;
   h.established_passive();
   EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::linger, 0), Errc::ok);
@@ -128,7 +124,7 @@ TEST(TcpClose, close_with_linger_zero_sends_rst) {
   h.expect({.flags = kTcpRst | kTcpAck, .seq = h.nxt});
 }
 
-TEST(TcpClose, orphaned_fin_wait_2_times_out) {
+TEST(TcpClose, OrphanedFinWait2TimesOut) {
   TcpHarness h;
   h.fin_wait_2();
   const std::size_t before = h.tcp->socket_count();
@@ -137,7 +133,7 @@ TEST(TcpClose, orphaned_fin_wait_2_times_out) {
   EXPECT_EQ(h.tcp->socket_count(), before - 1);
 }
 
-TEST(TcpClose, data_after_close_resets_like_linux) {
+TEST(TcpClose, DataAfterCloseResets_Linux) {
   TcpHarness h;
   h.fin_wait_2();
   h.tcp->close(h.conn);
@@ -145,7 +141,7 @@ TEST(TcpClose, data_after_close_resets_like_linux) {
   h.expect({.flags = kTcpRst | kTcpAck});
 }
 
-TEST(TcpClose, listener_close_resets_unaccepted_connections) {
+TEST(TcpClose, ListenerCloseResetsUnacceptedConnections) {
   TcpHarness h;
   h.syn_received();
   h.send({.seq = h.peer_nxt, .ack = h.nxt});  // queued, not accepted
@@ -154,7 +150,7 @@ TEST(TcpClose, listener_close_resets_unaccepted_connections) {
   EXPECT_EQ(h.tcp->socket_count(), 0u);
 }
 
-TEST(TcpClose, established_rst_in_sequence_resets_econnreset_rfc9293_3_10_7_4) {
+TEST(TcpClose, Established_RstInSequenceResetsEconnreset_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.established_passive();
   h.send({.flags = kTcpRst, .seq = h.peer_nxt});

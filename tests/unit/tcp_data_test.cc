@@ -3,13 +3,12 @@
 
 #include <string>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 namespace {
 
-TEST(TcpData, established_data_in_is_readable_and_acked_rfc9293_3_10_7_4) {
+TEST(TcpData, Established_DataInIsReadableAndAcked_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt, .payload = bytes("hello")});
@@ -21,7 +20,7 @@ TEST(TcpData, established_data_in_is_readable_and_acked_rfc9293_3_10_7_4) {
   h.expect({.flags = kTcpAck, .seq = h.nxt, .ack = h.peer_nxt + 5});
 }
 
-TEST(TcpData, established_delayed_ack_after_quickack_rfc9293_3_8_6_3) {
+TEST(TcpData, Established_DelayedAckAfterQuickack_Rfc9293_3_8_6_3) {
   TcpHarness h;
   h.established_passive();
   std::uint32_t seq = h.peer_nxt;
@@ -40,7 +39,7 @@ TEST(TcpData, established_delayed_ack_after_quickack_rfc9293_3_8_6_3) {
   h.expect({.flags = kTcpAck, .ack = seq});
 }
 
-TEST(TcpData, established_ack_every_second_full_segment_rfc5681_4_2) {
+TEST(TcpData, Established_AckEverySecondFullSegment_Rfc5681_4_2) {
   TcpHarness h;
   h.established_passive();
   std::uint32_t seq = h.peer_nxt;
@@ -59,7 +58,7 @@ TEST(TcpData, established_ack_every_second_full_segment_rfc5681_4_2) {
   h.expect({.flags = kTcpAck, .ack = seq});
 }
 
-TEST(TcpData, established_send_segments_at_mss_rfc9293_3_7_1) {
+TEST(TcpData, Established_SendSegmentsAtMss_Rfc9293_3_7_1) {
   TcpHarness h;
   h.syn_received({.mss = 1000});
   h.send({.seq = h.peer_nxt, .ack = h.nxt});
@@ -72,7 +71,7 @@ TEST(TcpData, established_send_segments_at_mss_rfc9293_3_7_1) {
   h.expect_nothing();
 }
 
-TEST(TcpData, established_nagle_holds_runt_until_ack_rfc9293_3_7_4) {
+TEST(TcpData, Established_NagleHoldsRuntUntilAck_Rfc9293_3_7_4) {
   TcpHarness h;
   h.established_passive();
   h.write("a");
@@ -84,7 +83,7 @@ TEST(TcpData, established_nagle_holds_runt_until_ack_rfc9293_3_7_4) {
   h.expect({.flags = kTcpAck, .seq = h.nxt + 1, .payload = bytes("bc")});
 }
 
-TEST(TcpData, established_nodelay_sends_runts_at_once) {
+TEST(TcpData, Established_NodelaySendsRuntsAtOnce) {
   TcpHarness h;
   h.established_passive();
   EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
@@ -94,7 +93,7 @@ TEST(TcpData, established_nodelay_sends_runts_at_once) {
   h.expect({.seq = h.nxt + 1, .payload = bytes("b")});
 }
 
-TEST(TcpData, established_cork_and_msg_more_hold_partial_segment) {
+TEST(TcpData, Established_CorkAndMsgMoreHoldPartialSegment) {
   TcpHarness h;
   h.established_passive();
   EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::cork, 1), Errc::ok);
@@ -109,7 +108,7 @@ TEST(TcpData, established_cork_and_msg_more_hold_partial_segment) {
   h.expect({.seq = h.nxt + 3, .payload = bytes("def")});
 }
 
-TEST(TcpData, established_out_of_order_held_then_delivered_rfc9293_3_10_7_4) {
+TEST(TcpData, Established_OutOfOrderHeldThenDelivered_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.established_passive();
   const std::uint32_t s = h.peer_nxt;
@@ -121,7 +120,7 @@ TEST(TcpData, established_out_of_order_held_then_delivered_rfc9293_3_10_7_4) {
   EXPECT_EQ(h.read(), "abcdef");
 }
 
-TEST(TcpData, established_sack_blocks_for_out_of_order_rfc2018_4) {
+TEST(TcpData, Established_SackBlocksForOutOfOrder_Rfc2018_4) {
   TcpConfig cfg = plain_config();
   cfg.sack = true;
   TcpHarness h(cfg);
@@ -141,7 +140,7 @@ TEST(TcpData, established_sack_blocks_for_out_of_order_rfc2018_4) {
   EXPECT_EQ(a.opts.sack[1].left.raw(), s + 10);
 }
 
-TEST(TcpData, established_duplicate_data_acked_immediately) {
+TEST(TcpData, Established_DuplicateDataAckedImmediately) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt, .payload = bytes("abc")});
@@ -151,7 +150,7 @@ TEST(TcpData, established_duplicate_data_acked_immediately) {
   EXPECT_EQ(h.read(), "abc");
 }
 
-TEST(TcpData, established_acked_data_frees_send_buffer) {
+TEST(TcpData, Established_AckedDataFreesSendBuffer) {
   TcpHarness h;
   h.established_passive();
   h.write("hello");
@@ -164,7 +163,7 @@ TEST(TcpData, established_acked_data_frees_send_buffer) {
   EXPECT_EQ((*i).bytes_acked, 5u);
 }
 
-TEST(TcpData, established_window_limits_sender_rfc9293_3_8_6) {
+TEST(TcpData, Established_WindowLimitsSender_Rfc9293_3_8_6) {
   TcpHarness h;
   h.syn_received();
   h.send({.seq = h.peer_nxt, .ack = h.nxt, .window = 3000});
@@ -178,7 +177,7 @@ TEST(TcpData, established_window_limits_sender_rfc9293_3_8_6) {
   h.expect({.seq = h.nxt + 4380, .len = 620});
 }
 
-TEST(TcpData, established_receive_window_shrinks_as_buffer_fills_never_edge_rfc7323_2_4) {
+TEST(TcpData, Established_ReceiveWindowShrinksAsBufferFillsNeverEdge_Rfc7323_2_4) {
   TcpHarness h;
   h.established_passive();
   const Sent first = [&] {
@@ -192,7 +191,7 @@ TEST(TcpData, established_receive_window_shrinks_as_buffer_fills_never_edge_rfc7
   h.expect_nothing();
 }
 
-TEST(TcpData, established_zero_window_then_update_on_read_rfc9293_3_8_6_2_2) {
+TEST(TcpData, Established_ZeroWindowThenUpdateOnRead_Rfc9293_3_8_6_2_2) {
   TcpConfig cfg = plain_config();
   cfg.rcvbuf_initial = 4096;
   TcpHarness h(cfg);
@@ -213,14 +212,14 @@ TEST(TcpData, established_zero_window_then_update_on_read_rfc9293_3_8_6_2_2) {
   EXPECT_EQ(u.window, 4096);
 }
 
-TEST(TcpData, send_after_shutdown_write_is_epipe) {
+TEST(TcpData, SendAfterShutdownWriteIsEpipe) {
   TcpHarness h;
   h.established_passive();
   EXPECT_EQ(h.tcp->shutdown(h.conn, ShutdownHow::write), Errc::ok);
   EXPECT_EQ(h.tcp->send(h.conn, as_bytes("x")).error(), Errc::pipe);
 }
 
-TEST(TcpData, closed_socket_errors_like_linux) {
+TEST(TcpData, Closed_SocketErrors_Linux) {
   TcpHarness h;
   auto s = h.tcp->socket();
   ASSERT_TRUE(s.ok());

@@ -1,16 +1,12 @@
 // Connection establishment, RFC 9293 §3.5 and §3.10.7.2-§3.10.7.4, against a scripted peer.
 #include <gtest/gtest.h>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
-constexpr auto st(TcpState s) { return static_cast<std::uint8_t>(s); }
-
-TEST(TcpHandshake, listen_syn_sends_synack_rfc9293_3_10_7_2) {
+TEST(TcpHandshake, Listen_SynSendsSynack_Rfc9293_3_10_7_2) {
   TcpHarness h;
   h.listen();
   h.send({.flags = kTcpSyn, .seq = kPeerIss, .mss = 1200});
@@ -24,7 +20,7 @@ TEST(TcpHandshake, listen_syn_sends_synack_rfc9293_3_10_7_2) {
   EXPECT_EQ(h.tcp->accept(h.listener).error(), Errc::again);
 }
 
-TEST(TcpHandshake, syn_received_ack_establishes_and_accepts_rfc9293_3_10_7_4) {
+TEST(TcpHandshake, SynReceived_AckEstablishesAndAccepts_Rfc9293_3_10_7_4) {
   TcpHarness h;
   const SocketId c = h.established_passive();
   ASSERT_NE(c, kInvalidSocket);
@@ -36,7 +32,7 @@ TEST(TcpHandshake, syn_received_ack_establishes_and_accepts_rfc9293_3_10_7_4) {
   EXPECT_EQ(*peer, (Endpoint{kPeerIp, kPeerPort}));
 }
 
-TEST(TcpHandshake, listen_readable_event_when_connection_queued) {
+TEST(TcpHandshake, Listen_ReadableEventWhenConnectionQueued) {
   TcpHarness h;
   h.syn_received();
   SocketEvent ev;
@@ -48,7 +44,7 @@ TEST(TcpHandshake, listen_readable_event_when_connection_queued) {
   EXPECT_TRUE(ev.ready & kReadable);
 }
 
-TEST(TcpHandshake, syn_sent_synack_establishes_rfc9293_3_10_7_3) {
+TEST(TcpHandshake, SynSent_SynackEstablishes_Rfc9293_3_10_7_3) {
   TcpHarness h;
   const SocketId c = h.established_active();
   EXPECT_EQ(h.state(), st(TcpState::established));
@@ -56,14 +52,14 @@ TEST(TcpHandshake, syn_sent_synack_establishes_rfc9293_3_10_7_3) {
   EXPECT_EQ(h.tcp->connect(c, Endpoint{kPeerIp, kPeerPort}), Errc::is_conn);
 }
 
-TEST(TcpHandshake, syn_sent_connect_twice_is_already) {
+TEST(TcpHandshake, SynSent_ConnectTwiceIsAlready) {
   TcpHarness h;
   const SocketId c = h.syn_sent();
   EXPECT_EQ(h.tcp->connect(c, Endpoint{kPeerIp, kPeerPort}), Errc::already);
   EXPECT_EQ(h.tcp->send(c, as_bytes("x")).error(), Errc::again);
 }
 
-TEST(TcpHandshake, syn_sent_rst_with_good_ack_refuses_rfc9293_3_10_7_3) {
+TEST(TcpHandshake, SynSent_RstWithGoodAckRefuses_Rfc9293_3_10_7_3) {
   TcpHarness h;
   const SocketId c = h.syn_sent();
   h.send({.flags = kTcpRst | kTcpAck, .seq = 0, .ack = h.nxt});
@@ -74,14 +70,14 @@ TEST(TcpHandshake, syn_sent_rst_with_good_ack_refuses_rfc9293_3_10_7_3) {
   h.expect_nothing();
 }
 
-TEST(TcpHandshake, syn_sent_rst_without_ack_ignored_rfc5961_3_2) {
+TEST(TcpHandshake, SynSent_RstWithoutAckIgnored_Rfc5961_3_2) {
   TcpHarness h;
   h.syn_sent();
   h.send({.flags = kTcpRst, .seq = kPeerIss});
   EXPECT_EQ(h.state(), st(TcpState::syn_sent));
 }
 
-TEST(TcpHandshake, syn_sent_bad_ack_gets_rst_rfc9293_3_10_7_3) {
+TEST(TcpHandshake, SynSent_BadAckGetsRst_Rfc9293_3_10_7_3) {
   TcpHarness h;
   h.syn_sent();
   h.send({.flags = kTcpSyn | kTcpAck, .seq = kPeerIss, .ack = h.nxt + 100});
@@ -89,7 +85,7 @@ TEST(TcpHandshake, syn_sent_bad_ack_gets_rst_rfc9293_3_10_7_3) {
   EXPECT_EQ(h.state(), st(TcpState::syn_sent));
 }
 
-TEST(TcpHandshake, syn_sent_simultaneous_open_rfc9293_3_5) {
+TEST(TcpHandshake, SynSent_SimultaneousOpen_Rfc9293_3_5) {
   TcpHarness h;
   h.syn_sent();
   // The peer's SYN crosses ours: SYN-RECEIVED, and a SYN-ACK with our original ISS.
@@ -103,7 +99,7 @@ TEST(TcpHandshake, syn_sent_simultaneous_open_rfc9293_3_5) {
   EXPECT_TRUE(h.tcp->readiness(h.conn) & kWritable);
 }
 
-TEST(TcpHandshake, syn_sent_retransmits_syn_with_backoff_rfc6298_5_5) {
+TEST(TcpHandshake, SynSent_RetransmitsSynWithBackoff_Rfc6298_5_5) {
   TcpHarness h;
   h.syn_sent();
   h.advance(999ms);
@@ -116,7 +112,7 @@ TEST(TcpHandshake, syn_sent_retransmits_syn_with_backoff_rfc6298_5_5) {
   h.expect({.flags = kTcpSyn, .seq = h.iss});
 }
 
-TEST(TcpHandshake, syn_sent_gives_up_after_syn_retries_etimedout) {
+TEST(TcpHandshake, SynSent_GivesUpAfterSynRetriesEtimedout) {
   TcpConfig cfg = plain_config();
   cfg.syn_retries = 2;
   TcpHarness h(cfg);
@@ -131,7 +127,7 @@ TEST(TcpHandshake, syn_sent_gives_up_after_syn_retries_etimedout) {
   EXPECT_EQ(h.tcp->take_error(c), Errc::timed_out);
 }
 
-TEST(TcpHandshake, syn_received_synack_retransmitted_rfc6298) {
+TEST(TcpHandshake, SynReceived_SynackRetransmitted_Rfc6298) {
   TcpHarness h;
   h.syn_received();
   h.advance(1s);
@@ -141,14 +137,14 @@ TEST(TcpHandshake, syn_received_synack_retransmitted_rfc6298) {
   h.expect({.flags = kTcpSyn | kTcpAck, .seq = h.iss, .ack = kPeerIss + 1});
 }
 
-TEST(TcpHandshake, syn_received_bad_ack_gets_rst_rfc9293_3_10_7_4) {
+TEST(TcpHandshake, SynReceived_BadAckGetsRst_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.syn_received();
   h.send({.seq = h.peer_nxt, .ack = h.nxt + 5});
   h.expect({.flags = kTcpRst, .seq = h.nxt + 5});
 }
 
-TEST(TcpHandshake, syn_received_rst_returns_to_listen_rfc9293_3_10_7_4) {
+TEST(TcpHandshake, SynReceived_RstReturnsToListen_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.syn_received();
   const std::size_t before = h.tcp->socket_count();
@@ -160,7 +156,7 @@ TEST(TcpHandshake, syn_received_rst_returns_to_listen_rfc9293_3_10_7_4) {
   h.expect({.flags = kTcpSyn | kTcpAck, .ack = kPeerIss + 1001});
 }
 
-TEST(TcpHandshake, closed_port_syn_gets_rst_ack_rfc9293_3_10_7_1) {
+TEST(TcpHandshake, ClosedPort_SynGetsRstAck_Rfc9293_3_10_7_1) {
   TcpHarness h;
   h.send({.flags = kTcpSyn, .seq = 500, .dport = 81});
   h.expect({.flags = kTcpRst | kTcpAck, .seq = 0, .ack = 501});
@@ -171,7 +167,7 @@ TEST(TcpHandshake, closed_port_syn_gets_rst_ack_rfc9293_3_10_7_1) {
   EXPECT_EQ(h.counters.get(Counter::tcp_drop_no_socket), 3u);
 }
 
-TEST(TcpHandshake, listen_ack_without_connection_gets_rst_rfc9293_3_10_7_2) {
+TEST(TcpHandshake, Listen_AckWithoutConnectionGetsRst_Rfc9293_3_10_7_2) {
   TcpConfig cfg = plain_config();
   cfg.syn_cookies = false;
   TcpHarness h(cfg);
@@ -180,7 +176,7 @@ TEST(TcpHandshake, listen_ack_without_connection_gets_rst_rfc9293_3_10_7_2) {
   h.expect({.flags = kTcpRst, .seq = 1234});
 }
 
-TEST(TcpHandshake, options_negotiated_when_both_offer_rfc7323_rfc2018) {
+TEST(TcpHandshake, OptionsNegotiatedWhenBothOffer_Rfc7323_Rfc2018) {
   TcpConfig cfg = plain_config();
   cfg.timestamps = cfg.sack = cfg.window_scaling = true;
   cfg.rcvbuf_max = 6 * 1024 * 1024;

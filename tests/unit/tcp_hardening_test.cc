@@ -11,7 +11,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 // --- RFC 5961 §3: RST ---------------------------------------------------------------------
@@ -137,12 +136,6 @@ TEST(TcpHardening, OutOfWindowPureAcksAnsweredAtMostEvery500ms_Linux) {
 }
 
 // --- RFC 7323: TS.Recent and PAWS -------------------------------------------------------------
-
-TcpConfig ts_config() {
-  TcpConfig c = plain_config();
-  c.timestamps = true;
-  return c;
-}
 
 TEST(TcpHardening, TsRecent_NotUpdatedByOutOfOrderSegment_Rfc7323_4_3) {
   TcpHarness h(ts_config());

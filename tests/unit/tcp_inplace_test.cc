@@ -106,17 +106,17 @@ void inplace_transfer(const LinkConfig& link, std::uint64_t total, std::size_t p
   EXPECT_TRUE(two_span_recv);
 }
 
-TEST(TcpInplace, established_inplace_bulk_clean_link_bytes_in_order) {
+TEST(TcpInplace, Established_InplaceBulkCleanLinkBytesInOrder) {
   // One read per step lets data pile up in the receive buffer, so reads cross its end.
   inplace_transfer(LinkConfig{}, 8 << 20, 7001, 5003, 1);
 }
 
-TEST(TcpInplace, established_inplace_bulk_loss_reorder_rfc6675) {
+TEST(TcpInplace, Established_InplaceBulkLossReorder_Rfc6675) {
   inplace_transfer(LinkConfig{.loss = 0.01, .duplicate = 0.01, .reorder = 0.05, .seed = 5}, 2 << 20, 3001, 1999,
                    1 << 30);
 }
 
-TEST(TcpInplace, send_space_returns_and_clears_pending_error_like_send) {
+TEST(TcpInplace, SendSpaceReturnsAndClearsPendingErrorLikeSend) {
   // RFC 9293 §3.10.7.4 / Linux: after a RST the next SEND reports ECONNRESET once, then EPIPE.
   TcpPair p;
   Conn c{p};
@@ -131,7 +131,7 @@ TEST(TcpInplace, send_space_returns_and_clears_pending_error_like_send) {
   EXPECT_EQ(second.error(), Errc::pipe);
 }
 
-TEST(TcpInplace, send_space_after_shutdown_write_is_epipe_rfc9293_3_10_4) {
+TEST(TcpInplace, SendSpaceAfterShutdownWriteIsEpipe_Rfc9293_3_10_4) {
   TcpPair p;
   Conn c{p};
   c.open();
@@ -141,7 +141,7 @@ TEST(TcpInplace, send_space_after_shutdown_write_is_epipe_rfc9293_3_10_4) {
   EXPECT_EQ(sp.error(), Errc::pipe);
 }
 
-TEST(TcpInplace, send_space_is_bounded_by_the_send_buffer) {
+TEST(TcpInplace, SendSpaceIsBoundedByTheSendBuffer) {
   TcpPair p;
   Conn c{p};
   c.open();
@@ -162,7 +162,7 @@ TEST(TcpInplace, send_space_is_bounded_by_the_send_buffer) {
   EXPECT_EQ(full.error(), Errc::again);
 }
 
-TEST(TcpInplace, recv_consume_reopens_a_zero_window_with_a_window_update_rfc9293_3_8_6_2_2) {
+TEST(TcpInplace, RecvConsumeReopensAZeroWindowWithAWindowUpdate_Rfc9293_3_8_6_2_2) {
   // The receiver's buffer fills (zero window); consuming it with recv_consume must announce the
   // reopened window at once (receiver SWS avoidance allows it: a full buffer's worth opened), not
   // leave the sender to its persist timer.

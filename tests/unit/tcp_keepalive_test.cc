@@ -8,7 +8,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 TcpConfig ka_config() {

@@ -12,7 +12,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 /// A SYN from `port`; returns the SYN-ACK's ISS.

@@ -110,22 +110,22 @@ BulkResult bulk(const TcpConfig& cfg, const LinkConfig& link, std::uint64_t byte
   return {secs, p.a.counters.get(Counter::tcp_rto_expired), p.a.counters.get(Counter::tcp_retransmits)};
 }
 
-TEST(TcpPair, established_bulk_clean_link) {
+TEST(TcpPair, Established_BulkCleanLink) {
   bulk(TcpConfig{}, LinkConfig{}, 8 << 20, std::chrono::seconds(60));
 }
 
-TEST(TcpPair, established_bulk_loss_sack_rfc6675) {
+TEST(TcpPair, Established_BulkLossSack_Rfc6675) {
   bulk(TcpConfig{}, LinkConfig{.loss = 0.02, .seed = 7}, 4 << 20, std::chrono::seconds(600));
 }
 
-TEST(TcpPair, established_bulk_loss_newreno_rfc6582) {
+TEST(TcpPair, Established_BulkLossNewreno_Rfc6582) {
   TcpConfig cfg;
   cfg.sack = false;
   cfg.timestamps = false;
   bulk(cfg, LinkConfig{.loss = 0.02, .seed = 9}, 2 << 20, std::chrono::seconds(900));
 }
 
-TEST(TcpPair, established_bulk_reorder_duplicate) {
+TEST(TcpPair, Established_BulkReorderDuplicate) {
   bulk(TcpConfig{}, LinkConfig{.loss = 0.01, .duplicate = 0.02, .reorder = 0.05, .seed = 3}, 4 << 20,
        std::chrono::seconds(600));
 }
@@ -136,7 +136,7 @@ TEST(TcpPair, established_bulk_reorder_duplicate) {
 namespace pno::test {
 namespace {
 
-TEST(TcpPair, listen_thousand_concurrent_echo_connections) {
+TEST(TcpPair, Listen_ThousandConcurrentEchoConnections) {
   TcpConfig cfg;
   cfg.max_sockets = 4096;
   TcpPair p(cfg, LinkConfig{.delay = std::chrono::milliseconds(1), .loss = 0.005, .seed = 11});
@@ -191,7 +191,7 @@ TEST(TcpPair, listen_thousand_concurrent_echo_connections) {
 // timestamps on (Linux defaults), 10 ms RTT. Recovery must come from SACK, limited transmit,
 // lost-retransmission detection and tail loss probes, not from RTOs; goodput stays far above what
 // RTO-driven recovery gives (which spends at least 200 ms per loss).
-TEST(TcpPair, established_bulk_one_percent_loss_few_rtos_rfc6675_rfc8985) {
+TEST(TcpPair, Established_BulkOnePercentLossFewRtos_Rfc6675_Rfc8985) {
   std::uint64_t rtos = 0;
   for (std::uint32_t seed : {21u, 22u, 23u}) {
     const std::uint64_t bytes = 8 << 20;
@@ -203,7 +203,7 @@ TEST(TcpPair, established_bulk_one_percent_loss_few_rtos_rfc6675_rfc8985) {
   EXPECT_LE(rtos, 3u) << "RTOs over 3 transfers of ~6000 segments with ~60 losses each";
 }
 
-TEST(TcpPair, established_bulk_five_percent_loss_few_rtos_rfc6675_rfc8985) {
+TEST(TcpPair, Established_BulkFivePercentLossFewRtos_Rfc6675_Rfc8985) {
   std::uint64_t rtos = 0;
   double mbit = 0;
   for (std::uint32_t seed : {31u, 32u, 33u}) {

@@ -107,7 +107,7 @@ TcpConfig budget_config(std::uint64_t budget, std::uint32_t floor_segs) {
   return c;
 }
 
-TEST(TcpRcvBudget, sum_of_open_windows_stays_within_budget_with_many_receivers) {
+TEST(TcpRcvBudget, SumOfOpenWindowsStaysWithinBudgetWithManyReceivers) {
   // What may be open: the budget, plus the floor (2 segments) of each of the 4 connections, which
   // a connection gets even when the others hold the whole budget.
   constexpr std::uint64_t kBudget = 16 * kMss + 4 * 2 * kMss;
@@ -136,7 +136,7 @@ TEST(TcpRcvBudget, sum_of_open_windows_stays_within_budget_with_many_receivers) 
   EXPECT_GT(b.h.counters.get(Counter::tcp_rcv_budget_limited), 0u);
 }
 
-TEST(TcpRcvBudget, busy_connection_gets_at_most_an_equal_share_while_others_receive) {
+TEST(TcpRcvBudget, BusyConnectionGetsAtMostAnEqualShareWhileOthersReceive) {
   constexpr std::uint64_t kBudget = 16 * kMss;
   Budget b(budget_config(kBudget, 2));
   for (std::uint16_t i = 0; i < 4; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));
@@ -156,7 +156,7 @@ TEST(TcpRcvBudget, busy_connection_gets_at_most_an_equal_share_while_others_rece
   EXPECT_FALSE(b.edge_moved_left);
 }
 
-TEST(TcpRcvBudget, starved_window_is_acked_at_once_rfc9293_3_8_6_3) {
+TEST(TcpRcvBudget, StarvedWindowIsAckedAtOnce_Rfc9293_3_8_6_3) {
   // Windows at their floor (2 segments): one segment leaves the peer less than two segments of
   // window, so no second segment can come to trigger the ACK. It goes out at once, not after the
   // 40 ms delayed-ACK timer, and opens the window again.
@@ -178,7 +178,7 @@ TEST(TcpRcvBudget, starved_window_is_acked_at_once_rfc9293_3_8_6_3) {
   EXPECT_EQ(out[0].ack + out[0].window, p.sent + 2 * kMss);
 }
 
-TEST(TcpRcvBudget, right_edge_never_moves_left_when_the_budget_tightens_rfc7323_2_4) {
+TEST(TcpRcvBudget, RightEdgeNeverMovesLeftWhenTheBudgetTightens_Rfc7323_2_4) {
   constexpr std::uint64_t kBudget = 8 * kMss;
   Budget b(budget_config(kBudget, 2));
   // A alone receives (until its buffer is full), reads: its window reopens to the whole buffer.
@@ -207,7 +207,7 @@ TEST(TcpRcvBudget, right_edge_never_moves_left_when_the_budget_tightens_rfc7323_
   EXPECT_FALSE(b.edge_moved_left);
 }
 
-TEST(TcpRcvBudget, lone_receiver_keeps_its_whole_window_idle_connections_do_not_count) {
+TEST(TcpRcvBudget, LoneReceiverKeepsItsWholeWindowIdleConnectionsDoNotCount) {
   Budget b(budget_config(4 * kMss, 2));
   b.open(kPeerPort);
   b.open(kPeerPort + 1);  // connected, never sends
@@ -222,7 +222,7 @@ TEST(TcpRcvBudget, lone_receiver_keeps_its_whole_window_idle_connections_do_not_
   EXPECT_EQ(b.h.counters.get(Counter::tcp_rcv_budget_limited), 0u);
 }
 
-TEST(TcpRcvBudget, floor_keeps_every_connection_open_when_the_budget_is_tiny) {
+TEST(TcpRcvBudget, FloorKeepsEveryConnectionOpenWhenTheBudgetIsTiny) {
   // A budget below one segment per connection: each connection still reopens to the floor, so
   // none stalls on a zero window.
   Budget b(budget_config(kMss, 3));
@@ -241,7 +241,7 @@ TEST(TcpRcvBudget, floor_keeps_every_connection_open_when_the_budget_is_tiny) {
   EXPECT_FALSE(b.edge_moved_left);
 }
 
-TEST(TcpRcvBudget, zero_budget_means_no_limit) {
+TEST(TcpRcvBudget, ZeroBudgetMeansNoLimit) {
   Budget b(budget_config(0, 2));
   for (std::uint16_t i = 0; i < 4; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));
   for (int round = 0; round < 3; ++round) {
@@ -254,7 +254,7 @@ TEST(TcpRcvBudget, zero_budget_means_no_limit) {
   EXPECT_EQ(b.h.counters.get(Counter::tcp_rcv_budget_limited), 0u);
 }
 
-TEST(TcpRcvBudget, budget_returns_when_receivers_go_quiet_or_close) {
+TEST(TcpRcvBudget, BudgetReturnsWhenReceiversGoQuietOrClose) {
   constexpr std::uint64_t kBudget = 8 * kMss;
   Budget b(budget_config(kBudget, 2));
   for (std::uint16_t i = 0; i < 3; ++i) b.open(static_cast<std::uint16_t>(kPeerPort + i));

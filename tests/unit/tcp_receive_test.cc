@@ -20,13 +20,6 @@ void sack_conn(TcpHarness& h, bool ts = false) {
   }
 }
 
-TcpConfig sack_config(bool ts = false) {
-  TcpConfig c = plain_config();
-  c.sack = true;
-  c.timestamps = ts;
-  return c;
-}
-
 /// Sends bytes [from, from+n) of the peer's stream (pattern), relative to `base`.
 void give(TcpHarness& h, std::uint32_t base, std::uint32_t from, std::uint32_t n, std::optional<std::pair<std::uint32_t, std::uint32_t>> ts = {}) {
   h.send({.seq = base + from, .ack = h.nxt, .payload = pattern(n, from), .ts = ts});

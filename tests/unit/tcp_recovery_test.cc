@@ -4,16 +4,12 @@
 
 #include <string>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
-constexpr auto st(TcpState s) { return static_cast<std::uint8_t>(s); }
-
-TEST(TcpRecovery, established_rto_initial_1s_then_doubles_rfc6298_5_5) {
+TEST(TcpRecovery, Established_RtoInitial1sThenDoubles_Rfc6298_5_5) {
   TcpHarness h;
   h.established_passive();
   h.write("data");
@@ -31,7 +27,7 @@ TEST(TcpRecovery, established_rto_initial_1s_then_doubles_rfc6298_5_5) {
   EXPECT_EQ(h.counters.get(Counter::tcp_rto_expired), 2u);
 }
 
-TEST(TcpRecovery, established_rtt_sample_sets_rto_rfc6298_2_3) {
+TEST(TcpRecovery, Established_RttSampleSetsRto_Rfc6298_2_3) {
   TcpHarness h;
   h.established_passive();
   h.write("a");
@@ -45,7 +41,7 @@ TEST(TcpRecovery, established_rtt_sample_sets_rto_rfc6298_2_3) {
   EXPECT_GE(i.rto_us, 200000u);
 }
 
-TEST(TcpRecovery, established_karn_no_sample_from_retransmission_rfc6298_3) {
+TEST(TcpRecovery, Established_KarnNoSampleFromRetransmission_Rfc6298_3) {
   TcpHarness h;
   h.established_passive();
   const auto before = (*h.tcp->info(h.conn)).rtt_us;
@@ -58,7 +54,7 @@ TEST(TcpRecovery, established_karn_no_sample_from_retransmission_rfc6298_3) {
   EXPECT_EQ((*h.tcp->info(h.conn)).rtt_us, before);
 }
 
-TEST(TcpRecovery, established_retries2_exhausted_etimedout) {
+TEST(TcpRecovery, Established_Retries2ExhaustedEtimedout) {
   TcpConfig cfg = plain_config();
   cfg.retries2 = 3;
   TcpHarness h(cfg);
@@ -70,7 +66,7 @@ TEST(TcpRecovery, established_retries2_exhausted_etimedout) {
   EXPECT_EQ(h.counters.get(Counter::tcp_conn_timeouts), 1u);
 }
 
-TEST(TcpRecovery, established_user_timeout_aborts) {
+TEST(TcpRecovery, Established_UserTimeoutAborts) {
   TcpHarness h;
   h.established_passive();
   EXPECT_EQ(h.tcp->setsockopt(h.conn, SockOpt::user_timeout, 3000), Errc::ok);
@@ -88,7 +84,7 @@ std::uint32_t send_segments(TcpHarness& h, int n) {
   return h.nxt;
 }
 
-TEST(TcpRecovery, established_three_dupacks_fast_retransmit_rfc5681_3_2) {
+TEST(TcpRecovery, Established_ThreeDupacksFastRetransmit_Rfc5681_3_2) {
   TcpHarness h;
   h.established_passive();
   const std::uint32_t s = send_segments(h, 5);
@@ -109,7 +105,7 @@ TEST(TcpRecovery, established_three_dupacks_fast_retransmit_rfc5681_3_2) {
   EXPECT_EQ((*h.tcp->info(h.conn)).unacked, 0u);
 }
 
-TEST(TcpRecovery, established_sack_recovery_resends_only_holes_rfc6675) {
+TEST(TcpRecovery, Established_SackRecoveryResendsOnlyHoles_Rfc6675) {
   TcpConfig cfg = plain_config();
   cfg.sack = true;
   TcpHarness h(cfg);
@@ -136,7 +132,7 @@ TEST(TcpRecovery, established_sack_recovery_resends_only_holes_rfc6675) {
   EXPECT_EQ((*h.tcp->info(h.conn)).unacked, 0u);
 }
 
-TEST(TcpRecovery, established_rto_goes_back_and_resets_cwnd_rfc5681_3_1) {
+TEST(TcpRecovery, Established_RtoGoesBackAndResetsCwnd_Rfc5681_3_1) {
   TcpHarness h;
   h.established_passive();
   const std::uint32_t s = send_segments(h, 4);
@@ -152,7 +148,7 @@ TEST(TcpRecovery, established_rto_goes_back_and_resets_cwnd_rfc5681_3_1) {
   EXPECT_EQ(next[0].seq, s + 1460);  // go-back-N continues from the next unacked byte
 }
 
-TEST(TcpRecovery, established_segments_with_timestamps_and_sack_blocks_fit_the_mtu_rfc6691) {
+TEST(TcpRecovery, Established_SegmentsWithTimestampsAndSackBlocksFitTheMtu_Rfc6691) {
   // RFC 6691 §2 / Linux tcp_current_mss: the MSS counts no options, so every segment's payload is
   // min(peer MSS, MTU - 40) minus the option bytes it carries: timestamps (12) and, while we hold
   // out-of-order data, SACK blocks (4 + 8 per block). New data, fast retransmissions and RTO

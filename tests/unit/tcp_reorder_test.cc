@@ -10,19 +10,12 @@
 namespace pno::test {
 namespace {
 
-TcpConfig sack_ts_config() {
-  TcpConfig cfg = plain_config();
-  cfg.sack = true;
-  cfg.timestamps = true;
-  return cfg;
-}
-
 // A segment sent while SACK blocks rode on our segments is shorter than a full one. Once the
 // blocks are gone, its retransmission must still end where the original ended: octets past
 // SND.MAX were never sent, and the peer's ACK of them would be "an ACK of something not yet sent"
 // (RFC 9293 §3.10.7.4: send an ACK, drop the segment) on every retransmission, for good.
 TEST(TcpReorder, RtoRetransmissionEndsAtSndMaxWhenSackBlocksAreGone_Rfc9293_3_10_7_4) {
-  TcpHarness h(sack_ts_config());
+  TcpHarness h(sack_config(true));
   accept_with(h, {.window = 1436, .mss = 1460, .sack_perm = true, .ts = {{1000, 0}}}, {.window = 1436});
   ASSERT_EQ(h.tcp->setsockopt(h.conn, SockOpt::nodelay, 1), Errc::ok);
   const std::uint32_t mss = 1460 - 12;  // timestamps on every segment
@@ -104,12 +97,6 @@ TEST(TcpReorder, TailLossProbeResendsLastSentSegmentWhenWindowLimited_Rfc8985_7_
 namespace pno::test {
 namespace {
 
-TcpConfig ts_config() {
-  TcpConfig cfg = plain_config();
-  cfg.timestamps = true;
-  return cfg;
-}
-
 // A retransmission (TSval 1005) fills the hole at RCV.NXT and makes 1005 TS.Recent; the original
 // segment after it was sent a tick earlier (1004) and arrives late. That is reordering, not a
 // replay: Linux keeps one tick of slack (TCP_PAWS_WINDOW), and dropping it costs the peer a
@@ -176,12 +163,6 @@ namespace pno::test {
 namespace {
 
 constexpr std::uint32_t m = kMss;
-
-TcpConfig sack_config() {
-  TcpConfig cfg = plain_config();
-  cfg.sack = true;
-  return cfg;
-}
 
 /// The peer SACKs segments [first, last) of a flight starting at `s`, one duplicate ACK each.
 void sack_segments(TcpHarness& h, std::uint32_t s, std::uint32_t first, std::uint32_t last) {

@@ -11,7 +11,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 TEST(TcpRetransmit, Established_RtoFromHandshakeSampleThenDoublesToRtoMax_Rfc6298_2_5_5) {

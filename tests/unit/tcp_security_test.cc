@@ -2,16 +2,12 @@
 // RFC 7323 §5 PAWS; plus hostile options and checksums.
 #include <gtest/gtest.h>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
-constexpr auto st(TcpState s) { return static_cast<std::uint8_t>(s); }
-
-TEST(TcpSecurity, established_rst_in_window_not_exact_challenge_ack_rfc5961_3_2) {
+TEST(TcpSecurity, Established_RstInWindowNotExactChallengeAck_Rfc5961_3_2) {
   TcpHarness h;
   h.established_passive();
   h.send({.flags = kTcpRst, .seq = h.peer_nxt + 100});
@@ -20,7 +16,7 @@ TEST(TcpSecurity, established_rst_in_window_not_exact_challenge_ack_rfc5961_3_2)
   EXPECT_EQ(h.counters.get(Counter::tcp_challenge_acks), 1u);
 }
 
-TEST(TcpSecurity, established_rst_out_of_window_dropped_silently_rfc5961_3_2) {
+TEST(TcpSecurity, Established_RstOutOfWindowDroppedSilently_Rfc5961_3_2) {
   TcpHarness h;
   h.established_passive();
   h.send({.flags = kTcpRst, .seq = h.peer_nxt + 1000000});
@@ -28,7 +24,7 @@ TEST(TcpSecurity, established_rst_out_of_window_dropped_silently_rfc5961_3_2) {
   h.expect_nothing();
 }
 
-TEST(TcpSecurity, established_syn_challenge_ack_rfc5961_4_2) {
+TEST(TcpSecurity, Established_SynChallengeAck_Rfc5961_4_2) {
   TcpHarness h;
   h.established_passive();
   h.send({.flags = kTcpSyn, .seq = h.peer_nxt + 5, .mss = 1460});
@@ -36,7 +32,7 @@ TEST(TcpSecurity, established_syn_challenge_ack_rfc5961_4_2) {
   h.expect({.flags = kTcpAck, .seq = h.nxt, .ack = h.peer_nxt});
 }
 
-TEST(TcpSecurity, challenge_acks_rate_limited_per_connection) {
+TEST(TcpSecurity, ChallengeAcksRateLimitedPerConnection) {
   TcpHarness h;
   h.established_passive();
   h.send({.flags = kTcpRst, .seq = h.peer_nxt + 100});
@@ -48,7 +44,7 @@ TEST(TcpSecurity, challenge_acks_rate_limited_per_connection) {
   h.expect({.flags = kTcpAck});
 }
 
-TEST(TcpSecurity, established_ack_of_unsent_data_acked_and_dropped_rfc9293_3_10_7_4) {
+TEST(TcpSecurity, Established_AckOfUnsentDataAckedAndDropped_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt + 1000, .payload = bytes("evil")});
@@ -56,7 +52,7 @@ TEST(TcpSecurity, established_ack_of_unsent_data_acked_and_dropped_rfc9293_3_10_
   EXPECT_EQ(*h.tcp->readable_bytes(h.conn), 0u);
 }
 
-TEST(TcpSecurity, established_ack_too_old_dropped_rfc5961_5_2) {
+TEST(TcpSecurity, Established_AckTooOldDropped_Rfc5961_5_2) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt - 200000, .payload = bytes("evil")});
@@ -64,7 +60,7 @@ TEST(TcpSecurity, established_ack_too_old_dropped_rfc5961_5_2) {
   h.expect({.flags = kTcpAck, .ack = h.peer_nxt});  // challenge ACK
 }
 
-TEST(TcpSecurity, established_out_of_window_data_gets_dup_ack_rfc9293_3_10_7_4) {
+TEST(TcpSecurity, Established_OutOfWindowDataGetsDupAck_Rfc9293_3_10_7_4) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt + 200000, .ack = h.nxt, .payload = bytes("far")});
@@ -72,7 +68,7 @@ TEST(TcpSecurity, established_out_of_window_data_gets_dup_ack_rfc9293_3_10_7_4) 
   EXPECT_EQ(h.counters.get(Counter::tcp_drop_out_of_window), 1u);
 }
 
-TEST(TcpSecurity, bad_checksum_dropped_and_counted) {
+TEST(TcpSecurity, BadChecksumDroppedAndCounted) {
   TcpHarness h;
   h.established_passive();
   h.send({.seq = h.peer_nxt, .ack = h.nxt, .payload = bytes("x"), .bad_checksum = true});
@@ -80,7 +76,7 @@ TEST(TcpSecurity, bad_checksum_dropped_and_counted) {
   EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_checksum), 1u);
 }
 
-TEST(TcpSecurity, option_length_overrun_dropped_rfc9293_3_2) {
+TEST(TcpSecurity, OptionLengthOverrunDropped_Rfc9293_3_2) {
   TcpHarness h;
   h.listen();
   h.send({.flags = kTcpSyn, .seq = 1, .raw_options = {std::byte{2}, std::byte{40}, std::byte{5}, std::byte{0}}});
@@ -90,7 +86,7 @@ TEST(TcpSecurity, option_length_overrun_dropped_rfc9293_3_2) {
   EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_options), 2u);
 }
 
-TEST(TcpSecurity, syn_fin_dropped) {
+TEST(TcpSecurity, SynFinDropped) {
   TcpHarness h;
   h.listen();
   h.send({.flags = kTcpSyn | kTcpFin, .seq = 1});
@@ -98,7 +94,7 @@ TEST(TcpSecurity, syn_fin_dropped) {
   EXPECT_EQ(h.counters.get(Counter::tcp_drop_bad_flags), 1u);
 }
 
-TEST(TcpSecurity, established_paws_old_timestamp_dropped_rfc7323_5_3) {
+TEST(TcpSecurity, Established_PawsOldTimestampDropped_Rfc7323_5_3) {
   TcpConfig cfg = plain_config();
   cfg.timestamps = true;
   TcpHarness h(cfg);
@@ -116,7 +112,7 @@ TEST(TcpSecurity, established_paws_old_timestamp_dropped_rfc7323_5_3) {
   EXPECT_EQ(a.opts.ts.tsecr, 1005u);  // TS.Recent echoed
 }
 
-TEST(TcpSecurity, established_timestamps_on_every_segment_rfc7323_3_2) {
+TEST(TcpSecurity, Established_TimestampsOnEverySegment_Rfc7323_3_2) {
   TcpConfig cfg = plain_config();
   cfg.timestamps = true;
   TcpHarness h(cfg);

@@ -11,12 +11,6 @@
 namespace pno::test {
 namespace {
 
-TcpConfig sack_config() {
-  TcpConfig cfg = plain_config();
-  cfg.sack = true;
-  return cfg;
-}
-
 /// Harness whose stack has ISN secret `secret`, so tests can pick ISSs across the sequence space.
 std::unique_ptr<TcpHarness> harness_with_secret(std::uint64_t secret, const TcpConfig& cfg) {
   auto h = std::make_unique<TcpHarness>(cfg);
@@ -81,7 +75,7 @@ void run_echo(TcpHarness& h) {
   expect_no_retransmission_counters(h);
 }
 
-TEST(TcpSpurious, echo_data_with_stale_ack_is_not_a_duplicate_ack_rfc5681_2_any_iss) {
+TEST(TcpSpurious, EchoDataWithStaleAckIsNotADuplicateAck_Rfc5681_2_AnyIss) {
   bool low = false, high = false;
   for (std::uint64_t secret = 1; secret <= 24; ++secret) {
     auto h = harness_with_secret(secret, sack_config());
@@ -94,7 +88,7 @@ TEST(TcpSpurious, echo_data_with_stale_ack_is_not_a_duplicate_ack_rfc5681_2_any_
   EXPECT_TRUE(high);
 }
 
-TEST(TcpSpurious, newreno_echo_data_with_stale_ack_is_not_a_duplicate_ack_rfc5681_2_any_iss) {
+TEST(TcpSpurious, NewrenoEchoDataWithStaleAckIsNotADuplicateAck_Rfc5681_2_AnyIss) {
   for (std::uint64_t secret = 1; secret <= 24; ++secret) {
     auto h = harness_with_secret(secret, plain_config());
     SCOPED_TRACE("secret " + std::to_string(secret));

@@ -10,7 +10,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 TcpConfig short_msl() {

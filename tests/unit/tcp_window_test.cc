@@ -11,7 +11,6 @@
 namespace pno::test {
 namespace {
 
-using tcp::TcpState;
 using namespace std::chrono_literals;
 
 /// ESTABLISHED where the peer's final ACK offers `window`.

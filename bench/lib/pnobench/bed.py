@@ -10,48 +10,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pno_testbed import Testbed, TestbedNames
+from pnotest import tail
+
 from .procstat import proc_cpu_ns
 from .workloads import APP_CPU, ENGINE_LCORE
 
 
-def make_testbed_class(apps):
-    class BenchTestbed(apps.Testbed):
-        """apps.Testbed with the bench's engine flags (lcore, PCIe model) instead of the app tests'."""
-
-        def __init__(self, opts, art: Path):
-            super().__init__(opts, "kernel", art)
-            self.engine_args: list[str] | None = None  # None: no engine (scripts/testbed net)
-
-        def start(self, engine_args: list[str] | None) -> None:
-            if self.is_up:
-                self.down()
-            self.engine_args = engine_args
-            if engine_args is None:
-                self.mode = "kernel"
-                self.start_testbed(None)
-                return
-            self.mode = "pno"
-            args = ["--host-socket", str(self.host_socket), "--lcore", ENGINE_LCORE, "--stats", "--stats-interval", "0",
-                    "--stats-file", str(self.stats_path)] + engine_args
-            try:
-                self.start_testbed(args)
-            except BaseException:
-                # Whatever is left goes down; the next group starts from scratch.
-                self._testbed("down", check=False)
-                self.is_up = False
-                self.engine_args = None
-                self.mode = "kernel"
-                raise
-
-    return BenchTestbed
-
-
 class BedManager:
-    def __init__(self, apps, apps_opts, art: Path, log):
-        self.apps = apps
+    def __init__(self, names: TestbedNames, apps_opts, art: Path, log):
+        self.names = names
         self.log = log
         art.mkdir(parents=True, exist_ok=True)
-        self.testbed = make_testbed_class(apps)(apps_opts, art)
+        self.testbed = Testbed(apps_opts, "kernel", art, names)
         self.idle: list[dict] = []
         self.engine_deaths = 0
         self.rps: dict = {}
@@ -70,9 +41,11 @@ class BedManager:
                 if self.engine_pid() is not None:
                     return
                 self.log("pno-engine is no longer running; restarting the testbed. Last lines of its log:\n" +
-                         self.apps.tail(tb.run_dir / "engine.log"))
+                         tail(tb.run_dir / "engine.log"))
                 self.engine_deaths += 1
-        tb.start(engine_args)
+        # The bench's engine flags (lcore, counters at exit) before the mode's (PCIe model).
+        tb.start(engine_args, ["--lcore", ENGINE_LCORE, "--stats", "--stats-interval", "0",
+                               "--stats-file", str(tb.stats_path)])
         if self.want_host_rps:
             self.host_rps()
         else:
@@ -83,7 +56,7 @@ class BedManager:
         on the host core, as it would on a NIC's interrupt there, not on the client's core where the
         veth hands the frame over (the peer end already steers the peer's work to the client CPU)."""
         import os
-        iface = os.environ.get("PNO_KHOST_IFACE", self.apps.IFACE + "k")
+        iface = os.environ.get("PNO_KHOST_IFACE", self.names.iface + "k")
         path = Path(f"/sys/class/net/{iface}/queues/rx-0/rps_cpus")
         mask = format(1 << int(APP_CPU), "x")
         try:

@@ -1,18 +1,17 @@
-"""The bench's environment: testbed names, the app-test module, what is built, machine facts."""
+"""The bench's environment: testbed names, what is built, machine facts."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from pno_testbed import TestbedNames, testbed_names
+
 REPO = Path(__file__).resolve().parents[3]
-APPS_PY = REPO / "tests" / "apps" / "apps.py"
 
 # The bench's own testbed, so it can run beside the interop, semantics and app suites. Every name can
 # be overridden with the same PNO_* variables scripts/testbed reads.
@@ -30,19 +29,10 @@ def setup_env() -> None:
     os.environ.setdefault("PNO_RUN_DIR", f"/run/pno-testbed/{os.environ['PNO_NETNS']}")
 
 
-def load_apps():
-    """tests/apps/apps.py as a module (read-only use of its Testbed, Proc and Run). Its names and
-    addresses come from the PNO_* environment at import, so setup_env() runs first."""
+def names() -> TestbedNames:
+    """The bench's testbed names; setup_env() first, so the programs it starts see the same ones."""
     setup_env()
-    if "pno_apps" in sys.modules:
-        return sys.modules["pno_apps"]
-    spec = importlib.util.spec_from_file_location("pno_apps", APPS_PY)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"bench: cannot load {APPS_PY}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["pno_apps"] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+    return testbed_names(DEFAULTS)
 
 
 def sh(cmd: list[str], timeout: float = 20) -> str:

@@ -8,6 +8,7 @@
   bench/run --pcie-model         also PnO rows with the engine's modelled PCIe cost on its DmaChannel
   bench/run --report DIR         re-render report.md and the plots from DIR/results.json
   bench/run --summary DIR        print the compact table kept in bench/README.md
+  bench/run engine-echo [...]    pno-engine's --echo vs Linux echo over a veth (engine-echo --help)
 
 Output: bench/results/<UTC timestamp>/ (results.json with every repetition, report.md, *.png).
 The bench has its own testbed (netns pno-bench, interfaces pnob0*, kernel link 198.18.5.1 <->
@@ -28,6 +29,8 @@ import time
 import traceback
 from pathlib import Path
 
+from pnotest import TestFailure
+
 from . import env
 from .workloads import APP_CPU, CLIENT_CPU, ENGINE_LCORE, GROUPS, Group, Plan
 
@@ -43,7 +46,7 @@ class Bench:
         self.opts = opts
         self.plan = plan
         self.out = out
-        self.apps = env.load_apps()
+        self.names = env.names()
         build = Path(opts.build_dir)
         self.engine = Path(opts.engine or build / "bin" / "pno-engine").resolve()
         self.pno = Path(opts.pno or build / "bin" / "pno").resolve()
@@ -62,9 +65,9 @@ class Bench:
                 "plan": plan.__dict__,
                 "git": env.git_commit(),
                 "machine": env.machine_info(),
-                "netns": self.apps.NETNS,
-                "addresses": {"kernel": self.apps.KHOST_IP, "pno": self.apps.ENGINE_IP,
-                              "peer_kernel": self.apps.KPEER_IP, "peer_pno": self.apps.PEER_IP},
+                "netns": self.names.netns,
+                "addresses": {"kernel": self.names.khost_ip, "pno": self.names.engine_ip,
+                              "peer_kernel": self.names.kpeer_ip, "peer_pno": self.names.peer_ip},
                 "cpu_layout": {"app": APP_CPU, "engine_lcore": ENGINE_LCORE, "client": CLIENT_CPU},
                 "binaries": {"engine": str(self.engine), "pno": str(self.pno), "loadgen": str(self.loadgen)},
                 "note": opts.note,
@@ -116,7 +119,7 @@ class Bench:
 
     def run(self, modes: list[str]) -> None:
         from .bed import BedManager
-        self.bed = BedManager(self.apps, self.apps_opts, self.out / "artifacts" / "testbed", log)
+        self.bed = BedManager(self.names, self.apps_opts, self.out / "artifacts" / "testbed", log)
         self.bed.want_host_rps = not self.opts.no_host_rps
         try:
             first_engine = next((m for m in modes if m != "kernel"), None)
@@ -157,7 +160,7 @@ class Bench:
             g = Group(self, app, mode, rep)
             GROUPS[app](g)
         except Exception as e:
-            if not isinstance(e, self.apps.TestFailure):
+            if not isinstance(e, TestFailure):
                 traceback.print_exc()
             self.error(app, "(group)", mode, rep, e)
         finally:
@@ -186,6 +189,10 @@ def finish(data: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["engine-echo"]:
+        from .engine_echo import main as engine_echo
+        return engine_echo(argv[1:])
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer cells, 1 rep, short durations")

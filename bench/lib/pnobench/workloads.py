@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shlex
 import signal
@@ -19,6 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from pno_apps import docroot, haproxy_cfg, lighttpd_conf, parse_wrk, redis_conf
+from pno_testbed import PROFILE, AppRun
+from pnotest import Proc, last_json_line
 
 from .procstat import CpuProbe
 
@@ -69,10 +72,10 @@ class Group:
         self.app = app
         self.mode = mode
         self.rep = rep
-        apps = ctx.apps
         name = f"{app}.{mode}.r{rep}"
-        self.run = apps.Run(name, ctx.apps_opts, app, "kernel" if mode == "kernel" else "pno", apps.PROFILE["clean"])
-        self.run.bed = ctx.bed.testbed  # one testbed for the whole bench, not one per group
+        # One testbed for the whole bench, not one per group.
+        self.run = AppRun(name, ctx.apps_opts, "kernel" if mode == "kernel" else "pno", PROFILE["clean"], ctx.names,
+                          bed=ctx.bed.testbed)
         self.ip = self.run.ip
         self.work = self.run.work
         self.art = self.run.art
@@ -82,13 +85,10 @@ class Group:
 
     # --- servers: the whole session pinned to the app CPU; in pno mode under `pno run` ---
     def spawn(self, name: str, cmd: list[str], cwd: Path | None = None):
-        apps = self.ctx.apps
         full = ["taskset", "-c", APP_CPU]
         if self.mode != "kernel":
             full += [str(self.ctx.pno), "run", "--engine-socket", str(self.ctx.bed.testbed.host_socket), "--"]
-        p = apps.Proc(name, full + cmd, self.art / f"{name}.out", cwd=cwd)
-        self.run.procs.append(p)
-        self.run.on_cleanup(p.kill)
+        p = self.run.add_proc(Proc(name, full + cmd, self.art / f"{name}.out", cwd=cwd))
         self.servers.append(p)
         return p
 
@@ -174,19 +174,7 @@ def parse_redis_csv(text: str) -> dict[str, dict[str, float]]:
 def group_redis(g: Group) -> None:
     plan: Plan = g.ctx.plan
     port = 6379
-    conf = g.work / "redis.conf"
-    conf.write_text(f"""\
-bind {g.ip}
-port {port}
-protected-mode no
-daemonize no
-supervised no
-save ""
-appendonly no
-io-threads 1
-dir {g.work}
-logfile {g.art}/redis.log
-""")
+    conf = redis_conf(g.work / "redis.conf", g.ip, port, g.work, g.art)
     srv = g.spawn("redis-server", ["redis-server", str(conf)])
     g.run.wait_port(srv, port)
     for pipeline in plan.pipelines:
@@ -228,48 +216,17 @@ logfile {g.art}/redis.log
 # HTTP: lighttpd alone and haproxy in front of two lighttpd
 # ------------------------------------------------------------------------------------------------
 
-WRK_LAT = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-
-
-def _to_ms(v: str, unit: str) -> float:
-    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-def parse_wrk(out: str) -> dict:
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or not rps:
-        raise CellError(f"no summary from wrk:\n{out[-1500:]}")
-    lat = {q: _to_ms(v, u) for q, v, u in WRK_LAT.findall(out)}
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": int(m.group(1)), "rps": float(rps.group(1)), "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
-            "socket_errors": [int(x) for x in sock.groups()] if sock else [0, 0, 0, 0],
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
-
-
-def docroot(g: Group, sizes: list[int], name: str = "www") -> Path:
-    root = g.work / name
-    root.mkdir(exist_ok=True)
-    for size in sizes:
-        (root / f"{size}.bin").write_bytes(os.urandom(size))
+def www(g: Group, sizes: list[int]) -> Path:
+    """A document root with one random file SIZE.bin of each size."""
+    root = g.work / "www"
+    docroot(root, {f"{size}.bin": size for size in sizes})
     return root
 
 
-def lighttpd_conf(g: Group, name: str, root: Path, port: int) -> Path:
+def bench_lighttpd_conf(g: Group, name: str, root: Path, port: int) -> Path:
     # No access log: the benchmark measures the network path, not log writes.
-    conf = g.work / f"{name}.conf"
-    conf.write_text(f"""\
-server.document-root = "{root}"
-server.bind = "{g.ip}"
-server.port = {port}
-server.errorlog = "{g.art}/{name}-error.log"
-server.max-keep-alive-requests = 1000000
-server.max-keep-alive-idle = 60
-server.max-connections = 1024
-mimetype.assign = (".bin" => "application/octet-stream")
-""")
-    return conf
+    return lighttpd_conf(g.work / f"{name}.conf", name, g.ip, port, root, g.art, access_log=False,
+                         keepalive_requests=1000000, keepalive_idle=60)
 
 
 def http_cells(g: Group, port: int, sizes: list[int], close_sizes: list[int]) -> None:
@@ -293,6 +250,8 @@ def http_cells(g: Group, port: int, sizes: list[int], close_sizes: list[int]) ->
             out = p.stdout.decode(errors="replace")
             (g.art / f"wrk-{size}{'-close' if close else ''}.txt").write_text(out + p.stderr)
             w = parse_wrk(out)
+            if w is None:
+                raise CellError(f"no summary from wrk:\n{out[-1500:]}")
             if w["requests"] <= 0:
                 raise CellError(f"wrk completed no request:\n{out}")
             if any(w["socket_errors"]) or w["non2xx"]:
@@ -306,8 +265,8 @@ def http_cells(g: Group, port: int, sizes: list[int], close_sizes: list[int]) ->
 def group_lighttpd(g: Group) -> None:
     plan: Plan = g.ctx.plan
     port = 8080
-    root = docroot(g, sorted(set(plan.sizes + plan.close_sizes)))
-    srv = g.spawn("lighttpd", ["lighttpd", "-D", "-f", str(lighttpd_conf(g, "lighttpd", root, port))])
+    root = www(g, sorted(set(plan.sizes + plan.close_sizes)))
+    srv = g.spawn("lighttpd", ["lighttpd", "-D", "-f", str(bench_lighttpd_conf(g, "lighttpd", root, port))])
     g.run.wait_port(srv, port)
     http_cells(g, port, plan.sizes, plan.close_sizes)
     g.stop_all()
@@ -316,30 +275,12 @@ def group_lighttpd(g: Group) -> None:
 def group_haproxy(g: Group) -> None:
     plan: Plan = g.ctx.plan
     port, backends = 8000, {"a": 8081, "b": 8082}
-    root = docroot(g, plan.sizes)
+    root = www(g, plan.sizes)
     for name, bport in backends.items():
-        p = g.spawn(f"lighttpd-{name}", ["lighttpd", "-D", "-f", str(lighttpd_conf(g, f"lighttpd-{name}", root, bport))])
+        p = g.spawn(f"lighttpd-{name}", ["lighttpd", "-D", "-f", str(bench_lighttpd_conf(g, f"lighttpd-{name}", root, bport))])
         g.run.wait_port(p, bport)
-    cfg = g.work / "haproxy.cfg"
-    cfg.write_text(f"""\
-global
-  maxconn 4000
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind {g.ip}:{port}
-  default_backend be
-backend be
-  balance roundrobin
-  server a {g.ip}:{backends['a']}
-  server b {g.ip}:{backends['b']}
-""")
+    cfg = haproxy_cfg(g.work / "haproxy.cfg", g.ip, port, backends, 5, ["maxconn 4000", "nbthread 1"],
+                      ["option http-keep-alive", "http-reuse always"])
     hap = g.spawn("haproxy", ["haproxy", "-db", "-f", str(cfg)])
     g.run.wait_port(hap, port)
     http_cells(g, port, plan.sizes, [])
@@ -354,10 +295,10 @@ def loadgen_json(g: Group, args: list[str], timeout: float, label: str) -> dict:
     p = g.client([str(g.ctx.loadgen)] + args, timeout=timeout, check=False)
     out = p.stdout.decode(errors="replace")
     (g.art / f"{label}.out").write_text(out + p.stderr)
-    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
-    if p.returncode != 0 or not lines or lines[-1].get("ok") is not True:
+    res = last_json_line(out)
+    if p.returncode != 0 or res is None or res.get("ok") is not True:
         raise CellError(f"pno-loadgen {shlex.join(args)} failed ({p.returncode}): {out[-1500:]} {p.stderr[-1500:]}")
-    return lines[-1]
+    return res
 
 
 def group_echo(g: Group) -> None:

@@ -25,6 +25,7 @@
 #include "stack/ip_output.hh"
 #include "stack/socket.hh"
 #include "stack/tcp/tcp_layer.hh"
+#include "stack/tcp/tcp_state.hh"
 #include "stack/wire/tcp.hh"
 #include "support/frames.hh"
 
@@ -35,6 +36,10 @@ inline constexpr std::uint16_t kPeerPort = 49152;
 inline constexpr std::uint32_t kPeerIss = 10000;  ///< the scripted peer's ISN
 
 Bytes bytes(std::string_view s);
+
+using tcp::TcpState;
+/// A TCP state as TcpHarness::state() reports it, for EXPECT_EQ(h.state(), st(TcpState::...)).
+constexpr std::uint8_t st(TcpState s) { return static_cast<std::uint8_t>(s); }
 
 /// A segment the scripted peer sends. Defaults: ACK from kPeerIp:kPeerPort to kLocalPort.
 struct Seg {

@@ -10,6 +10,19 @@ TcpConfig reno_config() {
   return c;
 }
 
+TcpConfig sack_config(bool ts) {
+  TcpConfig c = plain_config();
+  c.sack = true;
+  c.timestamps = ts;
+  return c;
+}
+
+TcpConfig ts_config() {
+  TcpConfig c = plain_config();
+  c.timestamps = true;
+  return c;
+}
+
 Sent accept_with(TcpHarness& h, const Seg& syn, const Seg& ack) {
   if (h.listener == kInvalidSocket) h.listen();
   Seg s = syn;

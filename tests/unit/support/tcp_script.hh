@@ -7,17 +7,18 @@
 #include <string>
 #include <vector>
 
-#include "stack/tcp/tcp_state.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
 
 inline constexpr std::uint32_t kMss = 1460;
 
-constexpr std::uint8_t st(tcp::TcpState s) { return static_cast<std::uint8_t>(s); }
-
 /// plain_config() with NewReno, so cwnd/ssthresh arithmetic in tests is the RFC 5681 one.
 TcpConfig reno_config();
+/// plain_config() with SACK on (and timestamps when `ts`).
+TcpConfig sack_config(bool ts = false);
+/// plain_config() with timestamps on.
+TcpConfig ts_config();
 
 /// Passive open where the peer's SYN carries the options of `syn` (flags/seq/ack are set here) and
 /// its final ACK the window, timestamps and payload of `ack` (seq/ack set here). Accepts into

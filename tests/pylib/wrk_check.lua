@@ -1,5 +1,5 @@
 -- wrk script: every response must be 200 with a body byte-identical to a reference file.
---   wrk ... -s check.lua URL -- /path/to/expected/body
+--   wrk ... -s wrk_check.lua URL -- /path/to/expected/body
 -- Prints "CHECK good=N bad=M first_bad=..." at the end (summed over wrk's threads).
 local threads = {}
 

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""bench/echo: pno-engine's TCP echo over a veth vs Linux-to-Linux TCP over the same kind of veth.
+"""bench/run engine-echo: pno-engine's TCP echo over a veth vs Linux-to-Linux TCP over the same kind of veth.
 
 Measures, in one run and with the same client program (pno-loadgen, in a network namespace, on its
 own core):
@@ -12,7 +11,7 @@ own core):
 
 and prints both with ratios (engine / Linux). Needs root and a Release build (scripts/bootstrap).
 
-  bench/echo [--bytes 1G] [--count 20000] [--runs 3] [--json FILE] [--engine-args "..."]
+  bench/run engine-echo [--bytes 1G] [--count 20000] [--runs 3] [--json FILE] [--engine-args "..."]
 """
 
 from __future__ import annotations
@@ -27,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from pnotest import last_json_line
+
+from .env import REPO
+
+PROG = "bench/run engine-echo"
 SRV_NS, CLI_NS = "pno-bench-srv", "pno-bench-cli"
 SRV_IF, CLI_IF = "pnob0", "pnob0c"
 SRV_IP, CLI_IP = "198.19.0.1", "198.19.0.2"
@@ -38,17 +41,17 @@ PEER_NS = os.environ.get("PNO_NETNS", "pno-peer")
 def sh(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if check and p.returncode != 0:
-        raise SystemExit(f"bench/echo: failed: {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
+        raise SystemExit(f"{PROG}: failed: {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
     return p
 
 
 def loadgen(ns: str, lg: str, cpu: str, args: list[str], timeout: float = 600) -> dict:
     cmd = ["ip", "netns", "exec", ns, "taskset", "-c", cpu, lg] + args
     p = sh(cmd, check=False, timeout=timeout)
-    lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
-    if p.returncode != 0 or not lines or not lines[-1].get("ok"):
-        raise SystemExit(f"bench/echo: {shlex.join(cmd)} failed:\n{p.stdout}{p.stderr}")
-    return lines[-1]
+    res = last_json_line(p.stdout)
+    if p.returncode != 0 or res is None or not res.get("ok"):
+        raise SystemExit(f"{PROG}: {shlex.join(cmd)} failed:\n{p.stdout}{p.stderr}")
+    return res
 
 
 def measure(ns: str, target: str, lg: str, opts) -> dict:
@@ -81,8 +84,8 @@ def linux_teardown() -> None:
         sh(["ip", "netns", "del", ns], check=False)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bytes", default="1G", help="bytes per throughput run (K/M/G)")
     ap.add_argument("--count", type=int, default=20000, help="ping-pongs per latency run")
     ap.add_argument("--runs", type=int, default=3, help="runs per side; medians are reported")
@@ -90,17 +93,17 @@ def main() -> int:
     ap.add_argument("--engine-args", default="", help="extra pno-engine arguments")
     ap.add_argument("--json", help="also write the results as JSON here")
     ap.add_argument("--skip-engine", action="store_true", help="Linux baseline only")
-    opts = ap.parse_args()
+    opts = ap.parse_args(argv)
     if os.geteuid() != 0:
-        print("bench/echo: needs root", file=sys.stderr)
+        print(f"{PROG}: needs root", file=sys.stderr)
         return 2
     lg = str(Path(opts.build_dir) / "bin" / "pno-loadgen")
     engine = str(Path(opts.build_dir) / "bin" / "pno-engine")
     for b in (lg,) + (() if opts.skip_engine else (engine,)):
         if not os.access(b, os.X_OK):
-            print(f"bench/echo: {b} missing (run scripts/bootstrap)", file=sys.stderr)
+            print(f"{PROG}: {b} missing (run scripts/bootstrap)", file=sys.stderr)
             return 2
-    print(f"bench/echo: {opts.runs} runs x (1 stream of {opts.bytes} echoed, {opts.count} x 64 B ping-pong); "
+    print(f"{PROG}: {opts.runs} runs x (1 stream of {opts.bytes} echoed, {opts.count} x 64 B ping-pong); "
           f"client on CPU 1, server on CPU 0", flush=True)
 
     results: dict[str, dict] = {}
@@ -157,6 +160,3 @@ def main() -> int:
         Path(opts.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,12 +18,6 @@ using std::chrono::milliseconds;
 
 constexpr Duration kRtt = milliseconds(1);
 
-TcpConfig sack_config() {
-  TcpConfig cfg = plain_config();
-  cfg.sack = true;
-  return cfg;
-}
-
 /// SACK connection, TCP_NODELAY, one exchange so SRTT = 1 ms.
 void open_with_rtt_sample(TcpHarness& h) {
   accept_with(h, {.mss = 1460, .sack_perm = true});
