@@ -173,13 +173,14 @@ struct TcpLayer::Impl {
   void input_syn_sent(Sock& s, const SegIn& in);
   void input_synchronized(Sock& s, const SegIn& in);
   // The numbered steps of RFC 9293 §3.10.7.4 that input_synchronized runs in order; `bool`
-  // results: false = the segment is done with (dropped or answered).
-  bool check_sequence(Sock& s, const wire::TcpRepr& seg);  ///< PAWS and the first step
-  void input_rst(Sock& s, const wire::TcpRepr& seg);       ///< second step, RST set
-  bool check_syn(Sock& s, const wire::TcpRepr& seg);       ///< fourth step, SYN set
-  bool ack_of_syn(Sock& s, const SegIn& in);               ///< fifth step in SYN-RECEIVED
-  void input_text(Sock& s, const wire::TcpRepr& seg);      ///< seventh step, payload present
-  void input_fin(Sock& s, const wire::TcpRepr& seg);       ///< eighth step, FIN set
+  // results: false = the segment is done with (dropped or answered). Inline: defined in input.cc
+  // and called only there, so they fold back into input_synchronized (the per-segment path).
+  inline bool check_sequence(Sock& s, const wire::TcpRepr& seg);  ///< PAWS and the first step
+  inline void input_rst(Sock& s, const wire::TcpRepr& seg);       ///< second step, RST set
+  inline bool check_syn(Sock& s, const wire::TcpRepr& seg);       ///< fourth step, SYN set
+  inline bool ack_of_syn(Sock& s, const SegIn& in);               ///< fifth step in SYN-RECEIVED
+  inline void input_text(Sock& s, const wire::TcpRepr& seg);      ///< seventh step, payload present
+  inline void input_fin(Sock& s, const wire::TcpRepr& seg);       ///< eighth step, FIN set
   bool check_paws(Sock& s, const wire::TcpRepr& seg);
   [[nodiscard]] bool acceptable(const Sock& s, const wire::TcpRepr& seg) const;
   void process_data(Sock& s, const wire::TcpRepr& seg);
@@ -229,18 +230,19 @@ struct TcpLayer::Impl {
   // --- recovery.cc ---
   /// ACK processing in synchronized states (RFC 9293 §3.10.7.4 fifth step); false = drop segment.
   bool process_ack(Sock& s, const wire::TcpRepr& seg);
-  // Parts of process_ack, in the order it runs them.
+  // Parts of process_ack, in the order it runs them (inline: defined in recovery.cc and called
+  // only there, so they fold back into process_ack).
   /// RFC 9293 §3.10.7.4 (nothing beyond SND.MAX) and RFC 5961 §5.2 (nothing below SND.UNA -
   /// MAX.SND.WND); false = segment dropped (answered with an ACK or a challenge ACK).
-  bool check_ack_range(Sock& s, const wire::TcpRepr& seg);
+  inline bool check_ack_range(Sock& s, const wire::TcpRepr& seg);
   /// RFC 8985 §7.4: an ACK reaching past the tail loss probe; `needless`: a D-SACK or a pure
   /// duplicate ACK answered a retransmitted probe.
-  void on_tlp_ack(Sock& s, bool needless, std::uint32_t flight_before);
+  inline void on_tlp_ack(Sock& s, bool needless, std::uint32_t flight_before);
   /// SND.WND/WL1/WL2 from the segment if it is at least as new as the last one used (RFC 9293).
-  void update_send_window(Sock& s, const wire::TcpRepr& seg, std::uint32_t seg_wnd);
+  inline void update_send_window(Sock& s, const wire::TcpRepr& seg, std::uint32_t seg_wnd);
   /// FIN-WAIT-1, CLOSING and LAST-ACK move on once our FIN is acknowledged; false = the
   /// connection finished (LAST-ACK).
-  bool on_fin_acked(Sock& s);
+  inline bool on_fin_acked(Sock& s);
   void on_new_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t acked);
   void on_dup_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t newly_sacked);
   bool send_recovery(Sock& s);
