@@ -21,6 +21,7 @@
 
 struct rte_mempool;
 struct rte_mbuf;
+struct rte_eth_dev_info;
 
 namespace pno::engine {
 
@@ -160,7 +161,17 @@ class Port final : public FrameSink {
   friend class RxOps;
 
   Port(const PortConfig& cfg, EngineCounters& counters);
+  /// The steps of open(), in order; each false + `err` on failure (close() undoes what was done).
   bool setup(std::string& err);
+  bool create_vdev(std::string& err);  ///< af_xdp / af_packet: the vdev on the kernel interface
+  bool find_port(std::string& err);    ///< a port the EAL already probed (--port-id)
+  bool create_pool(int socket, std::string& err);
+  bool configure(const rte_eth_dev_info& info, std::string& err);  ///< offloads, one rx/tx queue
+  /// Queue 0's rx and tx rings; `nrx` in: descriptors wanted, out: what the device took.
+  bool setup_queues(int socket, std::uint16_t& nrx, std::string& err);
+  bool start(int socket, std::uint16_t nrx, std::string& err);  ///< this port, then further rx queues
+  void read_link();    ///< MAC address and MTU (capped to one mbuf)
+  void make_stages();  ///< tx ops and the impairment stages
   void enqueue_tx(rte_mbuf* m);
   void send_burst();
   void free_mbuf(rte_mbuf* m);

@@ -242,109 +242,28 @@ void TcpLayer::Impl::input_syn_sent(Sock& s, const SegIn& in) {
 
 void TcpLayer::Impl::input_synchronized(Sock& s, const SegIn& in) {
   const TcpRepr& seg = in.seg;
-  Tcb& t = s.tcb;
 
-  // RFC 7323 §5.3: PAWS comes before the sequence check.
-  if (!check_paws(s, seg)) {
-    ctr.inc(Counter::tcp_drop_paws);
-    oow_ack(s, seg);
-    return;
-  }
-
-  // First, check the sequence number.
-  if (!acceptable(s, seg)) {
-    ctr.inc(Counter::tcp_drop_out_of_window);
-    if (!seg.rst()) {
-      // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>; a retransmitted FIN in TIME-WAIT also restarts 2*MSL.
-      oow_ack(s, seg);
-      if (t.state == TcpState::time_wait && seg.fin()) t.timers.linger = now + 2 * cfg.msl;
-    } else {
-      ctr.inc(Counter::tcp_drop_rst_invalid);
-    }
-    return;
-  }
+  // RFC 7323 §5.3 PAWS, then the first step: check the sequence number.
+  if (!check_sequence(s, seg)) return;
   update_ts_recent(s, seg);
 
-  // Second, check the RST bit (RFC 5961 §3.2): exactly RCV.NXT resets, anything else in the
-  // window gets a challenge ACK.
+  // Second, check the RST bit.
   if (seg.rst()) {
-    if (seg.seq != t.rcv.nxt) {
-      ctr.inc(Counter::tcp_drop_rst_invalid);
-      challenge_ack(s);
-      return;
-    }
-    ctr.inc(Counter::tcp_rst_rx);
-    switch (t.state) {
-      case TcpState::syn_received:
-        // Passive open: back to LISTEN (the child just goes). Active (simultaneous) open: refused.
-        drop_conn(s, s.parent != kNoSlot ? Errc::ok : Errc::conn_refused);
-        return;
-      case TcpState::established:
-      case TcpState::fin_wait_1:
-      case TcpState::fin_wait_2:
-      case TcpState::close_wait:
-        drop_conn(s, Errc::conn_reset);
-        return;
-      default:  // CLOSING, LAST-ACK, TIME-WAIT
-        finish(s);
-        return;
-    }
+    input_rst(s, seg);
+    return;
   }
 
-  // Fourth, check the SYN bit (RFC 5961 §4): a SYN in a synchronized state gets a challenge ACK.
-  bool simultaneous_synack = false;
-  if (seg.syn()) {
-    if (t.state == TcpState::syn_received && seg.seq == t.rcv.irs && !seg.has_ack()) {
-      t.pend.syn = true;  // our SYN-ACK was lost: send it again
-      program(s);
-      return;
-    }
-    // Simultaneous open: the peer's SYN-ACK of our SYN, in SYN-RECEIVED of an active open, is
-    // the handshake's last step, not an attack (Linux tcp_validate_incoming does the same).
-    simultaneous_synack = t.state == TcpState::syn_received && s.parent == kNoSlot && seg.has_ack() &&
-                          seg.seq + 1 == t.rcv.nxt && seg.ack == t.snd.max;
-    if (!simultaneous_synack) {
-      challenge_ack(s);
-      return;
-    }
-  }
+  // Third, the security check: no IP security compartments here (RFC 9293 §3.10.7.4).
+
+  // Fourth, check the SYN bit.
+  if (seg.syn() && !check_syn(s, seg)) return;
 
   // Fifth, check the ACK field: without it the segment is dropped (and counted).
   if (!seg.has_ack()) {
     ctr.inc(Counter::tcp_drop_bad_flags);
     return;
   }
-  if (t.state == TcpState::syn_received) {
-    if (!(t.snd.una < seg.ack && seg.ack <= t.snd.max)) {
-      ctr.inc(Counter::tcp_drop_bad_ack);
-      send_rst_reply(in.ip, seg);  // <SEQ=SEG.ACK><CTL=RST>
-      return;
-    }
-    Sock* l = parent_of(s);
-    if (l != nullptr && l->accept_len > static_cast<std::uint32_t>(l->backlog)) {
-      // Accept queue full: drop the ACK; the SYN-ACK retransmission gives the peer another try
-      // (Linux, tcp_abort_on_overflow = 0).
-      ctr.inc(Counter::tcp_drop_listen_overflow);
-      return;
-    }
-    if (t.ts_ok && seg.opts.has_timestamps && seg.opts.ts.tsecr != 0) {
-      rtt_sample(s, std::chrono::milliseconds(ts_now(s) - seg.opts.ts.tsecr));
-    } else if (t.rtt_timing && t.rto_count == 0) {
-      rtt_sample(s, now - t.rtt_start);
-    }
-    t.rtt_timing = false;
-    // The window of this first ACK is scaled; SND.WL1/WL2 come from it.
-    t.snd.wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
-    t.snd.max_wnd = std::max(t.snd.max_wnd, t.snd.wnd);
-    t.snd.wl1 = seg.seq;
-    t.snd.wl2 = seg.ack;
-    const bool fin_queued = t.fin_queued;
-    establish(s);
-    if (simultaneous_synack) t.pend.ack_now = true;  // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
-    if (fin_queued) set_state(s, TcpState::fin_wait_1);  // close() in SYN-RECEIVED
-    if (l != nullptr) accept_enqueue(*l, s);
-    notify(s);
-  }
+  if (s.tcb.state == TcpState::syn_received && !ack_of_syn(s, in)) return;
   if (!process_ack(s, seg)) return;
   if (!s.in_use) return;
 
@@ -352,38 +271,145 @@ void TcpLayer::Impl::input_synchronized(Sock& s, const SegIn& in) {
 
   // Seventh, process the segment text.
   if (!seg.payload.empty()) {
-    switch (t.state) {
-      case TcpState::established:
-      case TcpState::fin_wait_1:
-      case TcpState::fin_wait_2:
-        process_data(s, seg);
-        if (!s.in_use) return;
-        break;
-      default:
-        // After the peer's FIN no data can be new: a retransmission, answered with an ACK.
-        t.pend.ack_now = true;
-        program(s);
-        break;
-    }
+    input_text(s, seg);
+    if (!s.in_use) return;
   }
 
   // Eighth, check the FIN bit.
-  if (seg.fin()) {
-    if (t.fin_rcvd) {
-      // A retransmitted FIN: our ACK was lost. TIME-WAIT restarts its 2*MSL.
-      t.pend.ack_now = true;
-      if (t.state == TcpState::time_wait) t.timers.linger = now + 2 * cfg.msl;
+  if (seg.fin()) input_fin(s, seg);
+}
+
+bool TcpLayer::Impl::check_sequence(Sock& s, const TcpRepr& seg) {
+  Tcb& t = s.tcb;
+  // RFC 7323 §5.3: PAWS comes before the sequence check.
+  if (!check_paws(s, seg)) {
+    ctr.inc(Counter::tcp_drop_paws);
+    oow_ack(s, seg);
+    return false;
+  }
+  if (acceptable(s, seg)) return true;
+  ctr.inc(Counter::tcp_drop_out_of_window);
+  if (!seg.rst()) {
+    // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>; a retransmitted FIN in TIME-WAIT also restarts 2*MSL.
+    oow_ack(s, seg);
+    if (t.state == TcpState::time_wait && seg.fin()) t.timers.linger = now + 2 * cfg.msl;
+  } else {
+    ctr.inc(Counter::tcp_drop_rst_invalid);
+  }
+  return false;
+}
+
+void TcpLayer::Impl::input_rst(Sock& s, const TcpRepr& seg) {
+  const Tcb& t = s.tcb;
+  // RFC 5961 §3.2: exactly RCV.NXT resets, anything else in the window gets a challenge ACK.
+  if (seg.seq != t.rcv.nxt) {
+    ctr.inc(Counter::tcp_drop_rst_invalid);
+    challenge_ack(s);
+    return;
+  }
+  ctr.inc(Counter::tcp_rst_rx);
+  switch (t.state) {
+    case TcpState::syn_received:
+      // Passive open: back to LISTEN (the child just goes). Active (simultaneous) open: refused.
+      drop_conn(s, s.parent != kNoSlot ? Errc::ok : Errc::conn_refused);
+      return;
+    case TcpState::established:
+    case TcpState::fin_wait_1:
+    case TcpState::fin_wait_2:
+    case TcpState::close_wait:
+      drop_conn(s, Errc::conn_reset);
+      return;
+    default:  // CLOSING, LAST-ACK, TIME-WAIT
+      finish(s);
+      return;
+  }
+}
+
+bool TcpLayer::Impl::check_syn(Sock& s, const TcpRepr& seg) {
+  Tcb& t = s.tcb;
+  // RFC 5961 §4: a SYN in a synchronized state gets a challenge ACK.
+  if (t.state == TcpState::syn_received && seg.seq == t.rcv.irs && !seg.has_ack()) {
+    t.pend.syn = true;  // our SYN-ACK was lost: send it again
+    program(s);
+    return false;
+  }
+  // Simultaneous open: the peer's SYN-ACK of our SYN, in SYN-RECEIVED of an active open, is
+  // the handshake's last step, not an attack (Linux tcp_validate_incoming does the same).
+  const bool simultaneous_synack = t.state == TcpState::syn_received && s.parent == kNoSlot && seg.has_ack() &&
+                                   seg.seq + 1 == t.rcv.nxt && seg.ack == t.snd.max;
+  if (simultaneous_synack) return true;
+  challenge_ack(s);
+  return false;
+}
+
+bool TcpLayer::Impl::ack_of_syn(Sock& s, const SegIn& in) {
+  const TcpRepr& seg = in.seg;
+  Tcb& t = s.tcb;
+  if (!(t.snd.una < seg.ack && seg.ack <= t.snd.max)) {
+    ctr.inc(Counter::tcp_drop_bad_ack);
+    send_rst_reply(in.ip, seg);  // <SEQ=SEG.ACK><CTL=RST>
+    return false;
+  }
+  Sock* l = parent_of(s);
+  if (l != nullptr && l->accept_len > static_cast<std::uint32_t>(l->backlog)) {
+    // Accept queue full: drop the ACK; the SYN-ACK retransmission gives the peer another try
+    // (Linux, tcp_abort_on_overflow = 0).
+    ctr.inc(Counter::tcp_drop_listen_overflow);
+    return false;
+  }
+  if (t.ts_ok && seg.opts.has_timestamps && seg.opts.ts.tsecr != 0) {
+    rtt_sample(s, std::chrono::milliseconds(ts_now(s) - seg.opts.ts.tsecr));
+  } else if (t.rtt_timing && t.rto_count == 0) {
+    rtt_sample(s, now - t.rtt_start);
+  }
+  t.rtt_timing = false;
+  // The window of this first ACK is scaled; SND.WL1/WL2 come from it.
+  t.snd.wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
+  t.snd.max_wnd = std::max(t.snd.max_wnd, t.snd.wnd);
+  t.snd.wl1 = seg.seq;
+  t.snd.wl2 = seg.ack;
+  const bool fin_queued = t.fin_queued;
+  establish(s);
+  // A SYN that passed the fourth step is the simultaneous open's SYN-ACK:
+  // <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>.
+  if (seg.syn()) t.pend.ack_now = true;
+  if (fin_queued) set_state(s, TcpState::fin_wait_1);  // close() in SYN-RECEIVED
+  if (l != nullptr) accept_enqueue(*l, s);
+  notify(s);
+  return true;
+}
+
+void TcpLayer::Impl::input_text(Sock& s, const TcpRepr& seg) {
+  switch (s.tcb.state) {
+    case TcpState::established:
+    case TcpState::fin_wait_1:
+    case TcpState::fin_wait_2:
+      process_data(s, seg);
+      break;
+    default:
+      // After the peer's FIN no data can be new: a retransmission, answered with an ACK.
+      s.tcb.pend.ack_now = true;
       program(s);
-    } else if (t.state == TcpState::established || t.state == TcpState::fin_wait_1 ||
-               t.state == TcpState::fin_wait_2) {
-      const SeqNum fin_seq = seg.seq + static_cast<SeqLen>(seg.payload.size());
-      if (fin_seq == t.rcv.nxt) {
-        process_fin(s);
-      } else if (fin_seq > t.rcv.nxt) {
-        t.ooo_fin = fin_seq;  // data missing before it: remember it until the gap fills
-        t.pend.ack_now = true;
-        program(s);
-      }
+      break;
+  }
+}
+
+void TcpLayer::Impl::input_fin(Sock& s, const TcpRepr& seg) {
+  Tcb& t = s.tcb;
+  if (t.fin_rcvd) {
+    // A retransmitted FIN: our ACK was lost. TIME-WAIT restarts its 2*MSL.
+    t.pend.ack_now = true;
+    if (t.state == TcpState::time_wait) t.timers.linger = now + 2 * cfg.msl;
+    program(s);
+  } else if (t.state == TcpState::established || t.state == TcpState::fin_wait_1 ||
+             t.state == TcpState::fin_wait_2) {
+    const SeqNum fin_seq = seg.seq + static_cast<SeqLen>(seg.payload.size());
+    if (fin_seq == t.rcv.nxt) {
+      process_fin(s);
+    } else if (fin_seq > t.rcv.nxt) {
+      t.ooo_fin = fin_seq;  // data missing before it: remember it until the gap fills
+      t.pend.ack_now = true;
+      program(s);
     }
   }
 }

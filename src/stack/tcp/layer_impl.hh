@@ -1,9 +1,14 @@
 // TcpLayer::Impl: the state shared by the TCP layer's source files (internal header).
-//   tcp_layer.cc  socket slab, demux, socket API, readiness/events, poll/next_deadline
-//   input.cc      segment arrival, RFC 9293 §3.10.7
-//   output.cc     segment emission: flush of programmed work, Nagle, SWS, options
-//   recovery.cc   ACK processing, RTO, fast retransmit, SACK recovery, timers, auto-tuning
-//   listener.cc   passive open: SYN queue, accept queue, SYN cookies, ephemeral ports
+//   tcp_layer.cc   driver (segment entry, poll/next_deadline), flush list, timer wheel, readiness/events
+//   sockets.cc     socket slab, 4-tuple and port tables, connection lifecycle (drop, TIME-WAIT, close)
+//   socket_api.cc  socket calls: bind, listen, accept, connect, send/recv, shutdown, close, abort
+//   sockopt.cc     socket options and queries (SO_ERROR, names, TCP_INFO)
+//   input.cc       segment arrival, RFC 9293 §3.10.7
+//   output.cc      segment emission: flush of programmed work, Nagle, SWS, options
+//   recovery.cc    ACK processing, fast retransmit, SACK recovery, auto-tuning
+//   timers.cc      timer expiry: RTO, tail loss probe, persist, keepalive
+//   listener.cc    passive open: SYN queue, accept queue, SYN cookies, ephemeral ports
+//   rcv_budget.cc  receive-window budget across connections
 #pragma once
 
 #include <memory>
@@ -99,7 +104,7 @@ struct TcpLayer::Impl {
   TimerWheel wheel;
   Instant now;
 
-  // --- socket slab (tcp_layer.cc) ---
+  // --- socket slab (sockets.cc) ---
   static constexpr std::size_t kChunk = 256;
   std::vector<std::unique_ptr<std::vector<Sock>>> chunks;
   std::uint32_t slots = 0;             ///< slots created so far
@@ -143,11 +148,14 @@ struct TcpLayer::Impl {
   void listener_add(Sock& l);
   void listener_remove(Sock& l);
 
-  void set_state(Sock& s, TcpState st);
+  // --- flush list, timer wheel, readiness and events (tcp_layer.cc) ---
   void notify(Sock& s);
   void program(Sock& s);
   void arm(Sock& s);
   [[nodiscard]] std::uint32_t readiness(const Sock& s) const;
+
+  // --- connection lifecycle (sockets.cc) ---
+  void set_state(Sock& s, TcpState st);
   [[nodiscard]] std::size_t sndbuf_limit(const Sock& s) const;
   /// The connection is gone (RST, timeout, or closed): CLOSED, error recorded, freed if orphaned.
   void drop_conn(Sock& s, Errc err);
@@ -156,11 +164,23 @@ struct TcpLayer::Impl {
   void enter_time_wait(Sock& s);
   void start_close(Sock& s);  ///< queue our FIN (shutdown(SHUT_WR) / close())
   void reset_conn(Sock& s);   ///< user abort: RST now
+  /// close()/abort() of a socket with no connection to end: a listener closes, a CLOSED socket is
+  /// freed (true). Otherwise the socket becomes an orphan and the caller ends its connection.
+  bool close_idle(Sock& s);
 
   // --- input.cc ---
   void input(const SegIn& in);
   void input_syn_sent(Sock& s, const SegIn& in);
   void input_synchronized(Sock& s, const SegIn& in);
+  // The numbered steps of RFC 9293 §3.10.7.4 that input_synchronized runs in order; `bool`
+  // results: false = the segment is done with (dropped or answered). Inline: defined in input.cc
+  // and called only there, so they fold back into input_synchronized (the per-segment path).
+  inline bool check_sequence(Sock& s, const wire::TcpRepr& seg);  ///< PAWS and the first step
+  inline void input_rst(Sock& s, const wire::TcpRepr& seg);       ///< second step, RST set
+  inline bool check_syn(Sock& s, const wire::TcpRepr& seg);       ///< fourth step, SYN set
+  inline bool ack_of_syn(Sock& s, const SegIn& in);               ///< fifth step in SYN-RECEIVED
+  inline void input_text(Sock& s, const wire::TcpRepr& seg);      ///< seventh step, payload present
+  inline void input_fin(Sock& s, const wire::TcpRepr& seg);       ///< eighth step, FIN set
   bool check_paws(Sock& s, const wire::TcpRepr& seg);
   [[nodiscard]] bool acceptable(const Sock& s, const wire::TcpRepr& seg) const;
   void process_data(Sock& s, const wire::TcpRepr& seg);
@@ -210,6 +230,19 @@ struct TcpLayer::Impl {
   // --- recovery.cc ---
   /// ACK processing in synchronized states (RFC 9293 §3.10.7.4 fifth step); false = drop segment.
   bool process_ack(Sock& s, const wire::TcpRepr& seg);
+  // Parts of process_ack, in the order it runs them (inline: defined in recovery.cc and called
+  // only there, so they fold back into process_ack).
+  /// RFC 9293 §3.10.7.4 (nothing beyond SND.MAX) and RFC 5961 §5.2 (nothing below SND.UNA -
+  /// MAX.SND.WND); false = segment dropped (answered with an ACK or a challenge ACK).
+  inline bool check_ack_range(Sock& s, const wire::TcpRepr& seg);
+  /// RFC 8985 §7.4: an ACK reaching past the tail loss probe; `needless`: a D-SACK or a pure
+  /// duplicate ACK answered a retransmitted probe.
+  inline void on_tlp_ack(Sock& s, bool needless, std::uint32_t flight_before);
+  /// SND.WND/WL1/WL2 from the segment if it is at least as new as the last one used (RFC 9293).
+  inline void update_send_window(Sock& s, const wire::TcpRepr& seg, std::uint32_t seg_wnd);
+  /// FIN-WAIT-1, CLOSING and LAST-ACK move on once our FIN is acknowledged; false = the
+  /// connection finished (LAST-ACK).
+  inline bool on_fin_acked(Sock& s);
   void on_new_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t acked);
   void on_dup_ack(Sock& s, const wire::TcpRepr& seg, std::uint32_t newly_sacked);
   bool send_recovery(Sock& s);
@@ -222,17 +255,19 @@ struct TcpLayer::Impl {
   /// Enters fast recovery if loss is known (3 duplicate ACKs, IsLost(SND.UNA), or time-based marks).
   void maybe_enter_recovery(Sock& s);
   void on_reo_timer(Sock& s);
+  void restart_rto(Sock& s);
+  void rcv_autotune(Sock& s);
+  void rtt_sample(Sock& s, Duration rtt);
+
+  // --- timers.cc ---
+  void on_timers(Sock& s);
+  void on_rto(Sock& s);
   void on_tlp(Sock& s);
   /// Arms or cancels the tail loss probe after a flush (RFC 8985 §7.2).
   void arm_tlp(Sock& s);
-  void restart_rto(Sock& s);
-  void on_timers(Sock& s);
-  void on_rto(Sock& s);
   void on_persist(Sock& s);
   void on_keepalive(Sock& s);
   void arm_keepalive(Sock& s);
-  void rcv_autotune(Sock& s);
-  void rtt_sample(Sock& s, Duration rtt);
 
   // --- listener.cc ---
   void input_listen(Sock& l, const SegIn& in);

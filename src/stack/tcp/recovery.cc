@@ -1,8 +1,7 @@
 // ACK processing and loss recovery: RFC 5961 §5 ACK acceptability, RFC 9293 window update rules,
-// RTT sampling (RFC 7323 §4 timestamps, else Karn-filtered timing, RFC 6298 §3), RFC 6298 RTO with
-// backoff and the retries2/syn_retries limits, fast retransmit (RFC 5681 §3.2) with NewReno partial
-// ACKs (RFC 6582) or SACK-based recovery (RFC 6675), the persist and keepalive timers, and receive
-// buffer auto-tuning.
+// RTT sampling (RFC 7323 §4 timestamps, else Karn-filtered timing, RFC 6298 §3), fast retransmit
+// (RFC 5681 §3.2) with NewReno partial ACKs (RFC 6582) or SACK-based recovery (RFC 6675), and
+// receive buffer auto-tuning. Timer expiry (RTO, tail loss probe, persist, keepalive) is timers.cc.
 #include <algorithm>
 #include <bit>
 
@@ -25,8 +24,88 @@ void TcpLayer::Impl::restart_rto(Sock& s) {
   if (t.timers.rto != kNever) t.timers.persist = kNever;
 }
 
+namespace {
+/// What the SACK option of an ACK told the scoreboard.
+struct SackNews {
+  std::uint32_t newly_sacked = 0;  ///< octets SACKed for the first time
+  bool dsack = false;              ///< the first block reports a duplicate (RFC 2883)
+};
+
+/// The cumulative ACK moves SND.UNA to `ack` (> SND.UNA): acknowledged data leaves the send
+/// queue. Returns the sequence space acknowledged (our SYN included).
+std::uint32_t take_cumulative_ack(Tcb& t, SeqNum ack) {
+  const std::uint32_t acked = ack.since(t.snd.una);
+  std::uint32_t data_acked = acked - (t.syn_unacked() ? 1 : 0);
+  const std::uint32_t q = std::min<std::uint32_t>(data_acked, static_cast<std::uint32_t>(t.sndq.size()));
+  t.sndq.consume(q);
+  t.bytes_acked += q;
+  t.snd.una = ack;
+  if (t.snd.nxt < t.snd.una) t.snd.nxt = t.snd.una;
+  return acked;
+}
+
+/// The segment's SACK blocks into the scoreboard (RFC 6675 §5 update, RFC 2883 D-SACK check).
+SackNews take_sack(Tcb& t, const TcpRepr& seg) {
+  SackNews n;
+  if (!t.sack_ok || (seg.opts.sack_count == 0 && t.sb.empty())) return n;
+  // RFC 2883 §4: a first block below the cumulative ACK, or inside the second, reports a
+  // duplicate (D-SACK); the scoreboard ignores it, the tail loss probe response uses it.
+  if (seg.opts.sack_count > 0) {
+    const SackBlock& b0 = seg.opts.sack[0];
+    n.dsack = b0.left < seg.ack || (seg.opts.sack_count > 1 && seg.opts.sack[1].left <= b0.left &&
+                                    b0.right <= seg.opts.sack[1].right);
+  }
+  n.newly_sacked = t.sb.update(t.snd.una, t.snd.max,
+                               std::span<const SackBlock>(seg.opts.sack.data(), seg.opts.sack_count));
+  return n;
+}
+}  // namespace
+
 bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
   Tcb& t = s.tcb;
+  const SeqNum ack = seg.ack;
+  if (!check_ack_range(s, seg)) return false;
+  const std::uint32_t seg_wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
+  const bool window_changed = seg_wnd != t.snd.wnd;
+  // Any acceptable ACK shows the peer alive (zero-window probes answered, RFC 1122 §4.2.2.17).
+  t.probes_out = 0;
+
+  const std::uint32_t flight_before = t.flight();
+  const SeqNum old_una = t.snd.una;
+  const bool sacked_above = t.sack_ok && !t.sb.empty();
+  const SeqNum prev_high_sacked = t.sb.high_sacked();
+  const std::uint32_t acked = ack > t.snd.una ? take_cumulative_ack(t, ack) : 0;
+  const SackNews sack = take_sack(t, seg);
+  if (sack.dsack) on_dsack(s);
+  // RFC 8985 §6.2 (RACK.reord): the cumulative ACK filled a hole below SACKed data with octets
+  // never retransmitted, so they were late, not lost.
+  if (acked > 0 && sacked_above && old_una < prev_high_sacked && t.high_rxt < old_una) note_reordering(s);
+  if (acked > 0) {
+    on_new_ack(s, seg, acked);
+  } else if (ack == t.snd.una && t.snd.una != t.snd.max) {
+    // RFC 5681 §2 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or, with
+    // SACK, any ACK that reports newly SACKed data (RFC 6675 §2 "duplicate acknowledgment").
+    const bool classic = seg.payload.empty() && !seg.fin() && !window_changed;
+    if (classic || sack.newly_sacked > 0) on_dup_ack(s, seg, sack.newly_sacked);
+  }
+  if (t.tlp_out && t.snd.una >= t.tlp_end) {
+    const bool pure_dup = acked == 0 && sack.newly_sacked == 0 && seg.payload.empty();
+    on_tlp_ack(s, sack.dsack || pure_dup, flight_before);
+  }
+  if (t.sack_ok && t.snd.una != t.snd.max) {
+    if (acked > 0 || sack.newly_sacked > 0) detect_losses(s);
+    maybe_enter_recovery(s);
+  } else {
+    t.timers.reo = kNever;  // nothing outstanding: no hole to time
+  }
+  update_send_window(s, seg, seg_wnd);
+  if (!on_fin_acked(s)) return false;
+  if (acked > 0 && !s.orphan) notify(s);  // send space freed
+  return true;
+}
+
+bool TcpLayer::Impl::check_ack_range(Sock& s, const TcpRepr& seg) {
+  const Tcb& t = s.tcb;
   const SeqNum ack = seg.ack;
   if (ack > t.snd.max) {
     // RFC 9293 §3.10.7.4: an ACK for something not yet sent: send an ACK, drop the segment.
@@ -41,120 +120,73 @@ bool TcpLayer::Impl::process_ack(Sock& s, const TcpRepr& seg) {
     challenge_ack(s);
     return false;
   }
-  const std::uint32_t seg_wnd = static_cast<std::uint32_t>(seg.window) << t.snd.wscale;
-  const bool window_changed = seg_wnd != t.snd.wnd;
-  // Any acceptable ACK shows the peer alive (zero-window probes answered, RFC 1122 §4.2.2.17).
-  t.probes_out = 0;
+  return true;
+}
 
-  std::uint32_t acked = 0;
-  const std::uint32_t flight_before = t.flight();
-  const SeqNum old_una = t.snd.una;
-  const bool sacked_above = t.sack_ok && !t.sb.empty();
-  const SeqNum prev_high_sacked = t.sb.high_sacked();
-  if (ack > t.snd.una) {
-    acked = ack.since(t.snd.una);
-    std::uint32_t data_acked = acked - (t.syn_unacked() ? 1 : 0);
-    const std::uint32_t q = std::min<std::uint32_t>(data_acked, static_cast<std::uint32_t>(t.sndq.size()));
-    t.sndq.consume(q);
-    t.bytes_acked += q;
-    t.snd.una = ack;
-    if (t.snd.nxt < t.snd.una) t.snd.nxt = t.snd.una;
-  }
-  std::uint32_t newly_sacked = 0;
-  bool dsack = false;
-  if (t.sack_ok && (seg.opts.sack_count > 0 || !t.sb.empty())) {
-    // RFC 2883 §4: a first block below the cumulative ACK, or inside the second, reports a
-    // duplicate (D-SACK); the scoreboard ignores it, the tail loss probe response uses it.
-    if (seg.opts.sack_count > 0) {
-      const SackBlock& b0 = seg.opts.sack[0];
-      dsack = b0.left < ack || (seg.opts.sack_count > 1 && seg.opts.sack[1].left <= b0.left &&
-                                b0.right <= seg.opts.sack[1].right);
-    }
-    newly_sacked = t.sb.update(t.snd.una, t.snd.max,
-                               std::span<const SackBlock>(seg.opts.sack.data(), seg.opts.sack_count));
-  }
-  if (dsack) on_dsack(s);
-  // RFC 8985 §6.2 (RACK.reord): the cumulative ACK filled a hole below SACKed data with octets
-  // never retransmitted, so they were late, not lost.
-  if (acked > 0 && sacked_above && old_una < prev_high_sacked && t.high_rxt < old_una) note_reordering(s);
-  if (acked > 0) {
-    on_new_ack(s, seg, acked);
-  } else if (ack == t.snd.una && t.snd.una != t.snd.max) {
-    // RFC 5681 §2 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or, with
-    // SACK, any ACK that reports newly SACKed data (RFC 6675 §2 "duplicate acknowledgment").
-    const bool classic = seg.payload.empty() && !seg.fin() && !window_changed;
-    if (classic || newly_sacked > 0) on_dup_ack(s, seg, newly_sacked);
-  }
-  if (t.tlp_out && t.snd.una >= t.tlp_end) {
-    // RFC 8985 §7.4 (as Linux tcp_process_tlp_ack): a probe of new data is done once acknowledged.
-    // A retransmitted probe was needless if a D-SACK reports it (or a pure duplicate ACK answers
-    // it): the original arrived and only its ACK was late. It repaired a loss only if the ACK goes
-    // beyond the probe; an ACK of exactly the probed data may be the late ACK of the original, so
-    // the D-SACK that follows it decides.
-    if (!t.tlp_rxt) {
-      t.tlp_out = false;
-    } else if (dsack || (acked == 0 && newly_sacked == 0 && seg.payload.empty())) {
-      t.tlp_out = false;
-      // The receiver holds its ACK longer than this PTO allowed (Linux waits for its application
-      // to read when its window would not grow): double the margin for the next probes, as
-      // D-SACKs widen the reordering window (§6.2 step 4), up to the worst-case delayed ACK.
-      if (t.tlp_spurious < kTlpSpuriousMax) ++t.tlp_spurious;
-      ctr.inc(Counter::tcp_loss_probes_spurious);
-    } else if (t.snd.una > t.tlp_end) {
-      // A loss was repaired: reduce cwnd as for any loss, outside a recovery that already did.
-      t.tlp_out = false;
-      t.tlp_spurious = 0;
-      if (t.recovery == Recovery::none) {
-        t.cc.on_loss(std::min(t.tlp_flight, flight_before), now);
-        t.cc.on_recovery_end(now);
-      }
+void TcpLayer::Impl::on_tlp_ack(Sock& s, bool needless, std::uint32_t flight_before) {
+  Tcb& t = s.tcb;
+  // RFC 8985 §7.4 (as Linux tcp_process_tlp_ack): a probe of new data is done once acknowledged.
+  // A retransmitted probe was needless if a D-SACK reports it (or a pure duplicate ACK answers
+  // it): the original arrived and only its ACK was late. It repaired a loss only if the ACK goes
+  // beyond the probe; an ACK of exactly the probed data may be the late ACK of the original, so
+  // the D-SACK that follows it decides.
+  if (!t.tlp_rxt) {
+    t.tlp_out = false;
+  } else if (needless) {
+    t.tlp_out = false;
+    // The receiver holds its ACK longer than this PTO allowed (Linux waits for its application
+    // to read when its window would not grow): double the margin for the next probes, as
+    // D-SACKs widen the reordering window (§6.2 step 4), up to the worst-case delayed ACK.
+    if (t.tlp_spurious < kTlpSpuriousMax) ++t.tlp_spurious;
+    ctr.inc(Counter::tcp_loss_probes_spurious);
+  } else if (t.snd.una > t.tlp_end) {
+    // A loss was repaired: reduce cwnd as for any loss, outside a recovery that already did.
+    t.tlp_out = false;
+    t.tlp_spurious = 0;
+    if (t.recovery == Recovery::none) {
+      t.cc.on_loss(std::min(t.tlp_flight, flight_before), now);
+      t.cc.on_recovery_end(now);
     }
   }
-  if (t.sack_ok && t.snd.una != t.snd.max) {
-    if (acked > 0 || newly_sacked > 0) detect_losses(s);
-    maybe_enter_recovery(s);
-  } else {
-    t.timers.reo = kNever;  // nothing outstanding: no hole to time
-  }
+}
 
+void TcpLayer::Impl::update_send_window(Sock& s, const TcpRepr& seg, std::uint32_t seg_wnd) {
+  Tcb& t = s.tcb;
   // Window update (RFC 9293 §3.10.7.4): only from a segment at least as new as the last one used.
-  if (t.snd.wl1 < seg.seq || (t.snd.wl1 == seg.seq && t.snd.wl2 <= ack)) {
-    const bool opened = seg_wnd > t.snd.wnd;
-    t.snd.wnd = seg_wnd;
-    t.snd.wl1 = seg.seq;
-    t.snd.wl2 = ack;
-    t.snd.max_wnd = std::max(t.snd.max_wnd, seg_wnd);
-    if (seg_wnd > 0 && opened) {
-      t.persist_count = 0;
-      t.timers.persist = kNever;
-      program(s);
-    }
+  if (!(t.snd.wl1 < seg.seq || (t.snd.wl1 == seg.seq && t.snd.wl2 <= seg.ack))) return;
+  const bool opened = seg_wnd > t.snd.wnd;
+  t.snd.wnd = seg_wnd;
+  t.snd.wl1 = seg.seq;
+  t.snd.wl2 = seg.ack;
+  t.snd.max_wnd = std::max(t.snd.max_wnd, seg_wnd);
+  if (seg_wnd > 0 && opened) {
+    t.persist_count = 0;
+    t.timers.persist = kNever;
+    program(s);
   }
+}
 
+bool TcpLayer::Impl::on_fin_acked(Sock& s) {
+  Tcb& t = s.tcb;
   // Our FIN acknowledged? It is the last sequence number sent.
   const bool fin_acked = t.fin_sent && t.snd.una == t.snd.max;
+  if (!fin_acked) return true;
   switch (t.state) {
     case TcpState::fin_wait_1:
-      if (fin_acked) {
-        set_state(s, TcpState::fin_wait_2);
-        t.timers.rto = kNever;
-        if (s.orphan) t.timers.linger = now + kFinWait2Timeout;
-        notify(s);
-      }
+      set_state(s, TcpState::fin_wait_2);
+      t.timers.rto = kNever;
+      if (s.orphan) t.timers.linger = now + kFinWait2Timeout;
+      notify(s);
       break;
     case TcpState::closing:
-      if (fin_acked) enter_time_wait(s);
+      enter_time_wait(s);
       break;
     case TcpState::last_ack:
-      if (fin_acked) {
-        finish(s);
-        return false;
-      }
-      break;
+      finish(s);
+      return false;
     default:
       break;
   }
-  if (acked > 0 && !s.orphan) notify(s);  // send space freed
   return true;
 }
 
@@ -432,220 +464,6 @@ bool TcpLayer::Impl::send_recovery(Sock& s) {
     break;
   }
   return sent;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timers
-
-void TcpLayer::Impl::on_timers(Sock& s) {
-  Tcb& t = s.tcb;
-  const std::uint32_t gen = s.gen;
-  const auto alive = [&] { return s.in_use && s.gen == gen; };
-  if (t.timers.linger <= now) {
-    t.timers.linger = kNever;
-    finish(s);  // TIME-WAIT over, or an orphaned FIN-WAIT-2 gave up
-    return;
-  }
-  if (t.timers.rto <= now) on_rto(s);
-  if (!alive()) return;
-  if (t.timers.reo <= now) on_reo_timer(s);
-  if (t.timers.tlp <= now) on_tlp(s);
-  if (!alive()) return;
-  if (t.timers.delack <= now) {
-    t.timers.delack = kNever;
-    t.pend.ack_now = true;
-    program(s);
-  }
-  if (t.timers.persist <= now) on_persist(s);
-  if (!alive()) return;
-  if (t.timers.keepalive <= now) on_keepalive(s);
-}
-
-void TcpLayer::Impl::on_rto(Sock& s) {
-  Tcb& t = s.tcb;
-  t.timers.rto = kNever;
-  if (t.snd.una == t.snd.max) return;  // everything acknowledged meanwhile
-  if (t.first_rto_at == kNever) t.first_rto_at = now;
-  ++t.rto_count;
-  const unsigned limit = t.state == TcpState::syn_sent       ? cfg.syn_retries
-                         : t.state == TcpState::syn_received ? cfg.synack_retries
-                                                             : cfg.retries2;
-  const bool user_timeout = s.opt.user_timeout_ms != 0 &&
-                            now - t.first_rto_at >= std::chrono::milliseconds(s.opt.user_timeout_ms);
-  if (t.rto_count > limit || user_timeout) {
-    // Linux tcp_write_timeout: give up with ETIMEDOUT, no RST.
-    ctr.inc(Counter::tcp_conn_timeouts);
-    drop_conn(s, Errc::timed_out);
-    return;
-  }
-  ctr.inc(Counter::tcp_rto_expired);
-  t.rtt.backoff();  // RFC 6298 §5.5
-  t.rtt_timing = false;
-  if (t.state == TcpState::syn_sent || t.state == TcpState::syn_received) {
-    t.pend.syn = true;  // RFC 6298 §5.4 for the SYN / SYN-ACK
-    ctr.inc(Counter::tcp_retransmits);
-    ++t.total_retrans;
-    t.timers.rto = now + t.rtt.rto();
-    program(s);
-    return;
-  }
-  // RFC 5681 §3.1: ssthresh from the flight, cwnd to one segment; RFC 6582 §4: "recover" moves
-  // to SND.MAX so duplicate ACKs of the old flight do not start a fast retransmit.
-  t.cc.on_rto(t.flight(), now);
-  t.recovery = Recovery::none;
-  t.dupacks = 0;
-  t.recover = t.snd.max;
-  t.high_rxt = t.snd.una - 1;
-  t.lost_end = t.snd.una;
-  t.rescue_done = false;
-  t.tlp_out = false;
-  t.timers.reo = kNever;
-  t.timers.tlp = kNever;
-  // Go back N: resend from SND.UNA as cwnd allows (SACKed segments are skipped).
-  t.snd.nxt = t.snd.una;
-  retransmit(s, t.snd.una, t.snd.mss);
-  if (t.snd.nxt < t.high_rxt + 1) t.snd.nxt = seq_min(t.high_rxt + 1, t.snd.max);
-  t.timers.rto = now + t.rtt.rto();  // RFC 6298 §5.6
-  program(s);
-}
-
-void TcpLayer::Impl::arm_tlp(Sock& s) {
-  Tcb& t = s.tcb;
-  // RFC 8985 §7.2 (and Linux tcp_schedule_loss_probe): with SACK, in the open state, data in
-  // flight, no probe outstanding, and not retransmitting after an RTO.
-  const bool eligible = t.sack_ok && t.recovery == Recovery::none && !t.tlp_out && t.rto_count == 0 &&
-                        t.snd.una != t.snd.max && t.snd.nxt == t.snd.max && t.timers.rto != kNever &&
-                        is_synchronized(t.state) && t.state != TcpState::syn_received;
-  if (!eligible) {
-    t.timers.tlp = kNever;
-    return;
-  }
-  if (t.timers.tlp != kNever && !t.tlp_rearm) return;
-  t.tlp_rearm = false;
-  // PTO = 2 * SRTT, plus the worst-case delayed ACK (WCDelAckT) when the receiver may hold its ACK
-  // back; never after the RTO. §7.2 names one segment in flight; a receiver owes an immediate ACK
-  // only for every second full-sized segment (RFC 5681 §4.2, RFC 1122 §4.2.3.2), and Linux delays
-  // it (until its application reads or its 40+ ms timer) whenever less than two full segments are
-  // unacknowledged and its window does not grow. So the allowance covers any flight below two full
-  // segments; a probe sooner draws a D-SACK, not a repair. Above that, 2 ms of margin (Linux's
-  // TCP_TIMEOUT_MIN) keeps real tail losses quick to repair.
-  // Each probe a D-SACK showed needless doubles that margin (up to WCDelAckT); a probe that repaired
-  // a loss resets it.
-  Duration pto = std::chrono::seconds(1);
-  if (t.rtt.has_sample()) {
-    constexpr Duration kWcDelAckT = std::chrono::milliseconds(200);
-    constexpr Duration kMargin = std::chrono::milliseconds(2);
-    pto = 2 * t.rtt.srtt();
-    pto += t.flight() < 2 * seg_room(s) ? kWcDelAckT : std::min(kMargin * (1u << t.tlp_spurious), kWcDelAckT);
-  }
-  t.timers.tlp = std::min(now + pto, t.timers.rto);
-}
-
-void TcpLayer::Impl::on_tlp(Sock& s) {
-  Tcb& t = s.tcb;
-  t.timers.tlp = kNever;
-  if (!t.sack_ok || t.recovery != Recovery::none || t.tlp_out || t.snd.una == t.snd.max) return;
-  if (t.timers.rto <= now) return;
-  // RFC 8985 §7.3: send one new segment if the windows allow, else retransmit the last one, so
-  // the ACK it draws (with SACK) reveals any loss in the tail without waiting for the RTO.
-  const std::uint32_t flight = t.flight();
-  const SeqNum max_before = t.snd.max;
-  bool rxt = false;
-  if (send_one(s, t.snd.mss) == 0 || t.snd.max == max_before) {
-    // §7.3: else the highest-sequence segment sent so far, not the tail of the queue (data that
-    // the windows held back was never sent).
-    const SeqNum end = seq_min(t.data_end(), t.snd.max);
-    std::uint32_t len = 0;
-    SeqNum seq = end;
-    if (end > t.snd.una) {
-      len = std::min(end.since(t.snd.una), seg_room(s));
-      seq = end - len;
-    }
-    if (len == 0 && !t.fin_sent) return;
-    const SeqNum keep = t.high_rxt;
-    retransmit(s, seq, len);
-    t.high_rxt = keep;
-    rxt = true;
-  }
-  ctr.inc(Counter::tcp_loss_probes);
-  t.tlp_out = true;
-  t.tlp_rxt = rxt;
-  t.tlp_end = t.snd.max;
-  t.tlp_flight = flight;
-  restart_rto(s);  // §7.3: the RTO runs from the probe
-  program(s);
-}
-
-void TcpLayer::Impl::on_persist(Sock& s) {
-  Tcb& t = s.tcb;
-  t.timers.persist = kNever;
-  if (!(t.snd.nxt < t.data_end() && t.snd.una == t.snd.max)) return;
-  if (t.probes_out >= cfg.retries2) {
-    ctr.inc(Counter::tcp_conn_timeouts);
-    drop_conn(s, Errc::timed_out);
-    return;
-  }
-  ++t.probes_out;
-  ++t.persist_count;
-  const SeqNum wnd_edge = t.snd.una + t.snd.wnd;
-  if (wnd_edge > t.snd.nxt) {
-    t.pend.force_push = true;  // some window: send what fits (SWS override, RFC 9293 §3.8.6.2.1)
-  } else {
-    t.pend.probe = true;
-    ctr.inc(Counter::tcp_zero_window_probes);
-  }
-  program(s);  // flush re-arms the persist timer with the backed-off interval
-}
-
-void TcpLayer::Impl::arm_keepalive(Sock& s) {
-  Tcb& t = s.tcb;
-  if (!s.opt.keepalive || !is_synchronized(t.state) || t.state == TcpState::time_wait) {
-    t.timers.keepalive = kNever;
-    return;
-  }
-  const Duration idle = s.opt.keepidle.count() ? s.opt.keepidle : cfg.keepalive_idle;
-  t.timers.keepalive = t.last_rcv + idle;
-}
-
-void TcpLayer::Impl::on_keepalive(Sock& s) {
-  Tcb& t = s.tcb;
-  t.timers.keepalive = kNever;
-  if (!s.opt.keepalive) return;
-  switch (t.state) {
-    case TcpState::established:
-    case TcpState::close_wait:
-    case TcpState::fin_wait_1:
-    case TcpState::fin_wait_2:
-      break;
-    default:
-      return;
-  }
-  const Duration idle = s.opt.keepidle.count() ? s.opt.keepidle : cfg.keepalive_idle;
-  const Duration intvl = s.opt.keepintvl.count() ? s.opt.keepintvl : cfg.keepalive_intvl;
-  const unsigned cnt = s.opt.keepcnt ? s.opt.keepcnt : cfg.keepalive_probes;
-  // Linux tcp_keepalive_timer: data in flight or queued is the RTO's or persist's business.
-  if (t.snd.una != t.snd.max || t.snd.nxt < t.data_end()) {
-    t.timers.keepalive = now + idle;
-    return;
-  }
-  const Duration elapsed = now - t.last_rcv;
-  if (elapsed < idle) {
-    t.timers.keepalive = t.last_rcv + idle;
-    return;
-  }
-  if (t.keepalive_count >= cnt) {
-    // RFC 9293 §3.8.4 / Linux: the peer is gone. Linux sends a RST and reports ETIMEDOUT.
-    ctr.inc(Counter::tcp_conn_timeouts);
-    emit(s, flag::kRst | flag::kAck, t.snd.max, 0);
-    ctr.inc(Counter::tcp_rst_tx);
-    drop_conn(s, Errc::timed_out);
-    return;
-  }
-  ++t.keepalive_count;
-  t.pend.probe = true;
-  ctr.inc(Counter::tcp_keepalive_probes);
-  t.timers.keepalive = now + intvl;
-  program(s);
 }
 
 void TcpLayer::Impl::rcv_autotune(Sock& s) {
