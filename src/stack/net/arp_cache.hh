@@ -18,7 +18,7 @@
 #include "stack/bytes.hh"
 #include "stack/counters.hh"
 #include "stack/frame_sink.hh"
-#include "stack/stack.hh"
+#include "stack/config.hh"
 #include "stack/time.hh"
 
 namespace pno::net {

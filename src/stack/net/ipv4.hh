@@ -19,7 +19,7 @@
 #include "stack/frame_sink.hh"
 #include "stack/ip_output.hh"
 #include "stack/net/arp_cache.hh"
-#include "stack/stack.hh"
+#include "stack/config.hh"
 #include "stack/time.hh"
 
 namespace pno::net {

@@ -9,14 +9,12 @@
 #include <span>
 
 #include "stack/seq.hh"
+#include "stack/wire/tcp.hh"
 
 namespace pno::tcp {
 
-struct SackBlock {
-  SeqNum left;   ///< first sequence number of the block
-  SeqNum right;  ///< one past the last
-  friend constexpr bool operator==(const SackBlock&, const SackBlock&) = default;
-};
+/// A SACK block is a wire value (RFC 2018 §3); the layer names it as its own.
+using wire::SackBlock;
 
 class Reassembly {
  public:

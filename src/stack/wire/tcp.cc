@@ -66,7 +66,7 @@ bool parse_options(ByteSpan o, TcpOptions& out, bool syn) {
         if (len >= 10 && (len - 2) % 8 == 0 && !syn) {
           const std::size_t n = std::min<std::size_t>((len - 2) / 8, kTcpMaxSackBlocks);
           for (std::size_t k = 0; k < n; ++k) {
-            out.sack[k] = tcp::SackBlock{tcp::SeqNum(load_be32(d + 8 * k)), tcp::SeqNum(load_be32(d + 8 * k + 4))};
+            out.sack[k] = SackBlock{tcp::SeqNum(load_be32(d + 8 * k)), tcp::SeqNum(load_be32(d + 8 * k + 4))};
           }
           out.sack_count = static_cast<std::uint8_t>(n);
         }

@@ -11,10 +11,16 @@
 #include "stack/addr.hh"
 #include "stack/bytes.hh"
 #include "stack/seq.hh"
-#include "stack/tcp/reassembly.hh"
 #include "stack/wire/checked.hh"
 
 namespace pno::wire {
+
+/// One SACK block (RFC 2018 §3): the edges of a received range past the cumulative ACK.
+struct SackBlock {
+  tcp::SeqNum left;   ///< first sequence number of the block
+  tcp::SeqNum right;  ///< one past the last
+  friend constexpr bool operator==(const SackBlock&, const SackBlock&) = default;
+};
 
 inline constexpr std::size_t kTcpMinHeaderLen = 20;
 inline constexpr std::size_t kTcpMaxHeaderLen = 60;
@@ -102,7 +108,7 @@ struct TcpOptions {
   bool has_timestamps = false;
   TcpTimestamps ts{};
   std::uint8_t sack_count = 0;
-  std::array<tcp::SackBlock, kTcpMaxSackBlocks> sack{};
+  std::array<SackBlock, kTcpMaxSackBlocks> sack{};
   friend bool operator==(const TcpOptions&, const TcpOptions&) = default;
 };
 
