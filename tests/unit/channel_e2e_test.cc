@@ -722,7 +722,7 @@ TEST(ChannelE2e, ForkedChildSharesTheFamilyAndItsSockets) {
 // and its sockets are untouched.
 TEST(ChannelE2e, ForkedChildKilledAloneHoldingAConnectionIsClosedWhileTheFamilyLives) {
   Bench b;
-  Signal ready, go, killed;
+  Signal ready, go, killed, reaped;
   PeerEcho echo(b.peer, 7);
   b.on_step = [&] { echo.step(); };
   const pid_t pid = fork();
@@ -751,7 +751,11 @@ TEST(ChannelE2e, ForkedChildKilledAloneHoldingAConnectionIsClosedWhileTheFamilyL
     kill(g, SIGKILL);
     waitpid(g, nullptr, 0);
     killed.raise();
-    // `kept` is shared with the dead grandchild: it still works here.
+    // Until the engine has handled the death, the grandchild's entry still counts `kept`: a close
+    // here would leave the socket to the death handling (closed then, correctly, as the last
+    // holder's), and the test could not tell a host close from a death close.
+    while (!reaped.seen()) usleep(1000);
+    // `kept` is shared with the dead grandchild: it still works here, both ways.
     CHILD_CHECK(send_all(*ch, *kept, as_bytes(std::span("kept", 4))));
     std::byte back[4];
     CHILD_CHECK(recv_exact(*ch, *kept, back));
@@ -768,10 +772,15 @@ TEST(ChannelE2e, ForkedChildKilledAloneHoldingAConnectionIsClosedWhileTheFamilyL
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(b.run_until([&] { return echo.conns[0].eof || echo.conns[1].eof; }, 1.0));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  // Only the connection the dead process alone held ended; the one a live process holds is open.
+  EXPECT_NE(echo.conns[0].eof, echo.conns[1].eof);
   EXPECT_EQ(b.svc->families(), 1u);
   EXPECT_EQ(b.svc->stats().death_closes, 1u);
-  // The parent then echoes on `kept` and closes it: both connections end with FIN.
+  reaped.raise();
+  // The parent then echoes on `kept` and closes it: both connections end with FIN, and that close
+  // was the host's, not another death close.
   ASSERT_TRUE(b.run_until([&] { return echo.conns[0].eof && echo.conns[1].eof; }, 5.0));
+  EXPECT_EQ(b.svc->stats().death_closes, 1u);
   EXPECT_TRUE(b.run_until([&] { return b.svc->sockets() == 0; }, 2.0));
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
