@@ -10,12 +10,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <type_traits>
 
 namespace pno::channel::contract {
 
-/// Bumped on every incompatible change of anything in this header.
-inline constexpr std::uint32_t kAbiVersion = 4;
+/// Bumped on every incompatible change of anything in this header. Compatible additions do not
+/// bump it: they take reserved words (zero means "absent") and, where behaviour changes, a feature
+/// bit both ends agree on at attach (`kFeatures...` below).
+inline constexpr std::uint32_t kAbiVersion = 5;
 inline constexpr std::uint64_t kRegionMagic = 0x314e414843'4f4e50ULL;  // "PNOCHAN1" (little endian)
 inline constexpr std::uint32_t kAttachMagic = 0x504e4f41;              // "PNOA"
 inline constexpr std::size_t kCacheLine = 64;
@@ -25,6 +28,16 @@ inline constexpr char kDefaultSocketPath[] = "/run/pno/engine.sock";
 // SOCK_SEQPACKET over a path-named Unix socket. The host sends AttachRequest; the engine answers
 // AttachReply with SCM_RIGHTS [region memfd, doorbell eventfd] on success, without fds on refusal.
 // Later the host registers waiters: WaiterRegister + SCM_RIGHTS [eventfd] -> WaiterReply.
+//
+// Messages only grow at their end: an engine reads the first 8 bytes (magic, version) of any
+// request and answers a host of another version with `version_mismatch` in a reply whose prefix
+// (up to `why`) every version shares, so either side can say what is wrong.
+
+/// Optional behaviour both ends must agree on. The host asks for the bits it understands
+/// (AttachRequest::features); the engine grants a subset (AttachReply::features, repeated in
+/// RegionHeader::features) and never a bit the host did not ask for. None is defined yet: a change
+/// that an older peer cannot follow either takes a bit here or bumps kAbiVersion.
+inline constexpr std::uint64_t kFeaturesKnown = 0;
 
 enum class AttachStatus : std::uint32_t { ok = 0, version_mismatch = 1, refused = 2, no_resources = 3 };
 
@@ -32,19 +45,26 @@ struct AttachRequest {
   std::uint32_t magic = kAttachMagic;
   std::uint32_t abi_version = kAbiVersion;
   std::uint32_t pid = 0;
-  std::uint32_t reserved = 0;
+  std::uint32_t reserved0 = 0;
+  std::uint64_t features = 0;       ///< feature bits the host understands
+  std::uint32_t reserved[6] = {};   ///< zero
 };
-static_assert(sizeof(AttachRequest) == 16);
+static_assert(sizeof(AttachRequest) == 48);
+static_assert(offsetof(AttachRequest, features) == 16);
 
 struct AttachReply {
   std::uint32_t magic = kAttachMagic;
   std::uint32_t abi_version = kAbiVersion;  ///< the version the engine speaks
   AttachStatus status = AttachStatus::ok;
-  std::uint32_t reserved = 0;
+  std::uint32_t reserved0 = 0;
   std::uint64_t region_bytes = 0;
   char why[160] = {};                       ///< NUL-terminated reason on refusal
+  std::uint64_t features = 0;               ///< feature bits granted (a subset of the request's)
+  std::uint32_t reserved[6] = {};           ///< zero
 };
-static_assert(sizeof(AttachReply) == 184);
+static_assert(offsetof(AttachReply, why) == 24);  // the prefix every version shares
+static_assert(offsetof(AttachReply, features) == 184);
+static_assert(sizeof(AttachReply) == 216);
 
 enum class CtlOp : std::uint32_t { register_waiter = 1, unregister_waiter = 2 };
 
@@ -76,7 +96,9 @@ static_assert(sizeof(WaiterReply) == 8);
 //   counts_off      u32[max_procs][max_sockets]         (per process: its descriptors per socket)
 //   data_off        per socket i: send ring at data_off + i*2*R, receive ring right after (R bytes)
 
-/// One ring's indices: consumer (head) and producer (tail) on their own cache lines.
+/// One ring's indices: consumer (head) and producer (tail) on their own cache lines. A ring at
+/// offset `off` has its entries at `off + kRingEntries`: one spare line after the indices leaves
+/// room for a per-ring word later without moving the entries.
 struct alignas(kCacheLine) RingIndices {
   std::uint32_t head = 0;  ///< next entry the consumer reads; written by the consumer only
   std::uint8_t pad0[kCacheLine - 4] = {};
@@ -85,6 +107,7 @@ struct alignas(kCacheLine) RingIndices {
 };
 static_assert(sizeof(RingIndices) == 2 * kCacheLine);
 static_assert(offsetof(RingIndices, tail) == kCacheLine);
+inline constexpr std::uint64_t kRingEntries = sizeof(RingIndices) + kCacheLine;
 
 /// A host-side spin lock word (0 free, else the holder's pid). One per cache line.
 struct alignas(kCacheLine) LockWord {
@@ -103,7 +126,9 @@ struct AddrRecord {
 inline constexpr std::uint32_t kDoorbellRung = 2;
 
 struct alignas(kCacheLine) RegionHeader {
-  // line 0-2: written by the engine before the region is handed over, read-only afterwards.
+  // lines 0-7: written by the engine before the region is handed over, read-only afterwards. The
+  // host uses the offsets as published (after `validate`), so an engine may place the parts
+  // differently, or add some, without the host recomputing its layout.
   std::uint64_t magic = kRegionMagic;
   std::uint32_t abi_version = kAbiVersion;
   std::uint32_t max_procs = 0;  ///< process table entries (the last one is kProcShared)
@@ -119,7 +144,10 @@ struct alignas(kCacheLine) RegionHeader {
   std::uint64_t cmd_off = 0, cpl_off = 0, kick_off = 0, changed_off = 0;
   std::uint64_t waiters_off = 0, replies_off = 0, slots_off = 0, data_off = 0;
   AddrRecord addrs[8] = {};
-  std::uint64_t procs_off = 0;  ///< counts follow at counts_off() (derived, see below)
+  std::uint64_t procs_off = 0;
+  std::uint64_t counts_off = 0;  ///< u32[max_procs][max_sockets]
+  std::uint64_t features = 0;    ///< feature bits in force for this family (AttachReply::features)
+  std::uint32_t reserved[76] = {};  ///< zero: room for fields a compatible version adds
 
   // Engine-written, live.
   /// 0: awake. The engine stores 1 before it sleeps: a host that produced must ring the doorbell.
@@ -138,9 +166,10 @@ struct alignas(kCacheLine) RegionHeader {
   LockWord cmd_lock, cpl_lock, kick_lock, changed_lock, ctl_lock;
 };
 static_assert(std::is_trivially_copyable_v<RegionHeader>);
-static_assert(offsetof(RegionHeader, engine_sleeping) == 3 * kCacheLine);
-static_assert(offsetof(RegionHeader, armed_waiters) == 4 * kCacheLine);
-static_assert(offsetof(RegionHeader, cmd_lock) == 5 * kCacheLine);
+static_assert(offsetof(RegionHeader, counts_off) == 3 * kCacheLine);
+static_assert(offsetof(RegionHeader, engine_sleeping) == 8 * kCacheLine);
+static_assert(offsetof(RegionHeader, armed_waiters) == 9 * kCacheLine);
+static_assert(offsetof(RegionHeader, cmd_lock) == 10 * kCacheLine);
 static_assert(sizeof(RegionHeader) <= 4096);
 inline constexpr std::size_t kHeaderBytes = 4096;
 
@@ -183,7 +212,7 @@ struct Command {
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
 
-/// engine -> host. `value`: socket handle, option value or endpoint (addr << 16 | port);
+/// engine -> host. `value`: socket handle, option value or endpoint (`endpoint_pack`);
 /// `payload` carries TcpInfo for Op::info.
 struct Completion {
   std::uint16_t tag = 0;
@@ -382,13 +411,13 @@ inline bool layout(const Geometry& g, RegionHeader& h) {
   h.max_procs = g.max_procs;
   std::uint64_t off = kHeaderBytes;
   h.cmd_off = off;
-  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.cmd_entries} * sizeof(Command), kCacheLine);
+  off = align_up(off + kRingEntries + std::uint64_t{g.cmd_entries} * sizeof(Command), kCacheLine);
   h.cpl_off = off;
-  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.cpl_entries} * sizeof(Completion), kCacheLine);
+  off = align_up(off + kRingEntries + std::uint64_t{g.cpl_entries} * sizeof(Completion), kCacheLine);
   h.kick_off = off;
-  off = align_up(off + sizeof(RingIndices) + std::uint64_t{kick} * 4, kCacheLine);
+  off = align_up(off + kRingEntries + std::uint64_t{kick} * 4, kCacheLine);
   h.changed_off = off;
-  off = align_up(off + sizeof(RingIndices) + std::uint64_t{g.changed_entries} * 4, kCacheLine);
+  off = align_up(off + kRingEntries + std::uint64_t{g.changed_entries} * 4, kCacheLine);
   h.waiters_off = off;
   off = align_up(off + std::uint64_t{g.max_waiters} * sizeof(WaiterEntry), kCacheLine);
   h.replies_off = off;
@@ -397,6 +426,7 @@ inline bool layout(const Geometry& g, RegionHeader& h) {
   off = align_up(off + std::uint64_t{g.max_sockets} * sizeof(SocketSlot), kCacheLine);
   h.procs_off = off;
   off = align_up(off + std::uint64_t{g.max_procs} * sizeof(ProcEntry), kCacheLine);
+  h.counts_off = off;
   off = align_up(off + std::uint64_t{g.max_procs} * g.max_sockets * 4, 4096);
   h.data_off = off;
   off += std::uint64_t{g.max_sockets} * 2 * g.stream_ring_bytes;
@@ -412,12 +442,9 @@ inline constexpr std::uint32_t proc_shared(const RegionHeader& h) { return h.max
 inline constexpr std::uint64_t proc_off(const RegionHeader& h, std::uint32_t e) {
   return h.procs_off + std::uint64_t{e} * sizeof(ProcEntry);
 }
-inline constexpr std::uint64_t counts_off(const RegionHeader& h) {
-  return align_up(h.procs_off + std::uint64_t{h.max_procs} * sizeof(ProcEntry), kCacheLine);
-}
 /// Entry e's count of descriptors referring to socket slot i.
 inline constexpr std::uint64_t count_off(const RegionHeader& h, std::uint32_t e, std::uint32_t i) {
-  return counts_off(h) + (std::uint64_t{e} * h.max_sockets + i) * 4;
+  return h.counts_off + (std::uint64_t{e} * h.max_sockets + i) * 4;
 }
 inline constexpr std::uint64_t send_ring_off(const RegionHeader& h, std::uint32_t i) {
   return h.data_off + std::uint64_t{i} * 2 * h.stream_ring_bytes;
@@ -425,5 +452,67 @@ inline constexpr std::uint64_t send_ring_off(const RegionHeader& h, std::uint32_
 inline constexpr std::uint64_t recv_ring_off(const RegionHeader& h, std::uint32_t i) {
   return send_ring_off(h, i) + h.stream_ring_bytes;
 }
+
+/// Whether a header the engine published describes a usable region of `mapped` bytes: sizes in
+/// range, ring sizes powers of two, every part inside the region and after the header, no two parts
+/// overlapping, the stream rings page-aligned. nullptr when usable, else what is wrong. The host
+/// checks this before it trusts any offset; the engine's own `layout` always passes it.
+inline const char* validate(const RegionHeader& h, std::uint64_t mapped) {
+  if (h.magic != kRegionMagic || h.abi_version != kAbiVersion) return "magic or version";
+  if (h.region_bytes != mapped) return "region size";
+  if (h.max_sockets == 0 || h.max_sockets > kMaxSockets - 1 || !is_pow2(h.stream_ring_bytes) ||
+      h.stream_ring_bytes < 4096 || !is_pow2(h.cmd_entries) || !is_pow2(h.cpl_entries) ||
+      !is_pow2(h.kick_entries) || h.kick_entries < 2 * h.max_sockets || !is_pow2(h.changed_entries) ||
+      h.max_waiters == 0 || h.max_waiters > 4096 || h.max_procs < 2 || h.max_procs > 4096 || h.n_addrs > 8) {
+    return "sizes";
+  }
+  struct Part {
+    std::uint64_t off, len;
+  };
+  Part parts[] = {
+      {h.cmd_off, kRingEntries + std::uint64_t{h.cmd_entries} * sizeof(Command)},
+      {h.cpl_off, kRingEntries + std::uint64_t{h.cpl_entries} * sizeof(Completion)},
+      {h.kick_off, kRingEntries + std::uint64_t{h.kick_entries} * 4},
+      {h.changed_off, kRingEntries + std::uint64_t{h.changed_entries} * 4},
+      {h.waiters_off, std::uint64_t{h.max_waiters} * sizeof(WaiterEntry)},
+      {h.replies_off, std::uint64_t{kReplySlots} * sizeof(ReplySlot)},
+      {h.slots_off, std::uint64_t{h.max_sockets} * sizeof(SocketSlot)},
+      {h.procs_off, std::uint64_t{h.max_procs} * sizeof(ProcEntry)},
+      {h.counts_off, std::uint64_t{h.max_procs} * h.max_sockets * 4},
+      {h.data_off, std::uint64_t{h.max_sockets} * 2 * h.stream_ring_bytes},
+  };
+  for (const Part& p : parts) {
+    if (p.off % kCacheLine != 0 || p.off < kHeaderBytes || p.off > mapped || p.len > mapped - p.off) {
+      return "a part outside the region";
+    }
+  }
+  if (h.data_off % 4096 != 0) return "stream rings not page-aligned";
+  for (std::size_t a = 0; a < std::size(parts); ++a) {
+    for (std::size_t b = a + 1; b < std::size(parts); ++b) {
+      if (parts[a].off < parts[b].off + parts[b].len && parts[b].off < parts[a].off + parts[a].len) {
+        return "overlapping parts";
+      }
+    }
+  }
+  return nullptr;
+}
+
+// ----------------------------------------------------------------------------------- endpoints
+// An IPv4 endpoint in a completion's `value` (local_endpoint / peer_endpoint): address above the
+// port. The one place both ends pack and unpack it.
+
+struct PackedEndpoint {
+  std::uint32_t addr = 0;  ///< host byte order
+  std::uint16_t port = 0;
+};
+inline constexpr std::int64_t endpoint_pack(std::uint32_t addr, std::uint16_t port) {
+  return static_cast<std::int64_t>((std::uint64_t{addr} << 16) | port);
+}
+inline constexpr PackedEndpoint endpoint_unpack(std::int64_t v) {
+  const auto u = static_cast<std::uint64_t>(v);
+  return {static_cast<std::uint32_t>(u >> 16), static_cast<std::uint16_t>(u & 0xffff)};
+}
+static_assert(endpoint_unpack(endpoint_pack(0xc6120001u, 6379)).addr == 0xc6120001u);
+static_assert(endpoint_unpack(endpoint_pack(0xffffffffu, 65535)).port == 65535);
 
 }  // namespace pno::channel::contract

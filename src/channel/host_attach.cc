@@ -79,14 +79,16 @@ bool HostChannel::Impl::map_region(std::uint64_t region_bytes, const char* path,
   bytes = region_bytes;
   hdr = reinterpret_cast<c::RegionHeader*>(base);
   std::memcpy(&geo, hdr, sizeof(geo));
-  // Check the layout fits what was mapped before trusting any offset in it.
-  c::RegionHeader expect = geo;
-  c::Geometry g{geo.max_sockets, geo.stream_ring_bytes, geo.max_waiters, geo.cmd_entries,
-                geo.cpl_entries, geo.changed_entries, geo.max_procs};
-  if (geo.magic != c::kRegionMagic || geo.abi_version != c::kAbiVersion || !c::layout(g, expect) ||
-      std::memcmp(&expect, &geo, sizeof(expect)) != 0 || geo.region_bytes != region_bytes) {
-    std::snprintf(why.data(), why.size(), "engine at %s: region layout does not match ABI version %u", path,
+  // The offsets are used as the engine published them, once they are known to lie inside what
+  // was mapped and not to overlap: the host does not recompute the engine's layout.
+  if (const char* bad = c::validate(geo, region_bytes); bad != nullptr) {
+    std::snprintf(why.data(), why.size(), "engine at %s: unusable region (%s) for ABI version %u", path, bad,
                   c::kAbiVersion);
+    return false;
+  }
+  if ((geo.features & ~c::kFeaturesKnown) != 0) {
+    std::snprintf(why.data(), why.size(), "engine at %s: region uses features %#llx this host does not know", path,
+                  static_cast<unsigned long long>(geo.features));
     return false;
   }
   pid = static_cast<std::uint32_t>(getpid());
@@ -126,33 +128,28 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
   }
   c::AttachRequest req;
   req.pid = static_cast<std::uint32_t>(getpid());
+  req.features = c::kFeaturesKnown;
   if (::send(fd, &req, sizeof(req), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(req))) {
     std::snprintf(why.data(), why.size(), "engine at %s: send: %s", path, std::strerror(errno));
     return nullptr;
   }
   c::AttachReply rep;
-  iovec iov{&rep, sizeof(rep)};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr m = one_buffer_msg(iov, cbuf);
   pollfd p{fd, POLLIN, 0};
   if (::poll(&p, 1, 5000) != 1) {
     std::snprintf(why.data(), why.size(), "engine at %s did not answer the attach request", path);
     return nullptr;
   }
-  const ssize_t r = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
   int fds[2] = {-1, -1};
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&m); cm != nullptr; cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-      const std::size_t n = std::min<std::size_t>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int), 2);
-      std::memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
-    }
-  }
+  const ssize_t r = channel::recv_with_fds(fd, &rep, sizeof(rep), fds, 0);
   auto close_fds = [&] {
     for (int f : fds) {
       if (f >= 0) ::close(f);
     }
   };
-  if (r != static_cast<ssize_t>(sizeof(rep)) || rep.magic != c::kAttachMagic) {
+  // A refusal from an engine of another version still carries the prefix up to `why`.
+  constexpr auto kPrefix = static_cast<ssize_t>(offsetof(c::AttachReply, features));
+  if (r < kPrefix || rep.magic != c::kAttachMagic ||
+      (rep.status == c::AttachStatus::ok && r != static_cast<ssize_t>(sizeof(rep)))) {
     close_fds();
     std::snprintf(why.data(), why.size(), "engine at %s sent a malformed attach reply", path);
     return nullptr;
@@ -167,6 +164,12 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
       std::snprintf(why.data(), why.size(), "engine at %s refused the attach: %s", path, rep.why);
     }
     std::fprintf(stderr, "pno: %s\n", why.data());
+    return nullptr;
+  }
+  if ((rep.features & ~req.features) != 0) {
+    close_fds();
+    std::snprintf(why.data(), why.size(), "engine at %s granted features %#llx it was not asked for", path,
+                  static_cast<unsigned long long>(rep.features));
     return nullptr;
   }
   if (fds[0] < 0 || fds[1] < 0 || rep.region_bytes < c::kHeaderBytes) {

@@ -145,8 +145,8 @@ Result<Endpoint> HostChannel::Impl::endpoint_call(HostSocket s, c::Op op) {
   const Errc if_gone = op == c::Op::peer_endpoint ? Errc::not_conn : Errc::conn_reset;
   const Result<c::Completion> cp = sock_call(s, sock_cmd(op, s), if_gone);
   if (!cp) return cp.error();
-  const auto v = static_cast<std::uint64_t>(cp.value().value);
-  return Endpoint{Ipv4Addr{static_cast<std::uint32_t>(v >> 16)}, static_cast<std::uint16_t>(v & 0xffff)};
+  const c::PackedEndpoint ep = c::endpoint_unpack(cp.value().value);
+  return Endpoint{Ipv4Addr{ep.addr}, ep.port};
 }
 
 // --- control calls

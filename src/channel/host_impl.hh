@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "channel/contract.hh"
+#include "channel/fd_passing.hh"
 #include "channel/host.hh"
 #include "channel/spsc.hh"
 
@@ -35,17 +36,6 @@ int dup_high(int fd);
 /// Moves `fd` to a high descriptor number, close-on-exec, so the application's fd numbering is
 /// unaffected and dup2(x, small) never hits it. Returns the new fd (or the old one on failure).
 int move_high(int fd);
-
-/// A message of one buffer with room for ancillary data (the fds SCM_RIGHTS carries on the attach
-/// connection).
-inline msghdr one_buffer_msg(iovec& iov, std::span<char> control) {
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = control.data();
-  m.msg_controllen = control.size();
-  return m;
-}
 
 /// A spin lock on a region word shared by threads and processes. The word holds the holder's pid:
 /// a holder killed inside the critical section (kill -9) is detected and its lock taken over.
@@ -177,7 +167,7 @@ struct HostChannel::Impl {
   template <typename T>
   SpscRing<T> ring(std::uint64_t off, std::uint32_t n) const {
     return SpscRing<T>(reinterpret_cast<c::RingIndices*>(base + off),
-                       reinterpret_cast<T*>(base + off + sizeof(c::RingIndices)), n);
+                       reinterpret_cast<T*>(base + off + c::kRingEntries), n);
   }
 
   /// The slot of a live handle, or nullptr (stale or out-of-range handle).

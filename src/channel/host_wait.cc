@@ -49,15 +49,8 @@ Waiter* HostChannel::Impl::thread_waiter() {
     RegionLock lk(hdr->ctl_lock.owner, pid);
     c::WaiterRegister req;
     req.index = idx;
-    iovec iov{&req, sizeof(req)};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-    msghdr m = one_buffer_msg(iov, cbuf);
-    cmsghdr* cm = CMSG_FIRSTHDR(&m);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &efd, sizeof(int));
-    if (::sendmsg(conn_fd, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(req))) {
+    const int fds[1] = {efd};
+    if (channel::send_with_fds(conn_fd, &req, sizeof(req), fds, 0) == static_cast<ssize_t>(sizeof(req))) {
       pollfd p{conn_fd, POLLIN, 0};
       if (::poll(&p, 1, 5000) == 1) {
         c::WaiterReply rep;

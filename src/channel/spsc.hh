@@ -81,7 +81,7 @@ inline void ring_copy_out(const std::byte* ring, std::uint32_t size, std::uint32
   std::memcpy(dst + first, ring, n - first);
 }
 
-/// Engine side: consumer of a host-produced ring at `off` (RingIndices, then entries).
+/// Engine side: consumer of a host-produced ring at `off` (RingIndices, a spare line, then entries).
 template <typename T>
 class DmaRingConsumer {
  public:
@@ -100,7 +100,7 @@ class DmaRingConsumer {
     if (k == 0) return true;
     const std::uint32_t pos = head_ & (n_ - 1);
     const std::size_t first = std::min<std::size_t>(k, n_ - pos);
-    const std::uint64_t base = off_ + sizeof(contract::RingIndices);
+    const std::uint64_t base = off_ + contract::kRingEntries;
     if (!dma_->read(base + std::uint64_t{pos} * sizeof(T), std::as_writable_bytes(out.first(first)))) return false;
     if (k > first && !dma_->read(base, std::as_writable_bytes(out.subspan(first, k - first)))) return false;
     head_ += static_cast<std::uint32_t>(k);
@@ -146,7 +146,7 @@ class DmaRingProducer {
     if (k == 0) return 0;
     const std::uint32_t pos = tail_ & (n_ - 1);
     const std::size_t first = std::min<std::size_t>(k, n_ - pos);
-    const std::uint64_t base = off_ + sizeof(contract::RingIndices);
+    const std::uint64_t base = off_ + contract::kRingEntries;
     if (!dma_->write(base + std::uint64_t{pos} * sizeof(T), std::as_bytes(in.first(first)))) return 0;
     if (k > first && !dma_->write(base, std::as_bytes(in.subspan(first, k - first)))) return 0;
     tail_ += static_cast<std::uint32_t>(k);

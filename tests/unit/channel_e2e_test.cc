@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "channel/contract.hh"
+#include "channel/fd_passing.hh"
 #include "channel/host.hh"
 #include "engine/host_service.hh"
 #include "stack/stack.hh"
@@ -847,6 +849,91 @@ TEST(ChannelAttach, HostSeesTheEnginesVersionInWhy) {
   char why2[256] = {};
   EXPECT_EQ(HostChannel::attach(path.c_str(), why2), nullptr);
   EXPECT_NE(std::string(why2).find("cannot reach the engine"), std::string::npos) << why2;
+}
+
+/// A raw attach connection to the bench's engine (the host end's checks bypassed).
+int raw_attach_socket(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, path.c_str());
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  return fd;
+}
+
+TEST(ChannelAttach, HostOfAnOlderVersionWithAShorterRequestHearsWhy) {
+  Bench b;
+  const int fd = raw_attach_socket(b.path);
+  // ABI 4's request: 16 bytes, no features word.
+  const std::uint32_t old_req[4] = {c::kAttachMagic, 4, static_cast<std::uint32_t>(getpid()), 0};
+  ASSERT_EQ(::send(fd, old_req, sizeof(old_req), 0), static_cast<ssize_t>(sizeof(old_req)));
+  c::AttachReply rep;
+  ssize_t r = -1;
+  b.run_until([&] {
+    r = ::recv(fd, &rep, sizeof(rep), MSG_DONTWAIT);
+    return r >= 0;
+  }, 5);
+  ASSERT_GE(r, static_cast<ssize_t>(offsetof(c::AttachReply, features)));
+  EXPECT_EQ(rep.status, c::AttachStatus::version_mismatch);
+  EXPECT_NE(std::string(rep.why).find("version 4"), std::string::npos) << rep.why;
+  ::close(fd);
+}
+
+TEST(ChannelAttach, EngineGrantsOnlyFeaturesItKnowsAndTheHostAskedFor) {
+  Bench b;
+  const int fd = raw_attach_socket(b.path);
+  c::AttachRequest req;
+  req.pid = static_cast<std::uint32_t>(getpid());
+  req.features = ~std::uint64_t{0};  // asks for everything, including bits no version defines
+  ASSERT_EQ(::send(fd, &req, sizeof(req), 0), static_cast<ssize_t>(sizeof(req)));
+  c::AttachReply rep;
+  int fds[2] = {-1, -1};
+  ssize_t r = -1;
+  b.run_until([&] {
+    r = recv_with_fds(fd, &rep, sizeof(rep), fds, MSG_DONTWAIT);
+    return r >= 0;
+  }, 5);
+  ASSERT_EQ(r, static_cast<ssize_t>(sizeof(rep)));
+  ASSERT_EQ(rep.status, c::AttachStatus::ok) << rep.why;
+  EXPECT_EQ(rep.features, c::kFeaturesKnown & req.features);
+  ASSERT_GE(fds[0], 0);
+  ASSERT_GE(fds[1], 0);
+  c::RegionHeader h;
+  ASSERT_EQ(::pread(fds[0], &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
+  EXPECT_EQ(h.features, rep.features);
+  EXPECT_EQ(c::validate(h, rep.region_bytes), nullptr);
+  for (int x : fds) ::close(x);
+  ::close(fd);
+}
+
+TEST(ChannelAttach, HostRefusesAnEngineThatGrantsFeaturesItDidNotAskFor) {
+  const std::string path = "/tmp/pnoc-fake-feat-" + std::to_string(getpid()) + ".sock";
+  ::unlink(path.c_str());
+  const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, path.c_str());
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::accept(l, nullptr, nullptr);
+    c::AttachRequest req;
+    [[maybe_unused]] auto r = ::recv(fd, &req, sizeof(req), 0);
+    c::AttachReply rep;
+    rep.region_bytes = 1 << 20;
+    rep.features = std::uint64_t{1} << 40;
+    const int fds[2] = {::eventfd(0, 0), ::eventfd(0, 0)};
+    [[maybe_unused]] auto w = send_with_fds(fd, &rep, sizeof(rep), fds, 0);
+    _exit(0);
+  }
+  char why[256] = {};
+  EXPECT_EQ(HostChannel::attach(path.c_str(), why), nullptr);
+  EXPECT_NE(std::string(why).find("granted features"), std::string::npos) << why;
+  waitpid(pid, nullptr, 0);
+  ::close(l);
+  ::unlink(path.c_str());
 }
 
 TEST(ChannelE2e, DrainChangedListsChangedSocketsAndReportsOverflow) {

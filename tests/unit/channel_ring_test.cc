@@ -19,15 +19,16 @@ namespace c = pno::channel::contract;
 
 namespace {
 
-/// A ring of `n` u64 entries in a MAP_SHARED anonymous mapping (shared across fork).
+/// A ring of `n` u64 entries in a MAP_SHARED anonymous mapping (shared across fork), laid out as
+/// in the region: indices, a spare line, entries.
 struct SharedRing {
   explicit SharedRing(std::uint32_t n) : n(n) {
-    bytes = sizeof(c::RingIndices) + n * sizeof(std::uint64_t);
+    bytes = c::kRingEntries + n * sizeof(std::uint64_t);
     mem = static_cast<std::byte*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   }
   ~SharedRing() { munmap(mem, bytes); }
   SpscRing<std::uint64_t> ring() {
-    return {reinterpret_cast<c::RingIndices*>(mem), reinterpret_cast<std::uint64_t*>(mem + sizeof(c::RingIndices)), n};
+    return {reinterpret_cast<c::RingIndices*>(mem), reinterpret_cast<std::uint64_t*>(mem + c::kRingEntries), n};
   }
   std::uint32_t n;
   std::size_t bytes;
@@ -222,7 +223,8 @@ TEST(ChannelDma, PrepareMapsTheRangeSoTheDataPathTakesNoPageFault) {
 }
 
 TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
-  static_assert(c::kAbiVersion == 4);  // 2: the process table; 3: no-reply commands; 4: snd_nospace
+  static_assert(c::kAbiVersion == 5);  // 2: the process table; 3: no-reply commands; 4: snd_nospace;
+                                      // 5: features, reserved words, published offsets, spare ring line
   static_assert(c::kNoReply >= c::kReplySlots);
   static_assert(sizeof(c::RingIndices) == 128);
   static_assert(offsetof(c::RingIndices, tail) - offsetof(c::RingIndices, head) >= c::kCacheLine);
@@ -236,7 +238,7 @@ TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
   c::RegionHeader h;
   ASSERT_TRUE(c::layout(c::Geometry{}, h));
   const std::uint64_t offs[] = {h.cmd_off,     h.cpl_off,   h.kick_off,          h.changed_off, h.waiters_off,
-                                h.replies_off, h.slots_off, h.procs_off, c::counts_off(h), h.data_off};
+                                h.replies_off, h.slots_off, h.procs_off, h.counts_off, h.data_off};
   std::uint64_t prev = 0;
   for (auto o : offs) {
     EXPECT_EQ(o % c::kCacheLine, 0u);
@@ -261,4 +263,49 @@ TEST(ChannelContract, LayoutIsCacheLineSeparatedAndVersioned) {
   EXPECT_NE(c::handle_make(0, 0), 0u);
   EXPECT_EQ(c::handle_index(c::handle_make(77, 5)), 77u);
   EXPECT_EQ(c::handle_gen(c::handle_make(77, 5)), 5u);
+}
+
+TEST(ChannelContract, HostAcceptsAnyPublishedLayoutThatFitsAndRefusesOneThatDoesNot) {
+  c::RegionHeader h;
+  ASSERT_TRUE(c::layout(c::Geometry{}, h));
+  EXPECT_EQ(c::validate(h, h.region_bytes), nullptr);
+  // Ring entries start one spare line after the indices.
+  EXPECT_EQ(c::kRingEntries, sizeof(c::RingIndices) + c::kCacheLine);
+  EXPECT_GE(h.cpl_off - h.cmd_off, c::kRingEntries + std::uint64_t{h.cmd_entries} * sizeof(c::Command));
+
+  // An engine may place the parts elsewhere (here: a page of room before the slots, and the
+  // process table after the stream rings): the host takes the offsets as published.
+  c::RegionHeader moved = h;
+  moved.slots_off += 4096;
+  moved.procs_off += 4096;
+  moved.counts_off += 4096;
+  moved.data_off += 4096;
+  moved.region_bytes += 4096;
+  EXPECT_EQ(c::validate(moved, moved.region_bytes), nullptr);
+
+  auto refused = [&](auto change) {
+    c::RegionHeader b = h;
+    change(b);
+    return c::validate(b, h.region_bytes) != nullptr;
+  };
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.region_bytes -= 4096; }));                // not what was mapped
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.counts_off = b.region_bytes - 64; }));    // runs past the end
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.cmd_off = ~std::uint64_t{0} - 63; }));    // wraps around
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.cpl_off = b.cmd_off + 64; }));            // overlaps commands
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.waiters_off = 64; }));                    // inside the header
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.slots_off += 8; }));                      // misaligned
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.data_off += 64; }));                     // rings off a page
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.cmd_entries = 100; }));                   // not a power of two
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.kick_entries = b.max_sockets; }));        // kicks could overflow
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.max_sockets = 70000; }));                 // beyond handles
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.n_addrs = 9; }));
+  EXPECT_TRUE(refused([](c::RegionHeader& b) { b.abi_version = c::kAbiVersion - 1; }));
+}
+
+TEST(ChannelContract, EndpointsPackAndUnpackOnBothEnds) {
+  const c::PackedEndpoint e = c::endpoint_unpack(c::endpoint_pack(0xc6120001u, 6379));
+  EXPECT_EQ(e.addr, 0xc6120001u);
+  EXPECT_EQ(e.port, 6379);
+  EXPECT_EQ(c::endpoint_unpack(c::endpoint_pack(0, 0)).addr, 0u);
+  EXPECT_GE(c::endpoint_pack(0xffffffffu, 0xffff), 0);  // fits the completion's signed value
 }

@@ -18,20 +18,6 @@ namespace pno::engine {
 
 using namespace host;
 
-namespace {
-
-/// A message of one buffer with room for descriptors (SCM_RIGHTS) in `cbuf`.
-msghdr fd_message(iovec& iov, std::span<char> cbuf) {
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = cbuf.data();
-  m.msg_controllen = cbuf.size();
-  return m;
-}
-
-}  // namespace
-
 Errc HostService::Impl::listen_socket() {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
@@ -98,7 +84,11 @@ void HostService::Impl::handshake(Family& f) {
   c::AttachRequest req;
   const ssize_t r = ::recv(f.conn_fd, &req, sizeof(req), MSG_DONTWAIT);
   if (r < 0 && errno == EAGAIN) return;
-  if (r != static_cast<ssize_t>(sizeof(req)) || req.magic != c::kAttachMagic) {
+  // Magic and version are all a host of another version is sure to share with us (contract.hh);
+  // a request of our version must be whole.
+  constexpr auto kPrefix = static_cast<ssize_t>(offsetof(c::AttachRequest, pid));
+  if (r < kPrefix || req.magic != c::kAttachMagic ||
+      (req.abi_version == c::kAbiVersion && r != static_cast<ssize_t>(sizeof(req)))) {
     f.dead = true;
     return;
   }
@@ -117,8 +107,10 @@ void HostService::Impl::handshake(Family& f) {
     refuse(f, rep, c::AttachStatus::version_mismatch);
     return;
   }
+  // Only what both ends know: never a bit the host did not ask for.
+  rep.features = req.features & c::kFeaturesKnown;
   int memfd = -1;
-  if (!create_region(f, memfd)) {
+  if (!create_region(f, rep.features, memfd)) {
     std::snprintf(rep.why, sizeof(rep.why), "cannot create the shared region: %s", std::strerror(errno));
     refuse(f, rep, c::AttachStatus::no_resources);
     close_fd(memfd);
@@ -154,26 +146,19 @@ void HostService::Impl::handshake(Family& f) {
 /// The accepting reply with SCM_RIGHTS [region memfd, doorbell eventfd]; closes our memfd.
 bool HostService::Impl::send_region(Family& f, c::AttachReply& rep, int& memfd) {
   rep.region_bytes = f.bytes;
-  iovec iov{&rep, sizeof(rep)};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr m = fd_message(iov, cbuf);
-  cmsghdr* cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
   const int fds[2] = {memfd, f.doorbell_fd};
-  std::memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-  const ssize_t w = ::sendmsg(f.conn_fd, &m, MSG_NOSIGNAL);
+  const ssize_t w = channel::send_with_fds(f.conn_fd, &rep, sizeof(rep), fds, 0);
   close_fd(memfd);  // the mapping stays; the host holds its own reference now
   return w == static_cast<ssize_t>(sizeof(rep));
 }
 
-bool HostService::Impl::create_region(Family& f, int& memfd) {
+bool HostService::Impl::create_region(Family& f, std::uint64_t features, int& memfd) {
   c::RegionHeader h;
   if (!c::layout(cfg.geometry, h)) {
     errno = EINVAL;
     return false;
   }
+  h.features = features;
   h.n_addrs = static_cast<std::uint32_t>(std::min<std::size_t>(cfg.addrs.size(), 8));
   for (std::uint32_t i = 0; i < h.n_addrs; ++i) {
     h.addrs[i].addr = cfg.addrs[i].addr.v;
@@ -222,25 +207,10 @@ void HostService::Impl::control(Family& f) {
   }
   for (;;) {
     c::WaiterRegister req;
-    iovec iov{&req, sizeof(req)};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(4 * sizeof(int))] = {};
-    msghdr m = fd_message(iov, cbuf);
-    const ssize_t r = ::recvmsg(f.conn_fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    int fds[1] = {-1};
+    const ssize_t r = channel::recv_with_fds(f.conn_fd, &req, sizeof(req), fds, MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    int fd = -1;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&m); cm != nullptr; cm = CMSG_NXTHDR(&m, cm)) {
-      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-      const std::size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t k = 0; k < n; ++k) {
-        int x;
-        std::memcpy(&x, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-        if (fd < 0) {
-          fd = x;
-        } else {
-          ::close(x);
-        }
-      }
-    }
+    int fd = fds[0];
     if (r <= 0) {  // hang-up: every process of the family is gone
       close_fd(fd);
       f.dead = true;

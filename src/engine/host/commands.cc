@@ -159,7 +159,7 @@ c::Completion HostService::Impl::exec_query(Family& f, std::uint32_t i, EngSock&
     case c::Op::peer_endpoint: {
       const auto r = cmd.op == c::Op::local_endpoint ? tcp->local_endpoint(s.id) : tcp->peer_endpoint(s.id);
       if (!r) return answer(cp, r.error());
-      cp.value = static_cast<std::int64_t>((std::uint64_t{(*r).addr.v} << 16) | (*r).port);
+      cp.value = c::endpoint_pack((*r).addr.v, (*r).port);
       return cp;
     }
     default: {  // Op::info

@@ -137,7 +137,7 @@ int HostService::attach_for_test(std::byte** base, std::uint64_t* bytes) {
   auto f = std::make_unique<Family>();
   f->id = im.next_family++;
   int memfd = -1;
-  if (!im.create_region(*f, memfd)) {
+  if (!im.create_region(*f, 0, memfd)) {
     close_fd(memfd);
     return -1;
   }

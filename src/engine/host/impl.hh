@@ -26,6 +26,7 @@
 
 #include "channel/contract.hh"
 #include "channel/dma.hh"
+#include "channel/fd_passing.hh"
 #include "channel/pcie_model.hh"
 #include "channel/spsc.hh"
 #include "engine/host_service.hh"
@@ -188,7 +189,7 @@ struct HostService::Impl {
   void handshake(Family& f);
   void refuse(Family& f, c::AttachReply& rep, c::AttachStatus status);
   bool send_region(Family& f, c::AttachReply& rep, int& memfd);
-  bool create_region(Family& f, int& memfd);
+  bool create_region(Family& f, std::uint64_t features, int& memfd);
   void control(Family& f);
   void waiter_message(Family& f, const c::WaiterRegister& req, ssize_t len, int fd);
   void poll_control();

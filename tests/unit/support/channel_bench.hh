@@ -79,11 +79,11 @@ inline engine::HostServiceConfig small_in_process_config() {
 }
 
 /// A ring of a region the engine attached in process (HostService::attach_for_test), as the host
-/// sees it: RingIndices at `off`, then `entries` slots of T (the layout in channel/contract.hh).
+/// sees it: RingIndices at `off`, then from `off + kRingEntries` `entries` slots of T (channel/contract.hh).
 template <class T>
 channel::SpscRing<T> region_ring(std::byte* base, std::uint64_t off, std::uint32_t entries) {
   return {reinterpret_cast<channel::contract::RingIndices*>(base + off),
-          reinterpret_cast<T*>(base + off + sizeof(channel::contract::RingIndices)), entries};
+          reinterpret_cast<T*>(base + off + channel::contract::kRingEntries), entries};
 }
 
 /// Hands every pending TCP event of the engine's stack to the HostService.
