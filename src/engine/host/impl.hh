@@ -30,8 +30,8 @@
 #include "channel/pcie_model.hh"
 #include "channel/spsc.hh"
 #include "engine/host_service.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
 
 namespace pno::tcp {
 class TcpLayer;
@@ -139,7 +139,8 @@ struct Family {
   }
 };
 
-struct SockRef {
+/// Which family's which slot a stack socket belongs to (routing TcpLayer events to the host).
+struct SlotRef {
   std::uint32_t family;
   std::uint32_t index;
 };
@@ -160,7 +161,7 @@ struct HostService::Impl {
   int epfd = -1;
   std::uint32_t next_family = 1;
   std::vector<std::unique_ptr<Family>> fams;
-  std::unordered_map<SocketId, host::SockRef> by_tcp;
+  std::unordered_map<SocketId, host::SlotRef> by_tcp;
   std::vector<std::byte> staging = std::vector<std::byte>(host::kStaging);
   std::vector<std::uint32_t> work;
   std::vector<std::pair<std::uint32_t, std::uint32_t>> lingering;  ///< (family, slot) in a blocking close

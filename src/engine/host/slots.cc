@@ -38,7 +38,7 @@ bool HostService::Impl::alloc_slot(Family& f, SocketId id, c::SlotState st, std:
   fresh.flags = s.flags;
   fresh.tcp_ready = s.tcp_ready;
   f.dma->write(c::slot_off(f.geo, i), std::as_bytes(std::span(&fresh, 1)));
-  by_tcp[id] = SockRef{f.id, i};
+  by_tcp[id] = SlotRef{f.id, i};
   out = i;
   return true;
 }
