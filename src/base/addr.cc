@@ -1,4 +1,4 @@
-#include "stack/addr.hh"
+#include "base/addr.hh"
 
 #include <charconv>
 #include <cstdio>

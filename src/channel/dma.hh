@@ -13,7 +13,7 @@
 #include <cstdint>
 
 #include "channel/pcie_model.hh"
-#include "stack/bytes.hh"
+#include "base/bytes.hh"
 
 namespace pno::channel {
 

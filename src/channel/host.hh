@@ -22,10 +22,10 @@
 #include <memory>
 #include <span>
 
-#include "stack/addr.hh"
-#include "stack/errc.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/addr.hh"
+#include "base/errc.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
 
 namespace pno::channel {
 

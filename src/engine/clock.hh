@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno::engine {
 

@@ -24,7 +24,7 @@
 #include "channel/pcie_model.hh"
 #include "engine/idle_wake.hh"
 #include "engine/service.hh"
-#include "stack/addr.hh"
+#include "base/addr.hh"
 
 namespace pno::engine {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "engine/engine_counters.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
 
 struct rte_mbuf;
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "stack/config.hh"
 #include "stack/tcp/tcp_layer.hh"
 
 namespace pno::engine {

@@ -15,9 +15,10 @@
 
 #include "engine/engine_counters.hh"
 #include "engine/impair.hh"
-#include "stack/addr.hh"
+#include "base/addr.hh"
 #include "stack/frame_sink.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
+#include "stack/config.hh"
 
 struct rte_mempool;
 struct rte_mbuf;

@@ -2,9 +2,9 @@
 // (tcp::TcpLayer) and is driven by the TCP layer's readiness events.
 #pragma once
 
-#include "stack/errc.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/errc.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
 
 namespace pno::tcp {
 class TcpLayer;

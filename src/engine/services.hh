@@ -16,10 +16,11 @@
 
 #include "engine/engine_counters.hh"
 #include "engine/service.hh"
-#include "stack/addr.hh"
-#include "stack/errc.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/addr.hh"
+#include "base/errc.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
+#include "stack/config.hh"
 
 namespace pno::engine {
 

@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "stack/socket.hh"
+#include "base/socket.hh"
 
 namespace pno::shim {
 

@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <optional>
 
-#include "stack/addr.hh"
-#include "stack/errc.hh"
-#include "stack/socket.hh"
+#include "base/addr.hh"
+#include "base/errc.hh"
+#include "base/socket.hh"
 
 namespace pno::shim {
 

@@ -3,8 +3,8 @@
 
 #include <cstdint>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 
 namespace pno {
 

@@ -7,12 +7,45 @@
 #include <cstdint>
 #include <optional>
 
-#include "stack/addr.hh"
+#include "base/addr.hh"
+#include "base/time.hh"
 #include "stack/frame_sink.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
 
 namespace pno {
+
+enum class CongestionAlgo : std::uint8_t { new_reno, cubic };
+
+/// TCP tunables. Defaults follow Linux where it has one.
+struct TcpConfig {
+  Duration msl = std::chrono::seconds(30);         ///< TIME_WAIT lasts 2*msl (RFC 9293 §3.4.2)
+  Duration rto_initial = std::chrono::seconds(1);  ///< RFC 6298 §2.1
+  Duration rto_min = std::chrono::milliseconds(200);  ///< Linux TCP_RTO_MIN (RFC 6298 says 1 s)
+  Duration rto_max = std::chrono::seconds(120);
+  std::uint8_t syn_retries = 6;                    ///< tcp_syn_retries
+  std::uint8_t synack_retries = 5;                 ///< tcp_synack_retries
+  std::uint8_t retries2 = 15;                      ///< tcp_retries2
+  Duration delayed_ack = std::chrono::milliseconds(40);
+  std::uint32_t rcvbuf_initial = 128 * 1024;       ///< auto-tuning starts here
+  std::uint32_t rcvbuf_max = 6 * 1024 * 1024;      ///< and grows up to here
+  /// Receive-window budget for the whole layer (bytes; 0 = none): while more than one connection
+  /// receives, the windows left open (right edge minus RCV.NXT, summed) stay within it, so a
+  /// receiver with few frame buffers (e.g. an AF_XDP fill ring) never invites more than it can hold.
+  std::uint64_t rcv_budget = 0;
+  std::uint32_t rcv_budget_floor_segs = 4;         ///< each connection may always open this many segments
+  std::uint32_t sndbuf_initial = 256 * 1024;
+  std::uint32_t sndbuf_max = 4 * 1024 * 1024;
+  bool timestamps = true;                          ///< RFC 7323
+  bool sack = true;                                ///< RFC 2018
+  bool window_scaling = true;                      ///< RFC 7323 §2
+  CongestionAlgo congestion = CongestionAlgo::cubic;
+  std::uint32_t max_sockets = 65536;
+  std::uint32_t syn_backlog = 1024;                ///< SYN queue size per listener
+  bool syn_cookies = true;                         ///< when the SYN queue is full
+  std::uint16_t ephemeral_lo = 32768, ephemeral_hi = 60999;
+  Duration keepalive_idle = std::chrono::seconds(7200);
+  Duration keepalive_intvl = std::chrono::seconds(75);
+  std::uint8_t keepalive_probes = 9;
+};
 
 /// Largest packet that fits a small ARP queue buffer: IPv4 + TCP headers with the most options.
 inline constexpr std::size_t kArpSmallPacket = 128;

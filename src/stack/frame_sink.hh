@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "stack/bytes.hh"
+#include "base/bytes.hh"
 
 namespace pno {
 

@@ -4,8 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 
 namespace pno {
 

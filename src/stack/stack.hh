@@ -7,9 +7,9 @@
 
 #include "stack/config.hh"
 #include "stack/counters.hh"
-#include "stack/errc.hh"
+#include "base/errc.hh"
 #include "stack/frame_sink.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno {
 

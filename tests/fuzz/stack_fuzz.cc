@@ -19,7 +19,7 @@
 #include <optional>
 #include <vector>
 
-#include "stack/bytes.hh"
+#include "base/bytes.hh"
 #include "stack/checksum.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"

@@ -4,7 +4,7 @@
 #include <span>
 #include <vector>
 
-#include "stack/addr.hh"
+#include "base/addr.hh"
 #include "stack/checksum.hh"
 #include "stack/seq.hh"
 

@@ -14,12 +14,12 @@
 #include <optional>
 #include <vector>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 #include "stack/counters.hh"
 #include "stack/frame_sink.hh"
 #include "stack/config.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno::net {
 

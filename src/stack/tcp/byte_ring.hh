@@ -8,7 +8,7 @@
 #include <span>
 #include <utility>
 
-#include "stack/bytes.hh"
+#include "base/bytes.hh"
 
 namespace pno::tcp {
 

@@ -7,8 +7,9 @@
 #include <cstdint>
 #include <variant>
 
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
+#include "stack/config.hh"
 
 namespace pno::tcp {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "stack/addr.hh"
+#include "base/addr.hh"
 
 namespace pno::tcp {
 

@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <optional>
 
-#include "stack/addr.hh"
+#include "base/addr.hh"
 #include "stack/seq.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno::tcp {
 

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "stack/config.hh"
 #include "stack/tcp/conn_table.hh"
 #include "stack/tcp/isn.hh"
 #include "stack/tcp/tcb.hh"

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno::tcp {
 

@@ -6,17 +6,18 @@
 #include <cstdint>
 #include <optional>
 
-#include "stack/addr.hh"
-#include "stack/errc.hh"
+#include "base/addr.hh"
+#include "base/errc.hh"
 #include "stack/seq.hh"
-#include "stack/socket.hh"
+#include "base/socket.hh"
 #include "stack/tcp/byte_ring.hh"
 #include "stack/tcp/congestion.hh"
 #include "stack/tcp/reassembly.hh"
 #include "stack/tcp/rtt.hh"
 #include "stack/tcp/sack_scoreboard.hh"
 #include "stack/tcp/tcp_state.hh"
-#include "stack/time.hh"
+#include "base/time.hh"
+#include "stack/config.hh"
 
 namespace pno::tcp {
 

@@ -9,13 +9,14 @@
 
 #include <memory>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 #include "stack/counters.hh"
-#include "stack/errc.hh"
+#include "base/errc.hh"
 #include "stack/ip_output.hh"
-#include "stack/socket.hh"
-#include "stack/time.hh"
+#include "base/socket.hh"
+#include "base/time.hh"
+#include "stack/config.hh"
 
 namespace pno::tcp {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "stack/time.hh"
+#include "base/time.hh"
 
 namespace pno::tcp {
 

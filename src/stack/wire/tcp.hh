@@ -8,8 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 #include "stack/seq.hh"
 #include "stack/wire/checked.hh"
 

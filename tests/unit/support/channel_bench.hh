@@ -19,7 +19,7 @@
 #include "channel/contract.hh"
 #include "channel/spsc.hh"
 #include "engine/host_service.hh"
-#include "stack/addr.hh"
+#include "base/addr.hh"
 #include "stack/frame_sink.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "stack/addr.hh"
-#include "stack/bytes.hh"
+#include "base/addr.hh"
+#include "base/bytes.hh"
 #include "stack/frame_sink.hh"
 
 namespace pno::test {

@@ -23,7 +23,8 @@
 
 #include "stack/counters.hh"
 #include "stack/ip_output.hh"
-#include "stack/socket.hh"
+#include "base/socket.hh"
+#include "stack/config.hh"
 #include "stack/tcp/tcp_layer.hh"
 #include "stack/tcp/tcp_state.hh"
 #include "stack/wire/tcp.hh"

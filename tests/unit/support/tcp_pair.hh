@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "stack/config.hh"
 #include "stack/counters.hh"
 #include "stack/ip_output.hh"
 #include "stack/tcp/tcp_layer.hh"

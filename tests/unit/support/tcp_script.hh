@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "stack/config.hh"
 #include "support/tcp_harness.hh"
 
 namespace pno::test {
