@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "base/counter_list.hh"
+
 namespace pno::engine {
 
 // X(name, description)
@@ -51,27 +53,13 @@ namespace pno::engine {
   X(dma_write_batches, "PCIe model: batches with a posted write")                     \
   X(dma_stall_ns, "PCIe model: modelled ns the engine spun waiting on the link")
 
-enum class EngineCounter : std::uint16_t {
-#define PNO_ENGINE_COUNTER_ENUM(name, desc) name,
-  PNO_ENGINE_COUNTERS(PNO_ENGINE_COUNTER_ENUM)
-#undef PNO_ENGINE_COUNTER_ENUM
-      count_
-};
+enum class EngineCounter : std::uint16_t { PNO_ENGINE_COUNTERS(PNO_COUNTER_ENUMERATOR) count_ };
 
 inline constexpr std::size_t kEngineCounterCount = static_cast<std::size_t>(EngineCounter::count_);
 
 inline constexpr std::array<std::string_view, kEngineCounterCount> kEngineCounterNames = {
-#define PNO_ENGINE_COUNTER_NAME(name, desc) #name,
-    PNO_ENGINE_COUNTERS(PNO_ENGINE_COUNTER_NAME)
-#undef PNO_ENGINE_COUNTER_NAME
-};
+    PNO_ENGINE_COUNTERS(PNO_COUNTER_NAME)};
 
-struct EngineCounters {
-  std::array<std::uint64_t, kEngineCounterCount> v{};
-  void inc(EngineCounter c, std::uint64_t n = 1) { v[static_cast<std::size_t>(c)] += n; }
-  [[nodiscard]] std::uint64_t get(EngineCounter c) const { return v[static_cast<std::size_t>(c)]; }
-  /// For totals kept elsewhere (the host service's DMA figures), copied in before printing.
-  void set(EngineCounter c, std::uint64_t n) { v[static_cast<std::size_t>(c)] = n; }
-};
+using EngineCounters = CounterArray<EngineCounter, kEngineCounterCount>;
 
 }  // namespace pno::engine

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/counter_list.hh"
 #include "channel/contract.hh"
 #include "channel/dma.hh"
 #include "channel/pcie_model.hh"
@@ -55,15 +56,10 @@ struct HostServiceConfig {
   X(proc_deaths, "watched processes that died (process table entries dropped)")                  \
   X(death_closes, "sockets closed because the last process holding them died")
 
-#define PNO_HOST_COUNTER_ONE(name, desc) +1
-inline constexpr std::size_t kHostCounterCount = 0 PNO_HOST_COUNTERS(PNO_HOST_COUNTER_ONE);
-#undef PNO_HOST_COUNTER_ONE
+inline constexpr std::size_t kHostCounterCount = 0 PNO_HOST_COUNTERS(PNO_COUNTER_ONE);
 
 inline constexpr std::array<std::string_view, kHostCounterCount> kHostCounterNames = {
-#define PNO_HOST_COUNTER_NAME(name, desc) #name,
-    PNO_HOST_COUNTERS(PNO_HOST_COUNTER_NAME)
-#undef PNO_HOST_COUNTER_NAME
-};
+    PNO_HOST_COUNTERS(PNO_COUNTER_NAME)};
 
 /// One host service's counters, by name (no sharing, no atomics).
 struct HostServiceStats {

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "base/counter_list.hh"
+
 namespace pno {
 
 // X(name, description)
@@ -90,33 +92,17 @@ namespace pno {
   X(tcp_conn_timeouts, "connections dropped after too many retransmissions/probes")      \
   X(tcp_conn_resets, "connections reset")
 
-enum class Counter : std::uint16_t {
-#define PNO_COUNTER_ENUM(name, desc) name,
-  PNO_COUNTERS(PNO_COUNTER_ENUM)
-#undef PNO_COUNTER_ENUM
-      count_
-};
+enum class Counter : std::uint16_t { PNO_COUNTERS(PNO_COUNTER_ENUMERATOR) count_ };
 
 inline constexpr std::size_t kCounterCount = static_cast<std::size_t>(Counter::count_);
 
 inline constexpr std::array<std::string_view, kCounterCount> kCounterNames = {
-#define PNO_COUNTER_NAME(name, desc) #name,
-    PNO_COUNTERS(PNO_COUNTER_NAME)
-#undef PNO_COUNTER_NAME
-};
+    PNO_COUNTERS(PNO_COUNTER_NAME)};
 
 inline constexpr std::array<std::string_view, kCounterCount> kCounterDescriptions = {
-#define PNO_COUNTER_DESC(name, desc) desc,
-    PNO_COUNTERS(PNO_COUNTER_DESC)
-#undef PNO_COUNTER_DESC
-};
+    PNO_COUNTERS(PNO_COUNTER_DESCRIPTION)};
 
 /// One stack instance's counters (one per lcore later: no sharing, no atomics).
-struct Counters {
-  std::array<std::uint64_t, kCounterCount> v{};
-  void inc(Counter c, std::uint64_t n = 1) { v[static_cast<std::size_t>(c)] += n; }
-  [[nodiscard]] std::uint64_t get(Counter c) const { return v[static_cast<std::size_t>(c)]; }
-  [[nodiscard]] std::uint64_t operator[](Counter c) const { return get(c); }
-};
+using Counters = CounterArray<Counter, kCounterCount>;
 
 }  // namespace pno
