@@ -51,8 +51,12 @@ inline constexpr std::uint64_t kTagDoorbell = 3ULL << 32;
 inline constexpr std::uint64_t kTagProc = 4ULL << 32;  ///< | entry << 40 | family id: a watched pid's pidfd
 inline constexpr std::uint64_t kTagMask = 0xff00000000ULL;
 inline constexpr int kErrCorrupt = EIO;
-/// How long the connections of a family that died may take to hand their send rings to TCP.
+/// A family that died: how long one of its connections may go without handing a byte of its send
+/// ring to TCP (the peer reads nothing) before it is reset, and how long they may take in all.
+/// Never a FIN after a gap: a connection that cannot deliver its whole ring is reset (Linux keeps
+/// an orphan's whole queue and resets it when it gives up: tcp_orphan_retries, tcp_out_of_resources).
 inline constexpr Duration kDyingLimit = std::chrono::seconds(30);
+inline constexpr Duration kDyingMax = std::chrono::minutes(10);
 inline constexpr std::uint16_t kDeferred = 0xfffe;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd);
@@ -83,6 +87,8 @@ struct EngSock {
   bool death_closed = false;     ///< closed because its last holder died (until the slot is reused)
   std::uint16_t linger_tag = 0;
   Instant linger_until{};
+  Instant orphan_until{};          ///< family dying: reset unless the send ring moves before this
+  std::uint32_t orphan_tail = 0;   ///< family dying: the send ring's end, read once at its death
   std::uint32_t snd_head = 0, rcv_tail = 0, acc_tail = 0;
   std::uint32_t nospace_seen = 0;  ///< the host's last snd_nospace answered with an event
   std::uint32_t flags = 0, tcp_ready = 0, event_seq = 0;
@@ -243,6 +249,7 @@ struct HostService::Impl {
   void close_socket(Family& f, std::uint32_t i, EngSock& s);
   void close_listener(Family& f, std::uint32_t i, EngSock& s);
   void start_dying(Family& f);
+  bool expire_orphans(Family& f);
   void finish_family(Family& f);
   void reap();
 
