@@ -127,6 +127,7 @@ struct Family {
   std::vector<c::Completion> backlog;  ///< completions that did not fit the ring yet
   std::uint32_t changed_overflow = 0;
   bool progress = false;
+  bool accept_starved = false;  ///< a listener left connections in TCP for want of a slot
   bool dead = false;    ///< hung up or corrupt
   bool dying = false;   ///< its sockets are being closed (see start_dying)
   Instant dying_until{};
@@ -258,6 +259,7 @@ struct HostService::Impl {
   bool serve_commands(Family& f);
   bool serve_kicks(Family& f);
   void pump_dirty(Family& f);
+  void retry_accepts(Family& f);
   void flush_backlog(Family& f);
   void corrupt(Family& f, const char* what);
   void wake(Family& f);

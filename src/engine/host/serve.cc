@@ -30,7 +30,18 @@ void HostService::Impl::serve(Family& f) {
   if (!serve_commands(f) || !serve_kicks(f)) return;
   f.dma->fence();  // kick_done stores before the host lines pump() reads
   pump_dirty(f);
+  retry_accepts(f);
   if (f.progress) wake(f);
+}
+
+/// A listener stopped pre-accepting for want of a slot and one is free now: pump every listener
+/// again (next pass) to move what waits in TCP's accept queue into its slot's queue.
+void HostService::Impl::retry_accepts(Family& f) {
+  if (!f.accept_starved || f.free_slots.empty()) return;
+  f.accept_starved = false;
+  for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
+    if (f.socks[i].state == c::SlotState::listening && !f.socks[i].closing) mark_dirty(f, i);
+  }
 }
 
 /// Commands, as many as their completions have room for. False when the family turned out corrupt.
