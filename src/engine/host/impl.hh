@@ -57,7 +57,14 @@ inline constexpr int kErrCorrupt = EIO;
 /// an orphan's whole queue and resets it when it gives up: tcp_orphan_retries, tcp_out_of_resources).
 inline constexpr Duration kDyingLimit = std::chrono::seconds(30);
 inline constexpr Duration kDyingMax = std::chrono::minutes(10);
-inline constexpr std::uint16_t kDeferred = 0xfffe;  ///< execute(): the completion comes later (blocking close)
+inline constexpr std::uint16_t kDeferred = 0xfffe;
+/// Work one family gets per engine pass; the rest waits for the next pass, so one family's flood
+/// delays only itself. A death (a registration of a pid already gone) reads the process table's
+/// rows: at most kDeathBudget of them per pass.
+inline constexpr std::uint32_t kCommandBudget = 64;
+inline constexpr std::uint32_t kKickBudget = 256;
+inline constexpr std::uint32_t kControlBudget = 16;
+inline constexpr std::uint32_t kDeathBudget = 1;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd);
 
@@ -99,6 +106,7 @@ struct EngSock {
 struct ProcWatch {
   int pidfd = -1;
   pid_t pid = 0;
+  bool gone = false;  ///< registered after its process had exited: its death waits for serve_deaths()
 };
 
 struct Family {
@@ -120,6 +128,8 @@ struct Family {
   std::vector<std::uint32_t> registered;
   std::vector<ProcWatch> procs;  ///< per process table entry
   bool watch_pids = false;       ///< the host's pids are ours (same pid namespace): watch them
+  std::uint32_t gone = 0;        ///< entries whose ProcWatch::gone is set
+  bool watch_warned = false;     ///< a failed pidfd_open was logged (once per family)
   channel::DmaRingConsumer<c::Command> cmd;
   channel::DmaRingProducer<c::Completion> cpl;
   channel::DmaRingConsumer<std::uint32_t> kicks;
@@ -174,6 +184,7 @@ struct HostService::Impl {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> lingering;  ///< (family, slot) in a blocking close
   std::vector<std::uint32_t> proc_row;        ///< proc_died(): the dead entry's counts
   std::vector<c::ProcEntry> proc_states;  ///< proc_died(): the process table after the fence
+  std::vector<std::uint32_t> proc_other;      ///< proc_died(): another counting entry's row
   Instant next_control{};
   Instant now{};
   bool busy = false;
@@ -243,7 +254,7 @@ struct HostService::Impl {
   Errc watch_proc(Family& f, std::uint32_t e, pid_t pid);
   Errc register_proc(Family& f, std::int64_t e, std::uint32_t pid);
   void proc_died(Family& f, std::uint32_t e);
-  bool drop_if_unheld(Family& f, std::uint32_t e, std::uint32_t i);
+  std::uint32_t drop_unheld(Family& f, std::uint32_t e);
 
   // family.cc
   Family* family(std::uint32_t id);
@@ -258,6 +269,7 @@ struct HostService::Impl {
   void serve(Family& f);
   bool serve_commands(Family& f);
   bool serve_kicks(Family& f);
+  void serve_deaths(Family& f);
   void pump_dirty(Family& f);
   void retry_accepts(Family& f);
   void flush_backlog(Family& f);
