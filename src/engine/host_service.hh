@@ -119,6 +119,8 @@ class HostService final : public Service, public IdleWake {
   void service_for_test(Instant now);
   /// Tests: process table entry `entry` of family `family` (attach_for_test's index) died now.
   bool proc_died_for_test(int family, std::uint32_t entry);
+  /// Tests: family `family` (attach_for_test's index) hangs up, as when its last process exits.
+  bool hang_up_for_test(int family);
   /// Process table entries whose pid is watched (pidfd), over all families.
   [[nodiscard]] int watched_procs() const;
 

@@ -117,6 +117,23 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail(EINVAL);
   if (addr != nullptr && addrlen == nullptr) return fail(EFAULT);
   if (addrlen != nullptr && static_cast<int>(*addrlen) < 0) return fail(EINVAL);
+  // The descriptor first, then the connection, as Linux's __sys_accept4_file() reserves the fd
+  // (get_unused_fd_flags) before do_accept(): at EMFILE / ENFILE the connection stays queued for
+  // a later accept() instead of being taken and closed.
+  std::uint32_t idx = st->socks.alloc();
+  if (idx == 0) return fail(ENFILE);
+  int nfd = make_placeholder(-1, (flags & SOCK_CLOEXEC) != 0);
+  if (nfd < 0 || !st->fds.in_range(nfd)) {
+    int e = nfd < 0 ? errno : EMFILE;
+    if (nfd >= 0) PNO_REAL(close)(nfd);
+    st->socks.free(idx);
+    return fail(e);
+  }
+  const auto give_back = [&](int e) {
+    PNO_REAL(close)(nfd);
+    st->socks.free(idx);
+    return fail(e);
+  };
   bool nb = r.d->nonblock.load() != 0;
   CallTimeout timeo(nb ? -1 : r.d->rcvtimeo_us.load());
   Endpoint peer{};
@@ -127,25 +144,12 @@ int accept_impl(State* st, int fd, sockaddr* addr, socklen_t* addrlen, int flags
       ns = *a;
       break;
     }
-    if (a.error() != Errc::again) return fail(to_errno(a.error()));
-    if (timeo.left_us() < 0) return fail(EAGAIN);
-    if (!st->ch->alive()) return fail(ECONNABORTED);
-    if ((ready_of(st, r.s) & (EPOLLERR | EPOLLHUP)) != 0) return fail(EINVAL);  // not listening
+    if (a.error() != Errc::again) return give_back(to_errno(a.error()));
+    if (timeo.left_us() < 0) return give_back(EAGAIN);
+    if (!st->ch->alive()) return give_back(ECONNABORTED);
+    if ((ready_of(st, r.s) & (EPOLLERR | EPOLLHUP)) != 0) return give_back(EINVAL);  // not listening
     int w = wait_socket(st, r.s, EPOLLIN | EPOLLHUP, timeo.left_us());
-    if (w != 0) return fail(w);
-  }
-  std::uint32_t idx = st->socks.alloc();
-  if (idx == 0) {
-    st->ch->close(ns);
-    return fail(ENFILE);
-  }
-  int nfd = make_placeholder(-1, (flags & SOCK_CLOEXEC) != 0);
-  if (nfd < 0 || !st->fds.in_range(nfd)) {
-    int e = nfd < 0 ? errno : EMFILE;
-    if (nfd >= 0) PNO_REAL(close)(nfd);
-    st->ch->close(ns);
-    st->socks.free(idx);
-    return fail(e);
+    if (w != 0) return give_back(w);
   }
   SockDesc& d = st->socks[idx];
   d.reset();

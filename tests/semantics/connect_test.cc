@@ -5,11 +5,14 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -293,6 +296,83 @@ TEST(Accept, ConnectionsQueuedBeforeAcceptAreAllDelivered) {
     EXPECT_GE(c.get(), 0) << errname(errno);
   }
   ASSERT_EQ(::fcntl(l, F_SETFL, O_NONBLOCK), 0);
+  errno = 0;
+  EXPECT_EQ(::accept(l, nullptr, nullptr), -1);
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+/// Lowers RLIMIT_NOFILE to just above the lowest free descriptor and takes every number below it:
+/// the next descriptor the process asks for is EMFILE. Restored on destruction.
+class FdTableFull {
+ public:
+  FdTableFull() {
+    EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &old_), 0);
+    const int lowest = ::fcntl(0, F_DUPFD, 0);
+    EXPECT_GE(lowest, 0);
+    ::close(lowest);
+    rlimit low = old_;
+    low.rlim_cur = static_cast<rlim_t>(lowest) + 4;
+    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int k = 0; k < 8; ++k) {
+      const int d = ::fcntl(0, F_DUPFD, 0);
+      if (d < 0) break;
+      held_.emplace_back(d);
+    }
+    errno = 0;
+    EXPECT_EQ(::fcntl(0, F_DUPFD, 0), -1);
+    EXPECT_EQ(errno, EMFILE);
+  }
+  ~FdTableFull() { restore(); }
+  FdTableFull(const FdTableFull&) = delete;
+  FdTableFull& operator=(const FdTableFull&) = delete;
+  /// One number free again.
+  void free_one() { held_.pop_back(); }
+  void restore() {
+    held_.clear();
+    ::setrlimit(RLIMIT_NOFILE, &old_);
+  }
+
+ private:
+  rlimit old_{};
+  std::vector<Fd> held_;
+};
+
+// Linux reserves the new descriptor before it takes a connection (__sys_accept4_file():
+// get_unused_fd_flags, then do_accept): at EMFILE the connection stays queued, so a server that
+// retries (nginx, after closing idle connections) loses no client.
+TEST(Accept, AtEmfileLeavesTheConnectionQueuedForALaterAccept) {
+  Peer p;
+  auto [l, port] = listen_local(16);
+  auto r = p.call("connect " + env().local_ip + " " + std::to_string(port) + " 5000");
+  ASSERT_GE(r.size(), 2u);
+  Conn c;
+  c.cid = std::stoi(r[1]);
+  ASSERT_TRUE(poll_one(l, POLLIN, 5000) & POLLIN);
+  ASSERT_EQ(::fcntl(l, F_SETFL, O_NONBLOCK), 0);
+  {
+    FdTableFull full;
+    for (int k = 0; k < 3; ++k) {
+      errno = 0;
+      EXPECT_EQ(::accept4(l, nullptr, nullptr, k == 1 ? SOCK_CLOEXEC : 0), -1);
+      EXPECT_EQ(errno, EMFILE) << errname(errno);
+    }
+    EXPECT_TRUE(poll_one(l, POLLIN, 0) & POLLIN) << "the connection left the queue";
+    full.free_one();
+    c.fd.reset(::accept(l, nullptr, nullptr));
+    ASSERT_GE(c.fd.get(), 0) << errname(errno);
+  }
+  // The peer saw nothing of the failed attempts (no EOF, no RST), and the connection works.
+  auto w = p.call("wait " + id(c) + " 300", true);
+  ASSERT_GE(w.size(), 2u);
+  EXPECT_EQ(w[1], "ETIMEDOUT") << w[0] << " " << w[1];
+  p.call("send " + id(c) + " 100");
+  EXPECT_EQ(read_exact(c.fd, 100), pattern(100));
+  const auto out = pattern(50);
+  write_all(c.fd, out.data(), out.size());
+  auto got = p.call("recv " + id(c) + " 50 5000");
+  ASSERT_GE(got.size(), 4u);
+  EXPECT_EQ(got[1], "50");
+  EXPECT_EQ(got[3], "1");
   errno = 0;
   EXPECT_EQ(::accept(l, nullptr, nullptr), -1);
   EXPECT_EQ(errno, EAGAIN);

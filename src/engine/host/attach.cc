@@ -205,7 +205,8 @@ void HostService::Impl::control(Family& f) {
     handshake(f);
     return;
   }
-  for (;;) {
+  // At most kControlBudget messages per poll (the connection is level-triggered: the rest next time).
+  for (std::uint32_t n = 0; n < kControlBudget; ++n) {
     c::WaiterRegister req;
     int fds[1] = {-1};
     const ssize_t r = channel::recv_with_fds(f.conn_fd, &req, sizeof(req), fds, MSG_DONTWAIT);

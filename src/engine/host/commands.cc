@@ -180,6 +180,13 @@ void HostService::Impl::pre_accept(Family& f, std::uint32_t i, EngSock& s, const
     if (q > c::kAcceptQueue) q = c::kAcceptQueue;  // nonsense from the host: treat as full
     bool any = false;
     while (q < c::kAcceptQueue) {
+      if (f.free_slots.empty()) {
+        // No slot for another connection: it stays in TCP's accept queue (up to the backlog, as
+        // Linux leaves it in the listener's queue; SYNs beyond are refused there), and the
+        // listener is pumped again once a slot is free (serve()). Never reset for lack of a slot.
+        f.accept_starved = true;
+        break;
+      }
       Endpoint peer;
       const auto r = tcp->accept(s.id, &peer);
       if (!r) break;

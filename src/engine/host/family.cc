@@ -3,8 +3,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
-
 #include "engine/host/impl.hh"
 #include "stack/tcp/tcp_layer.hh"
 
@@ -70,11 +68,13 @@ void HostService::Impl::close_listener(Family& f, std::uint32_t i, EngSock& s) {
 
 /// Every process of the family is gone: close its sockets as Linux does at exit. Listeners close
 /// at once (port free, un-accepted connections reset); a connection with unread received data is
-/// reset; the others first send what their send ring still holds, then FIN. The family lingers
-/// (region mapped, no commands) until the last of them is closed, at most kDyingLimit.
+/// reset; the others first send everything their send ring still holds, then FIN (tcp_close with
+/// data queued). The family lingers (region mapped, no commands; the host is gone, the region is
+/// the engine's now) until the last of them is closed; a connection whose ring stops moving for
+/// kDyingLimit, or that is not done after kDyingMax, is reset (expire_orphans).
 void HostService::Impl::start_dying(Family& f) {
   f.dying = true;
-  f.dying_until = now + kDyingLimit;
+  f.dying_until = now + kDyingMax;
   if (f.conn_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.conn_fd, nullptr);
   if (f.doorbell_fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, f.doorbell_fd, nullptr);
   close_fd(f.conn_fd);
@@ -96,46 +96,73 @@ void HostService::Impl::start_dying(Family& f) {
       free_slot(f, i);
       continue;
     }
+    const std::uint64_t so = c::slot_off(f.geo, i);
     std::uint32_t rcv_head = s.rcv_tail;
-    f.dma->read_u32(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, rcv_head), rcv_head);
+    f.dma->read_u32(so + offsetof(c::SocketSlot, rcv_head), rcv_head);
     if (s.rcv_tail != rcv_head) {
       tcp->abort(s.id);  // unread data: RST, the send ring is discarded (as Linux does)
       free_slot(f, i);
       continue;
     }
+    // What the ring holds now is all there will be: a family marked dead for corruption may
+    // still be writing, and its connection must end.
+    s.orphan_tail = s.snd_head;
+    f.dma->read_u32(so + offsetof(c::SocketSlot, snd_tail), s.orphan_tail);
+    s.orphan_until = now + kDyingLimit;
     pump(f, i);  // drains what fits and closes when the ring is empty
   }
   log("pid %d's family detached; closing its sockets", static_cast<int>(f.pid));
 }
 
-/// The end of a dying family: whatever is still open (send ring never drained) is closed now.
+/// A dying family's connections that could not deliver their whole send ring in time: reset (the
+/// peer sees an error, never a clean EOF after a correct prefix). Returns whether any is left.
+bool HostService::Impl::expire_orphans(Family& f) {
+  bool left = false;
+  for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
+    EngSock& s = f.socks[i];
+    if (s.state == c::SlotState::free) continue;
+    if (now < s.orphan_until && now < f.dying_until) {
+      left = true;
+      continue;
+    }
+    if (s.id != kInvalidSocket) tcp->abort(s.id);
+    free_slot(f, i);
+  }
+  return left;
+}
+
+/// The end of a dying family; nothing is open any more (expire_orphans reset what was left).
 void HostService::Impl::finish_family(Family& f) {
   if (!f.active) return;
   for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
     EngSock& s = f.socks[i];
     if (s.state == c::SlotState::free) continue;
-    if (s.id != kInvalidSocket) tcp->close(s.id);
+    if (s.id != kInvalidSocket) tcp->abort(s.id);  // never a FIN after what TCP did not get
     free_slot(f, i);
   }
   dma_past += f.dma->stats();
   ++stats.families_closed;
 }
 
-/// Families that are dead start dying; dying ones whose sockets are all closed (or out of time) go.
+/// Families that are dead start dying; dying ones whose sockets are all closed go.
 void HostService::Impl::reap() {
-  const auto has_sockets = [](const Family& f) {
-    return std::any_of(f.socks.begin(), f.socks.end(), [](const EngSock& s) { return s.state != c::SlotState::free; });
-  };
   for (std::size_t k = 0; k < fams.size();) {
     Family& f = *fams[k];
     if (f.dead && !f.dying) start_dying(f);
-    if (f.dying && (!f.active || !has_sockets(f) || now >= f.dying_until)) {
+    if (f.dying && (!f.active || !expire_orphans(f))) {
       finish_family(f);
       fams.erase(fams.begin() + static_cast<std::ptrdiff_t>(k));
     } else {
       ++k;
     }
   }
+}
+
+bool HostService::hang_up_for_test(int family) {
+  Impl& im = *impl_;
+  if (family < 0 || static_cast<std::size_t>(family) >= im.fams.size()) return false;
+  im.fams[static_cast<std::size_t>(family)]->dead = true;
+  return true;
 }
 
 }  // namespace pno::engine

@@ -51,9 +51,20 @@ inline constexpr std::uint64_t kTagDoorbell = 3ULL << 32;
 inline constexpr std::uint64_t kTagProc = 4ULL << 32;  ///< | entry << 40 | family id: a watched pid's pidfd
 inline constexpr std::uint64_t kTagMask = 0xff00000000ULL;
 inline constexpr int kErrCorrupt = EIO;
-/// How long the connections of a family that died may take to hand their send rings to TCP.
+/// A family that died: how long one of its connections may go without handing a byte of its send
+/// ring to TCP (the peer reads nothing) before it is reset, and how long they may take in all.
+/// Never a FIN after a gap: a connection that cannot deliver its whole ring is reset (Linux keeps
+/// an orphan's whole queue and resets it when it gives up: tcp_orphan_retries, tcp_out_of_resources).
 inline constexpr Duration kDyingLimit = std::chrono::seconds(30);
-inline constexpr std::uint16_t kDeferred = 0xfffe;  ///< execute(): the completion comes later (blocking close)
+inline constexpr Duration kDyingMax = std::chrono::minutes(10);
+inline constexpr std::uint16_t kDeferred = 0xfffe;
+/// Work one family gets per engine pass; the rest waits for the next pass, so one family's flood
+/// delays only itself. A death (a registration of a pid already gone) reads the process table's
+/// rows: at most kDeathBudget of them per pass.
+inline constexpr std::uint32_t kCommandBudget = 64;
+inline constexpr std::uint32_t kKickBudget = 256;
+inline constexpr std::uint32_t kControlBudget = 16;
+inline constexpr std::uint32_t kDeathBudget = 1;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd);
 
@@ -83,6 +94,8 @@ struct EngSock {
   bool death_closed = false;     ///< closed because its last holder died (until the slot is reused)
   std::uint16_t linger_tag = 0;
   Instant linger_until{};
+  Instant orphan_until{};          ///< family dying: reset unless the send ring moves before this
+  std::uint32_t orphan_tail = 0;   ///< family dying: the send ring's end, read once at its death
   std::uint32_t snd_head = 0, rcv_tail = 0, acc_tail = 0;
   std::uint32_t nospace_seen = 0;  ///< the host's last snd_nospace answered with an event
   std::uint32_t flags = 0, tcp_ready = 0, event_seq = 0;
@@ -93,6 +106,7 @@ struct EngSock {
 struct ProcWatch {
   int pidfd = -1;
   pid_t pid = 0;
+  bool gone = false;  ///< registered after its process had exited: its death waits for serve_deaths()
 };
 
 struct Family {
@@ -114,6 +128,8 @@ struct Family {
   std::vector<std::uint32_t> registered;
   std::vector<ProcWatch> procs;  ///< per process table entry
   bool watch_pids = false;       ///< the host's pids are ours (same pid namespace): watch them
+  std::uint32_t gone = 0;        ///< entries whose ProcWatch::gone is set
+  bool watch_warned = false;     ///< a failed pidfd_open was logged (once per family)
   channel::DmaRingConsumer<c::Command> cmd;
   channel::DmaRingProducer<c::Completion> cpl;
   channel::DmaRingConsumer<std::uint32_t> kicks;
@@ -121,6 +137,7 @@ struct Family {
   std::vector<c::Completion> backlog;  ///< completions that did not fit the ring yet
   std::uint32_t changed_overflow = 0;
   bool progress = false;
+  bool accept_starved = false;  ///< a listener left connections in TCP for want of a slot
   bool dead = false;    ///< hung up or corrupt
   bool dying = false;   ///< its sockets are being closed (see start_dying)
   Instant dying_until{};
@@ -167,6 +184,7 @@ struct HostService::Impl {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> lingering;  ///< (family, slot) in a blocking close
   std::vector<std::uint32_t> proc_row;        ///< proc_died(): the dead entry's counts
   std::vector<c::ProcEntry> proc_states;  ///< proc_died(): the process table after the fence
+  std::vector<std::uint32_t> proc_other;      ///< proc_died(): another counting entry's row
   Instant next_control{};
   Instant now{};
   bool busy = false;
@@ -236,13 +254,14 @@ struct HostService::Impl {
   Errc watch_proc(Family& f, std::uint32_t e, pid_t pid);
   Errc register_proc(Family& f, std::int64_t e, std::uint32_t pid);
   void proc_died(Family& f, std::uint32_t e);
-  bool drop_if_unheld(Family& f, std::uint32_t e, std::uint32_t i);
+  std::uint32_t drop_unheld(Family& f, std::uint32_t e);
 
   // family.cc
   Family* family(std::uint32_t id);
   void close_socket(Family& f, std::uint32_t i, EngSock& s);
   void close_listener(Family& f, std::uint32_t i, EngSock& s);
   void start_dying(Family& f);
+  bool expire_orphans(Family& f);
   void finish_family(Family& f);
   void reap();
 
@@ -250,7 +269,9 @@ struct HostService::Impl {
   void serve(Family& f);
   bool serve_commands(Family& f);
   bool serve_kicks(Family& f);
+  void serve_deaths(Family& f);
   void pump_dirty(Family& f);
+  void retry_accepts(Family& f);
   void flush_backlog(Family& f);
   void corrupt(Family& f, const char* what);
   void wake(Family& f);

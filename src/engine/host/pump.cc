@@ -21,6 +21,7 @@ void HostService::Impl::pump(Family& f, std::uint32_t i) {
   if (!f.dma->read(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, snd_tail), std::as_writable_bytes(std::span(&hl, 1)))) {
     return;
   }
+  if (f.dying) hl.snd_tail = s.orphan_tail;  // nothing the host writes after its death counts
   const std::uint32_t R = f.geo.stream_ring_bytes;
   const auto reject = [&] {
     poison(f, i, s);
@@ -86,6 +87,7 @@ std::uint32_t HostService::Impl::pump_send(Family& f, std::uint32_t i, EngSock& 
     if (!ok) break;
   }
   if (s.snd_head != head0) {
+    if (f.dying) s.orphan_until = now + kDyingLimit;  // the peer takes bytes: keep draining
     f.dma->write_u32(c::slot_off(f.geo, i) + offsetof(c::SocketSlot, snd_head), s.snd_head);
   }
   return pending;

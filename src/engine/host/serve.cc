@@ -27,17 +27,33 @@ void HostService::Impl::serve(Family& f) {
   }
   if (f.dead) return;
   flush_backlog(f);
-  if (!serve_commands(f) || !serve_kicks(f)) return;
+  if (!serve_commands(f)) return;
+  serve_deaths(f);
+  if (!serve_kicks(f)) return;
   f.dma->fence();  // kick_done stores before the host lines pump() reads
   pump_dirty(f);
+  retry_accepts(f);
   if (f.progress) wake(f);
 }
 
-/// Commands, as many as their completions have room for. False when the family turned out corrupt.
+/// A listener stopped pre-accepting for want of a slot and one is free now: pump every listener
+/// again (next pass) to move what waits in TCP's accept queue into its slot's queue.
+void HostService::Impl::retry_accepts(Family& f) {
+  if (!f.accept_starved || f.free_slots.empty()) return;
+  f.accept_starved = false;
+  for (std::uint32_t i = 0; i < f.socks.size(); ++i) {
+    if (f.socks[i].state == c::SlotState::listening && !f.socks[i].closing) mark_dirty(f, i);
+  }
+}
+
+/// Commands, as many as their completions have room for and at most kCommandBudget (a host that
+/// refills its ring as fast as the engine drains it would otherwise keep the pass to itself).
+/// False when the family turned out corrupt.
 bool HostService::Impl::serve_commands(Family& f) {
   c::Command batch[32];
-  while (f.backlog.empty()) {
-    const std::uint32_t room = f.cpl.room();
+  std::uint32_t budget = kCommandBudget;
+  while (f.backlog.empty() && budget > 0) {
+    const std::uint32_t room = std::min(f.cpl.room(), budget);
     if (room == 0) break;
     std::size_t got = 0;
     if (!f.cmd.pop(std::span(batch).first(std::min<std::size_t>(room, 32)), got)) {
@@ -46,6 +62,7 @@ bool HostService::Impl::serve_commands(Family& f) {
     }
     if (got == 0) break;
     busy = true;
+    budget -= static_cast<std::uint32_t>(got);
     c::Completion out[32];
     std::size_t nout = 0;
     for (std::size_t k = 0; k < got; ++k) {
@@ -59,17 +76,21 @@ bool HostService::Impl::serve_commands(Family& f) {
   return true;
 }
 
-/// Kicks: sockets with host-side work. False when the family turned out corrupt.
+/// Kicks: sockets with host-side work, at most kKickBudget per pass (an honest host has one kick
+/// outstanding per socket; the rest of a flood waits). False when the family turned out corrupt.
 bool HostService::Impl::serve_kicks(Family& f) {
   std::uint32_t kicks[64];
-  for (;;) {
+  std::uint32_t budget = kKickBudget;
+  while (budget > 0) {
+    const std::size_t want = std::min<std::size_t>(budget, std::size(kicks));
     std::size_t got = 0;
-    if (!f.kicks.pop(kicks, got)) {
+    if (!f.kicks.pop(std::span(kicks).first(want), got)) {
       corrupt(f, "kick ring index");
       return false;
     }
     if (got == 0) break;
     busy = true;
+    budget -= static_cast<std::uint32_t>(got);
     stats.kicks += got;
     for (std::size_t k = 0; k < got; ++k) {
       const std::uint32_t i = kicks[k];
@@ -84,7 +105,7 @@ bool HostService::Impl::serve_kicks(Family& f) {
       }
       if (f.socks[i].state != c::SlotState::free) mark_dirty(f, i);
     }
-    if (got < std::size(kicks)) break;
+    if (got < want) break;
   }
   return true;
 }
