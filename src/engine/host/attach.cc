@@ -1,4 +1,5 @@
 // The attach socket and the families' control connections: handshake, region, waiter registration.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -164,10 +165,14 @@ bool HostService::Impl::create_region(Family& f, std::uint64_t features, int& me
     h.addrs[i].addr = cfg.addrs[i].addr.v;
     h.addrs[i].prefix_len = cfg.addrs[i].prefix_len;
   }
-  memfd = ::memfd_create("pno-region", MFD_CLOEXEC);
+  memfd = ::memfd_create("pno-region", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return false;
   ::fchmod(memfd, 0600);
   if (::ftruncate(memfd, static_cast<off_t>(h.region_bytes)) != 0) return false;
+  // The host gets this file read-write: unsealed, its ftruncate() would turn the engine's next
+  // access into SIGBUS. The size is fixed for good (F_SEAL_SEAL: no seal added later, such as
+  // F_SEAL_FUTURE_WRITE); writes stay allowed (memfd_create(2), shmem_file_setattr()).
+  if (::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return false;
   void* map = mmap(nullptr, h.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (map == MAP_FAILED) return false;
   f.doorbell_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
