@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +30,7 @@
 #include "channel/contract.hh"
 #include "channel/fd_passing.hh"
 #include "channel/host.hh"
+#include "engine/host/impl.hh"
 #include "engine/host_service.hh"
 #include "stack/stack.hh"
 #include "stack/tcp/tcp_layer.hh"
@@ -186,6 +189,54 @@ pid_t fork_working_host(const std::string& path) {
   _exit(0);
 }
 
+/// Registers `efd` as waiter `idx` of a raw host; the engine's errno answer, or -1 for no answer.
+int register_waiter(Bench& b, RawHost& rh, std::uint32_t idx, int efd) {
+  c::WaiterRegister req;
+  req.index = idx;
+  const int fds[1] = {efd};
+  if (send_with_fds(rh.conn, &req, sizeof(req), fds, 0) != static_cast<ssize_t>(sizeof(req))) return -1;
+  c::WaiterReply rep;
+  ssize_t r = -1;
+  b.run_until([&] {
+    r = ::recv(rh.conn, &rep, sizeof(rep), MSG_DONTWAIT);
+    return r >= 0;
+  }, 5);
+  return r == static_cast<ssize_t>(sizeof(rep)) ? rep.err : -1;
+}
+
+/// Arms waiter `idx` of a raw host and queues a socket() command: the engine's next pass makes
+/// progress for the family and writes that waiter's eventfd.
+void arm_and_give_work(RawHost& rh, std::uint32_t idx) {
+  auto& w = *reinterpret_cast<c::WaiterEntry*>(rh.base + rh.h.waiters_off + idx * sizeof(c::WaiterEntry));
+  w.in_use = 1;
+  w.armed = 1;
+  reinterpret_cast<c::RegionHeader*>(rh.base)->armed_waiters = 1;
+  c::Command cmd;
+  cmd.op = c::Op::socket;
+  ASSERT_EQ(region_ring<c::Command>(rh.base, rh.h.cmd_off, rh.h.cmd_entries).push(std::span(&cmd, 1)), 1u);
+}
+
+void set_blocking(int fd) { ASSERT_EQ(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0); }
+
+/// Runs `engine` on a thread of its own; if it has not returned after `seconds`, `release`
+/// undoes what blocked it (so a failing run ends) and the answer is false.
+bool finishes_in_time(const std::function<void()>& engine, const std::function<void()>& release, double seconds) {
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    engine();
+    done = true;
+  });
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!done && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const bool in_time = done;
+  while (!done) {
+    release();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  t.join();
+  return in_time;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------ fault 1: sealing
@@ -208,4 +259,123 @@ TEST(ChannelAttachHardening, HostCannotResizeTheRegionUnderTheEngine) {
   for (int k = 0; k < 10; ++k) b.step();
   EXPECT_EQ(b.run_child(fork_working_host(b.path)), 0);
   EXPECT_TRUE(b.run_until([&] { return b.svc->families() == 1; }));  // the raw host's; the child's went
+}
+
+// ---------------------------------------------------------------- fault 2: host-controlled fds
+
+TEST(ChannelAttachHardening, AWaiterMustBeANonBlockingEventfd) {
+  Bench b;
+  RawHost rh;
+  ASSERT_TRUE(raw_attach(b, rh));
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  EXPECT_EQ(register_waiter(b, rh, 0, p[0]), EINVAL);  // not an eventfd
+  const int blocking = ::eventfd(0, EFD_CLOEXEC);
+  EXPECT_EQ(register_waiter(b, rh, 0, blocking), EINVAL);
+  const int good = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  EXPECT_EQ(register_waiter(b, rh, 0, good), 0);
+  for (int fd : {p[0], p[1], blocking, good}) ::close(fd);
+}
+
+TEST(ChannelAttachHardening, AHostThatMakesItsWaiterBlockingCannotStallTheEngine) {
+  Bench b;
+  RawHost rh;
+  ASSERT_TRUE(raw_attach(b, rh));
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_EQ(register_waiter(b, rh, 0, efd), 0);
+  // The description is shared: clearing O_NONBLOCK here clears it for the engine, and a full
+  // counter makes a write of 1 sleep until somebody reads.
+  const std::uint64_t full = 0xfffffffffffffffeULL;
+  ASSERT_EQ(::write(efd, &full, sizeof(full)), static_cast<ssize_t>(sizeof(full)));
+  set_blocking(efd);
+  arm_and_give_work(rh, 0);
+  const pid_t child = fork_working_host(b.path);
+  int status = -1;
+  const bool in_time = finishes_in_time([&] { status = b.run_child(child); }, [&] {
+    std::uint64_t v;
+    iovec io{&v, sizeof(v)};
+    [[maybe_unused]] ssize_t r = ::preadv2(efd, &io, 1, -1, RWF_NOWAIT);  // unblocks the engine's write
+  }, 5);
+  EXPECT_TRUE(in_time) << "the engine slept in a write to the host's eventfd";
+  EXPECT_EQ(status, 0) << "the other family was not served";
+  EXPECT_GE(b.svc->stats().corrupt, 1u);  // the hostile family was detached
+  char x;
+  EXPECT_TRUE(b.run_until([&] { return ::recv(rh.conn, &x, 1, MSG_DONTWAIT) == 0; }));
+  ::close(efd);
+}
+
+TEST(ChannelAttachHardening, TheWakeGuardInterruptsAWriteThatBlocks) {
+  const int efd = ::eventfd(0xfffffffeU, EFD_CLOEXEC);
+  const std::uint64_t more = 0xfffffffffffffffeULL - 0xfffffffeULL;
+  ASSERT_EQ(::write(efd, &more, sizeof(more)), static_cast<ssize_t>(sizeof(more)));  // counter at its maximum
+  ssize_t r = 0;
+  int err = 0;
+  const bool in_time = finishes_in_time([&] {
+    pno::engine::host::WakeGuardScope guard;
+    const std::uint64_t one = 1;
+    r = ::write(efd, &one, sizeof(one));  // blocks: only the guard ends it
+    err = errno;
+  }, [&] {
+    std::uint64_t v;
+    iovec io{&v, sizeof(v)};
+    [[maybe_unused]] ssize_t rr = ::preadv2(efd, &io, 1, -1, RWF_NOWAIT);
+  }, 2);
+  EXPECT_TRUE(in_time);
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(err, EINTR);
+  ::close(efd);
+}
+
+TEST(ChannelAttachHardening, AHostThatDrainsABlockingDoorbellCannotStallTheEngine) {
+  Bench b;
+  RawHost rh;
+  ASSERT_TRUE(raw_attach(b, rh));
+  set_blocking(rh.doorbell);
+  const pid_t child = fork_working_host(b.path);
+  std::atomic<pid_t> engine_tid{0};
+  std::atomic<bool> racing{true};
+  // The host rings and drains its doorbell (its own drain cannot block: RWF_NOWAIT), so that the
+  // engine may find it empty after epoll saw it ring. Once the engine thread sits in an 8-byte
+  // read() it stops: a plain read would then sleep for good.
+  std::thread racer([&] {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    char path[64] = {};
+    while (engine_tid == 0) std::this_thread::yield();
+    std::snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", static_cast<int>(engine_tid.load()));
+    const std::string blocked_read = std::to_string(SYS_read) + " ";
+    auto in_read = [&] {
+      char buf[256] = {};
+      const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+      const ssize_t n = fd >= 0 ? ::read(fd, buf, sizeof(buf) - 1) : -1;
+      if (fd >= 0) ::close(fd);
+      const std::string line = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+      return line.rfind(blocked_read, 0) == 0 && line.find(" 0x8 ") != std::string::npos;
+    };
+    while (racing && std::chrono::steady_clock::now() < end) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t w = ::write(rh.doorbell, &one, sizeof(one));
+      std::uint64_t v;
+      iovec io{&v, sizeof(v)};
+      [[maybe_unused]] ssize_t r = ::preadv2(rh.doorbell, &io, 1, -1, RWF_NOWAIT);
+      if (in_read()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (in_read()) break;
+      }
+    }
+    racing = false;
+  });
+  int status = -1;
+  const bool in_time = finishes_in_time([&] {
+    engine_tid = static_cast<pid_t>(::gettid());
+    status = b.run_child(child);
+    b.run_until([&] { return !racing; }, 5);  // keep serving while the host races
+  }, [&] {
+    racing = false;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(rh.doorbell, &one, sizeof(one));
+  }, 8);
+  racing = false;
+  racer.join();
+  EXPECT_TRUE(in_time) << "the engine slept in a read of the host's doorbell";
+  EXPECT_EQ(status, 0) << "the other family was not served";
 }

@@ -5,19 +5,82 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <span>
+#include <string_view>
+#include <thread>
 
 #include "engine/host/impl.hh"
 
 namespace pno::engine {
 
 using namespace host;
+
+namespace {
+
+/// The queue of close_off_loop(): one detached thread closes what the loop hands it. The state is
+/// shared with that thread, so a close that never returns keeps it alive past the service.
+struct Closer {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<int> fds;
+
+  static Closer& get() {
+    static const std::shared_ptr<Closer> c = [] {
+      auto s = std::make_shared<Closer>();
+      std::thread([s] {
+        std::vector<int> batch;
+        for (;;) {
+          {
+            std::unique_lock lk(s->m);
+            s->cv.wait(lk, [&] { return !s->fds.empty(); });
+            batch.swap(s->fds);
+          }
+          for (int fd : batch) ::close(fd);
+          batch.clear();
+        }
+      }).detach();
+      return s;
+    }();
+    return *c;
+  }
+};
+
+}  // namespace
+
+void host::close_off_loop(int& fd) {
+  if (fd < 0) return;
+  Closer& c = Closer::get();
+  {
+    std::lock_guard lk(c.m);  // held by the closer only to swap the vector
+    c.fds.push_back(fd);
+  }
+  c.cv.notify_one();
+  fd = -1;
+}
+
+bool host::is_nonblocking_eventfd(int fd) {
+  // The file's kind is what /proc shows for its anon inode (eventfd_fops has no other name);
+  // readlink() never blocks on the file itself.
+  char path[48], link[32] = {};
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  const ssize_t n = ::readlink(path, link, sizeof(link) - 1);
+  constexpr std::string_view kEventfd = "anon_inode:[eventfd]";
+  if (n != static_cast<ssize_t>(kEventfd.size()) || kEventfd != std::string_view(link, static_cast<std::size_t>(n))) {
+    return false;
+  }
+  const int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && (fl & O_NONBLOCK) != 0;
+}
 
 Errc HostService::Impl::listen_socket() {
   sockaddr_un sa{};
@@ -75,7 +138,7 @@ void HostService::Impl::accept_attaches() {
 void HostService::Impl::refuse(Family& f, c::AttachReply& rep, c::AttachStatus status) {
   rep.status = status;
   log("refused pid %d: %s", static_cast<int>(f.pid), rep.why);
-  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL);
+  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT);
   ++stats.refused;
   f.dead = true;
 }
@@ -121,8 +184,10 @@ void HostService::Impl::handshake(Family& f) {
     f.dead = true;
     return;
   }
+  // Edge-triggered: the doorbell is the host's to write (and to make blocking), so the engine's
+  // drain (poll_control) may fail or find nothing without the loop spinning on it.
   epoll_event ev{};
-  ev.events = EPOLLIN;
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = kTagDoorbell | f.id;
   epoll_ctl(epfd, EPOLL_CTL_ADD, f.doorbell_fd, &ev);
   f.active = true;
@@ -212,12 +277,15 @@ void HostService::Impl::control(Family& f) {
   }
   for (;;) {
     c::WaiterRegister req;
-    int fds[1] = {-1};
+    // Room for every descriptor recv_with_fds takes: the ones beyond the first are the host's
+    // mistake and are closed off the loop like any descriptor the engine did not verify.
+    int fds[channel::kMaxPassedFds + 2];
     const ssize_t r = channel::recv_with_fds(f.conn_fd, &req, sizeof(req), fds, MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    for (std::size_t k = 1; k < std::size(fds); ++k) close_off_loop(fds[k]);
     int fd = fds[0];
     if (r <= 0) {  // hang-up: every process of the family is gone
-      close_fd(fd);
+      close_off_loop(fd);
       f.dead = true;
       return;
     }
@@ -228,13 +296,19 @@ void HostService::Impl::control(Family& f) {
 /// WaiterRegister / unregister (`len` bytes, `fd` the first descriptor it carried or -1): the
 /// descriptor is kept or closed, and the request answered.
 void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, ssize_t len, int fd) {
+  // Only a non-blocking eventfd becomes a waiter: its close() never blocks (eventfd_release()),
+  // and wake() refuses to write it once the host made it blocking. Anything else the host sent is
+  // closed off the loop, since its close() may block.
   c::WaiterReply rep;
   if (len != static_cast<ssize_t>(sizeof(req)) || req.magic != c::kAttachMagic || req.index >= f.geo.max_waiters) {
     rep.err = EINVAL;
-    close_fd(fd);
+    close_off_loop(fd);
   } else if (req.op == c::CtlOp::register_waiter) {
     if (fd < 0) {
       rep.err = EBADF;
+    } else if (!is_nonblocking_eventfd(fd)) {
+      rep.err = EINVAL;
+      close_off_loop(fd);
     } else {
       if (f.waiter_fds[req.index] < 0) f.registered.push_back(req.index);
       close_fd(f.waiter_fds[req.index]);
@@ -242,12 +316,12 @@ void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, 
       f.woken[req.index] = 0;
     }
   } else if (req.op == c::CtlOp::unregister_waiter) {
-    close_fd(fd);
+    close_off_loop(fd);
     close_fd(f.waiter_fds[req.index]);
     std::erase(f.registered, req.index);
   } else {
     rep.err = EINVAL;
-    close_fd(fd);
+    close_off_loop(fd);
   }
   [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
@@ -273,9 +347,14 @@ void HostService::Impl::poll_control() {
           proc_died(*f, e);
         }
       } else if (tag == kTagDoorbell) {
-        if (Family* f = family(id); f != nullptr) {
+        if (Family* f = family(id); f != nullptr && f->doorbell_fd >= 0) {
+          // The host shares this description and may have cleared O_NONBLOCK, then drained the
+          // counter after epoll saw it: a plain read() would sleep. RWF_NOWAIT is per call
+          // (eventfd_read_iter(): EAGAIN at zero); kernels without it answer EOPNOTSUPP, and
+          // the edge-triggered registration keeps an undrained doorbell from spinning the loop.
           std::uint64_t v;
-          [[maybe_unused]] ssize_t r = ::read(f->doorbell_fd, &v, sizeof(v));
+          iovec io{&v, sizeof(v)};
+          [[maybe_unused]] ssize_t r = ::preadv2(f->doorbell_fd, &io, 1, -1, RWF_NOWAIT);
           ++stats.doorbells;
         }
       }

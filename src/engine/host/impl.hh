@@ -56,6 +56,23 @@ inline constexpr Duration kDyingLimit = std::chrono::seconds(30);
 inline constexpr std::uint16_t kDeferred = 0xfffe;  ///< execute(): the completion comes later (blocking close)
 
 void close_fd(int& fd);
+/// Closes a descriptor the host passed and the engine did not verify, on a thread of its own: its
+/// close() may run a flush or release that blocks (a FUSE file, a tty, a lingering socket).
+void close_off_loop(int& fd);
+/// True when `fd` is an eventfd opened non-blocking (the only waiter the engine accepts).
+bool is_nonblocking_eventfd(int fd);
+/// Wakes a waiter: writes 1 to its eventfd without blocking. False when the host made it
+/// blocking (the family is then hostile). Only under a WakeGuardScope.
+bool wake_eventfd(int fd);
+/// While one lives, a write of this thread that blocks is interrupted (EINTR) within a
+/// millisecond: the guard of wake()'s eventfd writes (serve.cc says why).
+class WakeGuardScope {
+ public:
+  WakeGuardScope();
+  ~WakeGuardScope();
+  WakeGuardScope(const WakeGuardScope&) = delete;
+  WakeGuardScope& operator=(const WakeGuardScope&) = delete;
+};
 
 /// The TCP readiness bits the host reads from a slot (HostChannel::readiness): hang-ups and errors,
 /// and writability while the send ring is not in use. TCP's own IN bit and, on a sendable socket,
