@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <grp.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -237,6 +238,36 @@ bool finishes_in_time(const std::function<void()>& engine, const std::function<v
   return in_time;
 }
 
+/// In a forked child: drop to uid/gid 65534 (nobody). False when that is not possible.
+bool become_nobody() {
+  return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
+         ::setresuid(65534, 65534, 65534) == 0;
+}
+
+/// True when `fd`'s peer closed the connection (recv() answers 0 at once).
+bool closed_by_peer(int fd, int wait_ms = 0) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, wait_ms) != 1) return false;
+  char x;
+  return ::recv(fd, &x, 1, MSG_DONTWAIT) == 0;
+}
+
+/// A pipe between the test and a child: one byte says "go on".
+struct Baton {
+  Baton() { EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0); }
+  ~Baton() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  void pass() { [[maybe_unused]] auto r = ::write(fds[1], "x", 1); }
+  bool seen(int wait_ms = 0) {
+    pollfd p{fds[0], POLLIN, 0};
+    char b;
+    return ::poll(&p, 1, wait_ms) == 1 && ::read(fds[0], &b, 1) == 1;
+  }
+  int fds[2] = {-1, -1};
+};
+
 }  // namespace
 
 // ------------------------------------------------------------------------------ fault 1: sealing
@@ -378,4 +409,121 @@ TEST(ChannelAttachHardening, AHostThatDrainsABlockingDoorbellCannotStallTheEngin
   racer.join();
   EXPECT_TRUE(in_time) << "the engine slept in a read of the host's doorbell";
   EXPECT_EQ(status, 0) << "the other family was not served";
+}
+
+// ----------------------------------------------------------------- fault 6: attach exhaustion
+
+TEST(ChannelAttachHardening, ASilentAttachConnectionIsClosedAfterTheHandshakeTimeout) {
+  Bench b([](HostServiceConfig& c) { c.handshake_timeout = std::chrono::milliseconds(200); });
+  const int fd = raw_connect(b.path);
+  ASSERT_GE(fd, 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(b.run_until([&] { return closed_by_peer(fd); }, 5));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(200));
+  EXPECT_TRUE(b.run_until([&] { return b.svc->families() == 0; }, 1));
+  EXPECT_GE(b.svc->stats().attach_shed, 1u);
+  ::close(fd);
+}
+
+TEST(ChannelAttachHardening, PendingAttachConnectionsAreCapped) {
+  Bench b([](HostServiceConfig& c) {
+    c.max_pending_attaches = 4;
+    c.handshake_timeout = std::chrono::seconds(30);
+  });
+  std::vector<int> fds;
+  for (int k = 0; k < 5; ++k) fds.push_back(raw_connect(b.path));
+  EXPECT_TRUE(b.run_until([&] { return closed_by_peer(fds[4]); }, 2)) << "the fifth was not shed";
+  EXPECT_EQ(b.svc->families(), 4u);
+  for (int k = 0; k < 4; ++k) EXPECT_FALSE(closed_by_peer(fds[k])) << k;
+  // One of them goes: its pending slot frees and the next connection is admitted and attaches.
+  ::close(fds[0]);
+  EXPECT_TRUE(b.run_until([&] { return b.svc->families() == 3; }, 2));
+  RawHost rh;
+  EXPECT_TRUE(raw_attach(b, rh));
+  for (std::size_t k = 1; k < fds.size(); ++k) ::close(fds[k]);
+}
+
+TEST(ChannelAttachHardening, OneUidCannotTakeEveryPendingAttachSlot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a host as another uid";
+  Bench b([](HostServiceConfig& c) {
+    c.allow_any_uid = true;  // the socket is 0777: uid 65534 may connect
+    c.max_pending_per_uid = 2;
+    c.handshake_timeout = std::chrono::seconds(30);
+  });
+  Baton holding, release;
+  const pid_t nobody = fork();
+  ASSERT_GE(nobody, 0);
+  if (nobody == 0) {
+    CHILD_CHECK(become_nobody());
+    const int c1 = raw_connect(b.path), c2 = raw_connect(b.path), c3 = raw_connect(b.path);
+    CHILD_CHECK(c1 >= 0 && c2 >= 0 && c3 >= 0);
+    CHILD_CHECK(closed_by_peer(c3, 5000));  // the uid's third is shed
+    CHILD_CHECK(!closed_by_peer(c1) && !closed_by_peer(c2));
+    holding.pass();
+    CHILD_CHECK(release.seen(20000));
+    _exit(0);
+  }
+  EXPECT_TRUE(b.run_until([&] { return holding.seen(); }, 10));
+  // Another uid (root here) still attaches and is served while uid 65534 holds its share.
+  EXPECT_EQ(b.run_child(fork_working_host(b.path)), 0);
+  release.pass();
+  EXPECT_EQ(b.run_child(nobody), 0);
+}
+
+TEST(ChannelAttachHardening, FamiliesPerUidAreCapped) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a host as another uid";
+  Bench b([](HostServiceConfig& c) {
+    c.allow_any_uid = true;
+    c.max_families_per_uid = 2;
+  });
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    CHILD_CHECK(become_nobody());
+    char why[256] = {};
+    auto a = HostChannel::attach(b.path.c_str(), why);
+    auto c = HostChannel::attach(b.path.c_str(), why);
+    CHILD_CHECK(a != nullptr && c != nullptr);
+    auto d = HostChannel::attach(b.path.c_str(), why);
+    CHILD_CHECK(d == nullptr);
+    CHILD_CHECK(std::strstr(why, "uid 65534 already has 2 families attached") != nullptr);
+    _exit(0);
+  }
+  EXPECT_EQ(b.run_child(pid), 0);
+  EXPECT_GE(b.svc->stats().refused, 1u);
+}
+
+TEST(ChannelAttachHardening, OutOfDescriptorsTheListenerIsDrainedAndTheLoopCanSleep) {
+  Bench b;
+  const int client = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);  // before the table is full
+  ASSERT_GE(client, 0);
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  std::vector<int> fillers;
+  {
+    // The descriptor table is full (EMFILE) while the engine has an attach connection to accept.
+    rlimit low = saved;
+    const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    low.rlim_cur = static_cast<rlim_t>(probe) + 16;
+    ::close(probe);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, b.path.c_str());
+    EXPECT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+    // The engine sheds it: the listener is drained, so the loop's wait descriptor goes quiet.
+    b.run_until([&] {
+      pollfd p{b.svc->wait_fd(), POLLIN, 0};
+      return ::poll(&p, 1, 0) == 0;
+    }, 0.2);
+    pollfd p{b.svc->wait_fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "the engine's wait descriptor stays readable: its loop would spin";
+    EXPECT_TRUE(closed_by_peer(client));
+  }
+  for (int fd : fillers) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  // With descriptors again, attaching works (the reserve was taken back).
+  EXPECT_EQ(b.run_child(fork_working_host(b.path)), 0);
+  ::close(client);
 }

@@ -107,6 +107,7 @@ Errc HostService::Impl::listen_socket() {
   ev.events = EPOLLIN;
   ev.data.u64 = kTagListener;
   epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+  reserve.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   log("listening on %s (ABI version %u)", sa.sun_path, c::kAbiVersion);
   return Errc::ok;
 }
@@ -114,11 +115,24 @@ Errc HostService::Impl::listen_socket() {
 void HostService::Impl::accept_attaches() {
   for (;;) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
+    if (fd < 0) {
+      // Out of descriptors, the pending connection stays and the listener stays readable: the
+      // loop would never sleep. Shed it with the reserve descriptor (libev's and nginx's way),
+      // else stop polling the listener for a while.
+      if ((errno == EMFILE || errno == ENFILE) && !shed_one()) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, nullptr);
+        listener_paused = true;
+        listener_resume = now + std::chrono::milliseconds(100);
+        log("out of descriptors: not accepting attach connections for 100 ms");
+        return;
+      }
+      if (errno == EMFILE || errno == ENFILE) continue;
+      return;
+    }
     ucred cred{};
     socklen_t len = sizeof(cred);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      ::close(fd);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !admit(fd, cred)) {
+      ::close(fd);  // our end of a Unix socket: its close never blocks
       continue;
     }
     auto f = std::make_unique<Family>();
@@ -126,12 +140,66 @@ void HostService::Impl::accept_attaches() {
     f->conn_fd = fd;
     f->pid = cred.pid;
     f->uid = cred.uid;
+    f->accepted_at = now;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = kTagConn | f->id;
     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
     fams.push_back(std::move(f));
   }
+}
+
+/// The pending caps: a connection that has not handshaken holds an engine descriptor, so their
+/// number is bounded overall and per uid (root only overall); past a cap it is closed unanswered,
+/// as a full listen backlog refuses a connect.
+bool HostService::Impl::admit(int /*fd*/, const ucred& cred) {
+  std::uint32_t pending = 0, mine = 0;
+  for (const auto& g : fams) {
+    if (g->active || g->dead) continue;
+    ++pending;
+    mine += g->uid == cred.uid ? 1 : 0;
+  }
+  if (pending < cfg.max_pending_attaches && (cred.uid == 0 || mine < cfg.max_pending_per_uid)) return true;
+  ++stats.attach_shed;
+  return false;
+}
+
+/// EMFILE/ENFILE: the reserve descriptor makes room to accept one connection and close it.
+bool HostService::Impl::shed_one() {
+  if (reserve.fd < 0) return false;
+  close_fd(reserve.fd);
+  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd >= 0) {
+    ::close(fd);
+    ++stats.attach_shed;
+  }
+  reserve.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
+}
+
+/// Connections that did not send their AttachRequest within the handshake timeout are closed;
+/// the listener comes back once a pause for lack of descriptors is over.
+void HostService::Impl::expire_handshakes() {
+  for (auto& g : fams) {
+    if (!g->active && !g->dead && now - g->accepted_at >= cfg.handshake_timeout) {
+      g->dead = true;
+      ++stats.attach_shed;
+    }
+  }
+  if (listener_paused && now >= listener_resume) {
+    listener_paused = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagListener;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+  }
+}
+
+/// Families of `uid` holding a region (attached, or closing their connections).
+std::uint32_t HostService::Impl::families_of(uid_t uid) const {
+  std::uint32_t n = 0;
+  for (const auto& g : fams) n += g->active && g->uid == uid ? 1 : 0;
+  return n;
 }
 
 /// Answers an attach request with `status` and the reason already in `rep.why`; the family goes.
@@ -163,6 +231,12 @@ void HostService::Impl::handshake(Family& f) {
     std::snprintf(rep.why, sizeof(rep.why), "uid %u may not use this engine (it runs as uid %u)",
                   static_cast<unsigned>(f.uid), static_cast<unsigned>(::geteuid()));
     refuse(f, rep, c::AttachStatus::refused);
+    return;
+  }
+  if (const std::uint32_t n = families_of(f.uid); f.uid != 0 && n >= cfg.max_families_per_uid) {
+    std::snprintf(rep.why, sizeof(rep.why), "uid %u already has %u families attached (the engine's limit per user)",
+                  static_cast<unsigned>(f.uid), n);
+    refuse(f, rep, c::AttachStatus::no_resources);
     return;
   }
   if (req.abi_version != c::kAbiVersion) {
@@ -327,6 +401,7 @@ void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, 
 }
 
 void HostService::Impl::poll_control() {
+  expire_handshakes();
   epoll_event evs[32];
   for (;;) {
     const int n = epoll_wait(epfd, evs, 32, 0);
