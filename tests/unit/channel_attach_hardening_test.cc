@@ -527,3 +527,50 @@ TEST(ChannelAttachHardening, OutOfDescriptorsTheListenerIsDrainedAndTheLoopCanSl
   EXPECT_EQ(b.run_child(fork_working_host(b.path)), 0);
   ::close(client);
 }
+
+// --------------------------------------------------------- fault 17: the host checks the engine
+
+TEST(ChannelAttachHardening, HostRefusesAnEngineRunByAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a fake engine as another uid";
+  const std::string path = temp_path("fake-uid");
+  ::unlink(path.c_str());
+  Baton listening;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // A fake engine of uid 65534: SO_PEERCRED reports the uid of the listen() call.
+    CHILD_CHECK(become_nobody());
+    const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, path.c_str());
+    CHILD_CHECK(::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    CHILD_CHECK(::listen(l, 4) == 0);
+    listening.pass();
+    // The refused host says nothing; the one told to trust uid 65534 sends its request.
+    const int first = ::accept(l, nullptr, nullptr);
+    c::AttachRequest req;
+    CHILD_CHECK(::recv(first, &req, sizeof(req), 0) == 0);
+    const int second = ::accept(l, nullptr, nullptr);
+    CHILD_CHECK(::recv(second, &req, sizeof(req), 0) == static_cast<ssize_t>(sizeof(req)));
+    c::AttachReply rep;
+    rep.status = c::AttachStatus::refused;
+    std::snprintf(rep.why, sizeof(rep.why), "fake engine");
+    CHILD_CHECK(::send(second, &rep, sizeof(rep), 0) == static_cast<ssize_t>(sizeof(rep)));
+    _exit(0);
+  }
+  ASSERT_TRUE(listening.seen(5000));
+  char why[256] = {};
+  EXPECT_EQ(HostChannel::attach(path.c_str(), why), nullptr);
+  EXPECT_NE(std::strstr(why, "runs as uid 65534, which is not root, this user"), nullptr) << why;
+  // Named in PNO_ENGINE_UID, the same engine is talked to (and here refuses on its own).
+  ::setenv("PNO_ENGINE_UID", "65534", 1);
+  char why2[256] = {};
+  EXPECT_EQ(HostChannel::attach(path.c_str(), why2), nullptr);
+  ::unsetenv("PNO_ENGINE_UID");
+  EXPECT_NE(std::strstr(why2, "fake engine"), nullptr) << why2;
+  int status = -1;
+  EXPECT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ::unlink(path.c_str());
+}
