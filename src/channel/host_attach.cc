@@ -6,7 +6,9 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "channel/host_impl.hh"
@@ -18,6 +20,19 @@ namespace {
 void say(std::span<char> why, const char* fmt, const char* a = "", long b = 0, long d = 0) {
   if (why.empty()) return;
   std::snprintf(why.data(), why.size(), fmt, a, b, d);
+}
+
+/// Whose engine may carry this process's traffic: root's, our own user's (an engine run by the
+/// same user, as tests and benchmarks do), or the uid named by PNO_ENGINE_UID. secure_getenv: a
+/// set-uid program does not take the variable from whoever started it.
+bool trusted_engine_uid(uid_t uid) {
+  if (uid == 0 || uid == ::geteuid()) return true;
+  const char* v = ::secure_getenv("PNO_ENGINE_UID");
+  if (v == nullptr || *v == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long want = std::strtoul(v, &end, 10);
+  return errno == 0 && *end == '\0' && want == uid;
 }
 
 bool set_cloexec(int fd, bool on) {
@@ -124,6 +139,22 @@ std::unique_ptr<HostChannel> HostChannel::attach(const char* path, std::span<cha
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
     const int e = errno;
     std::snprintf(why.data(), why.size(), "cannot reach the engine at %s: %s", path, std::strerror(e));
+    return nullptr;
+  }
+  // Whoever bound the path answers it: the engine's credentials (SO_PEERCRED, fixed at its
+  // listen()) are checked before it gets a byte of this process's traffic.
+  ucred peer{};
+  socklen_t plen = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &plen) != 0) {
+    std::snprintf(why.data(), why.size(), "engine at %s: cannot read its credentials: %s", path, std::strerror(errno));
+    return nullptr;
+  }
+  if (!trusted_engine_uid(peer.uid)) {
+    std::snprintf(why.data(), why.size(),
+                  "engine at %s runs as uid %u, which is not root, this user (uid %u) or PNO_ENGINE_UID: "
+                  "not handing it this process's traffic",
+                  path, static_cast<unsigned>(peer.uid), static_cast<unsigned>(::geteuid()));
+    std::fprintf(stderr, "pno: %s\n", why.data());
     return nullptr;
   }
   c::AttachRequest req;

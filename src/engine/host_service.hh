@@ -34,6 +34,12 @@ struct HostServiceConfig {
   channel::contract::Geometry geometry;
   std::vector<Ipv4Cidr> addrs;         ///< the engine's addresses, published to the host
   bool allow_any_uid = false;          ///< else only the engine's uid and root may attach
+  /// Attach limits, so that connecting processes cannot exhaust the engine (its descriptors, its
+  /// memory, its attention). Root is held only to the global ones, as RLIMIT_NPROC exempts it.
+  Duration handshake_timeout = std::chrono::seconds(1);  ///< a connection silent this long is closed
+  std::uint32_t max_pending_attaches = 64;  ///< connections not yet handshaken, all uids
+  std::uint32_t max_pending_per_uid = 8;    ///< of those, per uid
+  std::uint32_t max_families_per_uid = 256; ///< attached families per uid
   bool quiet = false;                  ///< no log lines (tests)
   channel::PcieModelConfig pcie;       ///< PCIe cost charged on every family's DmaChannel (off by default)
   channel::PcieClock* pcie_clock = nullptr;  ///< tests: a virtual clock for the model (default: steady, spin)
@@ -43,6 +49,7 @@ struct HostServiceConfig {
 #define PNO_HOST_COUNTERS(X)                                                                     \
   X(attached, "families attached")                                                               \
   X(refused, "attach requests refused (uid, ABI version, no resources)")                         \
+  X(attach_shed, "attach connections closed unanswered (pending caps, handshake timeout, EMFILE)") \
   X(families_closed, "attached families closed after their last process went")                  \
   X(corrupt, "impossible values a family wrote (the socket aborted or the family detached)")     \
   X(commands, "commands executed")                                                               \

@@ -1,22 +1,86 @@
 // The attach socket and the families' control connections: handshake, region, waiter registration.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <span>
+#include <string_view>
+#include <thread>
 
 #include "engine/host/impl.hh"
 
 namespace pno::engine {
 
 using namespace host;
+
+namespace {
+
+/// The queue of close_off_loop(): one detached thread closes what the loop hands it. The state is
+/// shared with that thread, so a close that never returns keeps it alive past the service.
+struct Closer {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<int> fds;
+
+  static Closer& get() {
+    static const std::shared_ptr<Closer> c = [] {
+      auto s = std::make_shared<Closer>();
+      std::thread([s] {
+        std::vector<int> batch;
+        for (;;) {
+          {
+            std::unique_lock lk(s->m);
+            s->cv.wait(lk, [&] { return !s->fds.empty(); });
+            batch.swap(s->fds);
+          }
+          for (int fd : batch) ::close(fd);
+          batch.clear();
+        }
+      }).detach();
+      return s;
+    }();
+    return *c;
+  }
+};
+
+}  // namespace
+
+void host::close_off_loop(int& fd) {
+  if (fd < 0) return;
+  Closer& c = Closer::get();
+  {
+    std::lock_guard lk(c.m);  // held by the closer only to swap the vector
+    c.fds.push_back(fd);
+  }
+  c.cv.notify_one();
+  fd = -1;
+}
+
+bool host::is_nonblocking_eventfd(int fd) {
+  // The file's kind is what /proc shows for its anon inode (eventfd_fops has no other name);
+  // readlink() never blocks on the file itself.
+  char path[48], link[32] = {};
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  const ssize_t n = ::readlink(path, link, sizeof(link) - 1);
+  constexpr std::string_view kEventfd = "anon_inode:[eventfd]";
+  if (n != static_cast<ssize_t>(kEventfd.size()) || kEventfd != std::string_view(link, static_cast<std::size_t>(n))) {
+    return false;
+  }
+  const int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && (fl & O_NONBLOCK) != 0;
+}
 
 Errc HostService::Impl::listen_socket() {
   sockaddr_un sa{};
@@ -43,6 +107,7 @@ Errc HostService::Impl::listen_socket() {
   ev.events = EPOLLIN;
   ev.data.u64 = kTagListener;
   epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+  reserve.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   log("listening on %s (ABI version %u)", sa.sun_path, c::kAbiVersion);
   return Errc::ok;
 }
@@ -50,11 +115,24 @@ Errc HostService::Impl::listen_socket() {
 void HostService::Impl::accept_attaches() {
   for (;;) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
+    if (fd < 0) {
+      // Out of descriptors, the pending connection stays and the listener stays readable: the
+      // loop would never sleep. Shed it with the reserve descriptor (libev's and nginx's way),
+      // else stop polling the listener for a while.
+      if ((errno == EMFILE || errno == ENFILE) && !shed_one()) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, nullptr);
+        listener_paused = true;
+        listener_resume = now + std::chrono::milliseconds(100);
+        log("out of descriptors: not accepting attach connections for 100 ms");
+        return;
+      }
+      if (errno == EMFILE || errno == ENFILE) continue;
+      return;
+    }
     ucred cred{};
     socklen_t len = sizeof(cred);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      ::close(fd);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !admit(fd, cred)) {
+      ::close(fd);  // our end of a Unix socket: its close never blocks
       continue;
     }
     auto f = std::make_unique<Family>();
@@ -62,6 +140,7 @@ void HostService::Impl::accept_attaches() {
     f->conn_fd = fd;
     f->pid = cred.pid;
     f->uid = cred.uid;
+    f->accepted_at = now;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = kTagConn | f->id;
@@ -70,11 +149,64 @@ void HostService::Impl::accept_attaches() {
   }
 }
 
+/// The pending caps: a connection that has not handshaken holds an engine descriptor, so their
+/// number is bounded overall and per uid (root only overall); past a cap it is closed unanswered,
+/// as a full listen backlog refuses a connect.
+bool HostService::Impl::admit(int /*fd*/, const ucred& cred) {
+  std::uint32_t pending = 0, mine = 0;
+  for (const auto& g : fams) {
+    if (g->active || g->dead) continue;
+    ++pending;
+    mine += g->uid == cred.uid ? 1 : 0;
+  }
+  if (pending < cfg.max_pending_attaches && (cred.uid == 0 || mine < cfg.max_pending_per_uid)) return true;
+  ++stats.attach_shed;
+  return false;
+}
+
+/// EMFILE/ENFILE: the reserve descriptor makes room to accept one connection and close it.
+bool HostService::Impl::shed_one() {
+  if (reserve.fd < 0) return false;
+  close_fd(reserve.fd);
+  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd >= 0) {
+    ::close(fd);
+    ++stats.attach_shed;
+  }
+  reserve.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
+}
+
+/// Connections that did not send their AttachRequest within the handshake timeout are closed;
+/// the listener comes back once a pause for lack of descriptors is over.
+void HostService::Impl::expire_handshakes() {
+  for (auto& g : fams) {
+    if (!g->active && !g->dead && now - g->accepted_at >= cfg.handshake_timeout) {
+      g->dead = true;
+      ++stats.attach_shed;
+    }
+  }
+  if (listener_paused && now >= listener_resume) {
+    listener_paused = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagListener;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev);
+  }
+}
+
+/// Families of `uid` holding a region (attached, or closing their connections).
+std::uint32_t HostService::Impl::families_of(uid_t uid) const {
+  std::uint32_t n = 0;
+  for (const auto& g : fams) n += g->active && g->uid == uid ? 1 : 0;
+  return n;
+}
+
 /// Answers an attach request with `status` and the reason already in `rep.why`; the family goes.
 void HostService::Impl::refuse(Family& f, c::AttachReply& rep, c::AttachStatus status) {
   rep.status = status;
   log("refused pid %d: %s", static_cast<int>(f.pid), rep.why);
-  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL);
+  [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT);
   ++stats.refused;
   f.dead = true;
 }
@@ -101,6 +233,12 @@ void HostService::Impl::handshake(Family& f) {
     refuse(f, rep, c::AttachStatus::refused);
     return;
   }
+  if (const std::uint32_t n = families_of(f.uid); f.uid != 0 && n >= cfg.max_families_per_uid) {
+    std::snprintf(rep.why, sizeof(rep.why), "uid %u already has %u families attached (the engine's limit per user)",
+                  static_cast<unsigned>(f.uid), n);
+    refuse(f, rep, c::AttachStatus::no_resources);
+    return;
+  }
   if (req.abi_version != c::kAbiVersion) {
     std::snprintf(rep.why, sizeof(rep.why), "host speaks channel ABI version %u, engine speaks %u",
                   req.abi_version, c::kAbiVersion);
@@ -120,8 +258,10 @@ void HostService::Impl::handshake(Family& f) {
     f.dead = true;
     return;
   }
+  // Edge-triggered: the doorbell is the host's to write (and to make blocking), so the engine's
+  // drain (poll_control) may fail or find nothing without the loop spinning on it.
   epoll_event ev{};
-  ev.events = EPOLLIN;
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = kTagDoorbell | f.id;
   epoll_ctl(epfd, EPOLL_CTL_ADD, f.doorbell_fd, &ev);
   f.active = true;
@@ -164,10 +304,14 @@ bool HostService::Impl::create_region(Family& f, std::uint64_t features, int& me
     h.addrs[i].addr = cfg.addrs[i].addr.v;
     h.addrs[i].prefix_len = cfg.addrs[i].prefix_len;
   }
-  memfd = ::memfd_create("pno-region", MFD_CLOEXEC);
+  memfd = ::memfd_create("pno-region", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return false;
   ::fchmod(memfd, 0600);
   if (::ftruncate(memfd, static_cast<off_t>(h.region_bytes)) != 0) return false;
+  // The host gets this file read-write: unsealed, its ftruncate() would turn the engine's next
+  // access into SIGBUS. The size is fixed for good (F_SEAL_SEAL: no seal added later, such as
+  // F_SEAL_FUTURE_WRITE); writes stay allowed (memfd_create(2), shmem_file_setattr()).
+  if (::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return false;
   void* map = mmap(nullptr, h.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (map == MAP_FAILED) return false;
   f.doorbell_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -208,12 +352,15 @@ void HostService::Impl::control(Family& f) {
   // At most kControlBudget messages per poll (the connection is level-triggered: the rest next time).
   for (std::uint32_t n = 0; n < kControlBudget; ++n) {
     c::WaiterRegister req;
-    int fds[1] = {-1};
+    // Room for every descriptor recv_with_fds takes: the ones beyond the first are the host's
+    // mistake and are closed off the loop like any descriptor the engine did not verify.
+    int fds[channel::kMaxPassedFds + 2];
     const ssize_t r = channel::recv_with_fds(f.conn_fd, &req, sizeof(req), fds, MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    for (std::size_t k = 1; k < std::size(fds); ++k) close_off_loop(fds[k]);
     int fd = fds[0];
     if (r <= 0) {  // hang-up: every process of the family is gone
-      close_fd(fd);
+      close_off_loop(fd);
       f.dead = true;
       return;
     }
@@ -224,13 +371,19 @@ void HostService::Impl::control(Family& f) {
 /// WaiterRegister / unregister (`len` bytes, `fd` the first descriptor it carried or -1): the
 /// descriptor is kept or closed, and the request answered.
 void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, ssize_t len, int fd) {
+  // Only a non-blocking eventfd becomes a waiter: its close() never blocks (eventfd_release()),
+  // and wake() refuses to write it once the host made it blocking. Anything else the host sent is
+  // closed off the loop, since its close() may block.
   c::WaiterReply rep;
   if (len != static_cast<ssize_t>(sizeof(req)) || req.magic != c::kAttachMagic || req.index >= f.geo.max_waiters) {
     rep.err = EINVAL;
-    close_fd(fd);
+    close_off_loop(fd);
   } else if (req.op == c::CtlOp::register_waiter) {
     if (fd < 0) {
       rep.err = EBADF;
+    } else if (!is_nonblocking_eventfd(fd)) {
+      rep.err = EINVAL;
+      close_off_loop(fd);
     } else {
       if (f.waiter_fds[req.index] < 0) f.registered.push_back(req.index);
       close_fd(f.waiter_fds[req.index]);
@@ -238,17 +391,18 @@ void HostService::Impl::waiter_message(Family& f, const c::WaiterRegister& req, 
       f.woken[req.index] = 0;
     }
   } else if (req.op == c::CtlOp::unregister_waiter) {
-    close_fd(fd);
+    close_off_loop(fd);
     close_fd(f.waiter_fds[req.index]);
     std::erase(f.registered, req.index);
   } else {
     rep.err = EINVAL;
-    close_fd(fd);
+    close_off_loop(fd);
   }
   [[maybe_unused]] ssize_t w = ::send(f.conn_fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void HostService::Impl::poll_control() {
+  expire_handshakes();
   epoll_event evs[32];
   for (;;) {
     const int n = epoll_wait(epfd, evs, 32, 0);
@@ -269,9 +423,14 @@ void HostService::Impl::poll_control() {
           proc_died(*f, e);
         }
       } else if (tag == kTagDoorbell) {
-        if (Family* f = family(id); f != nullptr) {
+        if (Family* f = family(id); f != nullptr && f->doorbell_fd >= 0) {
+          // The host shares this description and may have cleared O_NONBLOCK, then drained the
+          // counter after epoll saw it: a plain read() would sleep. RWF_NOWAIT is per call
+          // (eventfd_read_iter(): EAGAIN at zero); kernels without it answer EOPNOTSUPP, and
+          // the edge-triggered registration keeps an undrained doorbell from spinning the loop.
           std::uint64_t v;
-          [[maybe_unused]] ssize_t r = ::read(f->doorbell_fd, &v, sizeof(v));
+          iovec io{&v, sizeof(v)};
+          [[maybe_unused]] ssize_t r = ::preadv2(f->doorbell_fd, &io, 1, -1, RWF_NOWAIT);
           ++stats.doorbells;
         }
       }

@@ -15,6 +15,7 @@
 // so each engine lcore can run an instance of its own on its own stack (with its own socket path).
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cerrno>
@@ -68,6 +69,32 @@ inline constexpr std::uint32_t kDeathBudget = 1;  ///< execute(): the completion
 
 void close_fd(int& fd);
 
+/// A descriptor the engine owns, closed with its owner.
+struct OwnedFd {
+  int fd = -1;
+  OwnedFd() = default;
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  ~OwnedFd() { close_fd(fd); }
+};
+/// Closes a descriptor the host passed and the engine did not verify, on a thread of its own: its
+/// close() may run a flush or release that blocks (a FUSE file, a tty, a lingering socket).
+void close_off_loop(int& fd);
+/// True when `fd` is an eventfd opened non-blocking (the only waiter the engine accepts).
+bool is_nonblocking_eventfd(int fd);
+/// Wakes a waiter: writes 1 to its eventfd without blocking. False when the host made it
+/// blocking (the family is then hostile). Only under a WakeGuardScope.
+bool wake_eventfd(int fd);
+/// While one lives, a write of this thread that blocks is interrupted (EINTR) within a
+/// millisecond: the guard of wake()'s eventfd writes (serve.cc says why).
+class WakeGuardScope {
+ public:
+  WakeGuardScope();
+  ~WakeGuardScope();
+  WakeGuardScope(const WakeGuardScope&) = delete;
+  WakeGuardScope& operator=(const WakeGuardScope&) = delete;
+};
+
 /// The TCP readiness bits the host reads from a slot (HostChannel::readiness): hang-ups and errors,
 /// and writability while the send ring is not in use. TCP's own IN bit and, on a sendable socket,
 /// its OUT bit move with nearly every segment; publishing them would bump event_seq and wake the
@@ -113,6 +140,7 @@ struct Family {
   std::uint32_t id = 0;
   int conn_fd = -1, doorbell_fd = -1;
   bool active = false;  ///< region handed over (false: attach handshake pending)
+  Instant accepted_at{};  ///< when the attach connection was accepted (handshake timeout)
   pid_t pid = 0;
   uid_t uid = 0;
   std::byte* map = nullptr;
@@ -176,8 +204,11 @@ struct HostService::Impl {
   tcp::TcpLayer* tcp = nullptr;
   int listen_fd = -1;
   int epfd = -1;
+  host::OwnedFd reserve;         ///< given up at EMFILE to accept and shed a connection
+  bool listener_paused = false;  ///< out of descriptors and no reserve: listener off epoll
+  Instant listener_resume{};
   std::uint32_t next_family = 1;
-  std::vector<std::unique_ptr<Family>> fams;
+  std::vector<std::unique_ptr<Family>> fams;  ///< in id order (ids only grow): family() bisects
   std::unordered_map<SocketId, host::SlotRef> by_tcp;
   std::vector<std::byte> staging = std::vector<std::byte>(host::kStaging);
   std::vector<std::uint32_t> work;
@@ -205,6 +236,10 @@ struct HostService::Impl {
   // attach.cc
   Errc listen_socket();
   void accept_attaches();
+  bool admit(int fd, const ucred& cred);
+  bool shed_one();
+  void expire_handshakes();
+  std::uint32_t families_of(uid_t uid) const;
   void handshake(Family& f);
   void refuse(Family& f, c::AttachReply& rep, c::AttachStatus status);
   bool send_region(Family& f, c::AttachReply& rep, int& memfd);

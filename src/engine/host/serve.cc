@@ -1,13 +1,99 @@
 // One service pass over a family: completions backlog, commands, kicks, dirty sockets, wake-ups.
+#include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <optional>
 
 #include "engine/host/impl.hh"
 
 namespace pno::engine {
 
 using namespace host;
+
+namespace {
+
+/// The signal that interrupts a wake-up write a host made blocking. Its handler does nothing and
+/// is installed without SA_RESTART, so the blocked write returns EINTR (eventfd_write() waits
+/// interruptibly). The engine process reserves it.
+int guard_signal() { return SIGRTMIN + 5; }
+void on_guard_signal(int) {}
+
+/// How long a wake-up write may block at most before the guard interrupts it.
+constexpr long kGuardPeriodNs = 1'000'000;
+
+/// A waiter eventfd shares its open file description with the host, which can clear O_NONBLOCK
+/// and fill the counter to its maximum: the engine's write(1) would then sleep until the host
+/// reads, i.e. for ever. Nothing per call makes an eventfd write non-blocking (pwritev2's
+/// RWF_NOWAIT is EOPNOTSUPP there, an eventfd cannot be reopened through /proc), and checking
+/// O_NONBLOCK first leaves a window the host can race. So the writes of one wake() pass run under
+/// this thread's periodic timer: a write that blocks is interrupted within kGuardPeriodNs, every
+/// period, whatever the interleaving. Armed only around writes (two timer_settime per pass).
+class WakeGuard {
+ public:
+  WakeGuard() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      struct sigaction sa {};
+      sa.sa_handler = on_guard_signal;
+      sigemptyset(&sa.sa_mask);
+      sa.sa_flags = 0;  // no SA_RESTART: the interrupted write fails with EINTR
+      sigaction(guard_signal(), &sa, nullptr);
+    });
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, guard_signal());
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    sigevent sev{};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = guard_signal();
+    sev._sigev_un._tid = static_cast<int>(::gettid());  // this thread, not the process
+    ok_ = timer_create(CLOCK_MONOTONIC, &sev, &timer_) == 0;
+  }
+  ~WakeGuard() {
+    if (ok_) timer_delete(timer_);
+  }
+  WakeGuard(const WakeGuard&) = delete;
+  WakeGuard& operator=(const WakeGuard&) = delete;
+
+  void arm() { set(kGuardPeriodNs); }
+  void disarm() { set(0); }
+
+ private:
+  void set(long ns) {
+    if (!ok_) return;
+    itimerspec its{};
+    its.it_value.tv_nsec = ns;
+    its.it_interval.tv_nsec = ns;
+    timer_settime(timer_, 0, &its, nullptr);
+  }
+  timer_t timer_{};
+  bool ok_ = false;
+};
+
+WakeGuard& wake_guard() {
+  thread_local WakeGuard g;
+  return g;
+}
+
+}  // namespace
+
+host::WakeGuardScope::WakeGuardScope() { wake_guard().arm(); }
+host::WakeGuardScope::~WakeGuardScope() { wake_guard().disarm(); }
+
+bool host::wake_eventfd(int fd) {
+  // A host that cleared O_NONBLOCK is hostile: no write at all. The guard covers the window
+  // between this check and the write.
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || (fl & O_NONBLOCK) == 0) return false;
+  const std::uint64_t one = 1;
+  const ssize_t r = ::write(fd, &one, sizeof(one));
+  // EAGAIN: the counter is at its maximum, so the waiter is readable (woken) already.
+  return r == static_cast<ssize_t>(sizeof(one)) || (r < 0 && errno == EAGAIN);
+}
 
 void HostService::Impl::flush_backlog(Family& f) {
   while (!f.backlog.empty()) {
@@ -130,6 +216,8 @@ void HostService::Impl::wake(Family& f) {
   f.dma->fence();  // our publications before the arm words we read (the host arms, then checks)
   std::uint32_t armed_count = 0;
   if (!f.dma->read_u32(offsetof(c::RegionHeader, armed_waiters), armed_count) || armed_count == 0) return;
+  std::optional<WakeGuardScope> guard;  // armed at the first write of the pass
+  bool hostile = false;
   for (std::uint32_t idx : f.registered) {
     std::uint32_t armed = 0;
     if (!f.dma->read_u32(f.geo.waiters_off + std::uint64_t{idx} * sizeof(c::WaiterEntry) +
@@ -139,10 +227,15 @@ void HostService::Impl::wake(Family& f) {
     }
     if (armed == 0 || armed == f.woken[idx] || f.waiter_fds[idx] < 0) continue;
     f.woken[idx] = armed;
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t r = ::write(f.waiter_fds[idx], &one, sizeof(one));
+    if (!guard) guard.emplace();
+    if (!wake_eventfd(f.waiter_fds[idx])) {
+      hostile = true;
+      break;
+    }
     ++stats.wakeups;
   }
+  guard.reset();
+  if (hostile) corrupt(f, "waiter eventfd (made blocking)");
 }
 
 }  // namespace pno::engine
