@@ -84,7 +84,6 @@ struct Sock {
 
   bool in_pending = false;          ///< on the flush list
   bool event_queued = false;        ///< on the event queue
-  Instant wheel_at = kNever;        ///< deadline of the live timer-wheel entry
 
   Tcb tcb;
 };
@@ -102,7 +101,7 @@ struct TcpLayer::Impl {
   Ipv4Output& ip;
   Counters& ctr;
   IsnGenerator isn;
-  TimerWheel wheel;
+  TimerWheel wheel;  ///< one entry per socket, id = slot
   Instant now;
 
   // --- socket slab (sockets.cc) ---

@@ -52,6 +52,7 @@ Sock* TcpLayer::Impl::alloc() {
         chunk->back().slot = static_cast<std::uint32_t>(chunks.size() * kChunk + i);
       }
       chunks.push_back(std::move(chunk));
+      wheel.reserve(static_cast<std::uint32_t>(chunks.size() * kChunk));
     }
     slot = slots++;
   }
@@ -66,6 +67,7 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   unhash(s);
   if (s.tcb.state == TcpState::listen) listener_remove(s);
   rcv_budget_forget(s);
+  wheel.cancel(slot_of(s));
   // Scheduling flags stay: a stale entry on the pending list or event queue is harmless, and
   // clearing the flag could queue the slot twice.
   const std::uint32_t gen = s.gen % ((1u << (32 - kSlotBits)) - 1) + 1;
@@ -79,7 +81,6 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   s.syn_queue = s.accept_len = 0;
   s.accept_head = s.accept_tail = s.parent = s.next_accept = kNoSlot;
   s.parent_gen = 0;
-  s.wheel_at = kNever;
   s.gen = gen;
   s.in_pending = in_pending;
   s.event_queued = event_queued;
