@@ -40,6 +40,8 @@ struct TcpConfig {
   CongestionAlgo congestion = CongestionAlgo::cubic;
   std::uint32_t max_sockets = 65536;
   std::uint32_t syn_backlog = 1024;                ///< SYN queue size per listener
+  /// listen() backlogs are clamped to this (Linux net.core.somaxconn; at most 65535 here).
+  std::uint32_t somaxconn = 4096;
   bool syn_cookies = true;                         ///< when the SYN queue is full
   std::uint16_t ephemeral_lo = 32768, ephemeral_hi = 60999;
   Duration keepalive_idle = std::chrono::seconds(7200);
