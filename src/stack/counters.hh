@@ -90,7 +90,8 @@ namespace pno {
   X(tcp_conn_active_opens, "connections opened actively")                                \
   X(tcp_conn_passive_opens, "connections accepted")                                      \
   X(tcp_conn_timeouts, "connections dropped after too many retransmissions/probes")      \
-  X(tcp_conn_resets, "connections reset")
+  X(tcp_conn_resets, "connections reset")                                                \
+  X(tcp_tw_overflow, "TIME-WAIT skipped: tcp_max_tw_buckets reached (Linux TCPTimeWaitOverflow)")
 
 enum class Counter : std::uint16_t { PNO_COUNTERS(PNO_COUNTER_ENUMERATOR) count_ };
 

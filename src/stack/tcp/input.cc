@@ -486,7 +486,7 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
     } else if (t.timers.delack == kNever) {
       t.timers.delack = now + cfg.delayed_ack;
     }
-    if (t.ooo_fin && *t.ooo_fin == t.rcv.nxt) process_fin(s);
+    if (t.ooo_fin && *t.ooo_fin == t.rcv.nxt && !process_fin(s)) return;
     notify(s);
   } else {
     // Out of order: the bytes go into the ring at their offset, the range into Reassembly, and
@@ -509,7 +509,7 @@ void TcpLayer::Impl::process_data(Sock& s, const TcpRepr& seg) {
   program(s);
 }
 
-void TcpLayer::Impl::process_fin(Sock& s) {
+bool TcpLayer::Impl::process_fin(Sock& s) {
   Tcb& t = s.tcb;
   t.rcv.nxt += 1;
   t.fin_rcvd = true;
@@ -526,13 +526,14 @@ void TcpLayer::Impl::process_fin(Sock& s) {
       set_state(s, TcpState::closing);
       break;
     case TcpState::fin_wait_2:
-      enter_time_wait(s);
+      if (!enter_time_wait(s)) return false;
       break;
     default:
       break;
   }
   rcv_budget_sync(s);
   notify(s);
+  return true;
 }
 
 }  // namespace pno::tcp

@@ -84,7 +84,6 @@ struct Sock {
 
   bool in_pending = false;          ///< on the flush list
   bool event_queued = false;        ///< on the event queue
-  Instant wheel_at = kNever;        ///< deadline of the live timer-wheel entry
 
   Tcb tcb;
 };
@@ -102,7 +101,7 @@ struct TcpLayer::Impl {
   Ipv4Output& ip;
   Counters& ctr;
   IsnGenerator isn;
-  TimerWheel wheel;
+  TimerWheel wheel;  ///< one entry per socket, id = slot
   Instant now;
 
   // --- socket slab (sockets.cc) ---
@@ -111,6 +110,8 @@ struct TcpLayer::Impl {
   std::uint32_t slots = 0;             ///< slots created so far
   std::vector<std::uint32_t> free_slots;
   std::size_t live = 0;
+  std::uint32_t tw_count = 0;          ///< sockets in TIME-WAIT (set_state / free_sock keep it)
+  std::uint32_t tw_cap = 0;            ///< TcpConfig::max_tw_buckets, resolved
 
   ConnTable conns;
   /// port -> listening slots, in listen() order. More than one only for an SO_REUSEPORT group;
@@ -162,7 +163,9 @@ struct TcpLayer::Impl {
   void drop_conn(Sock& s, Errc err);
   /// Graceful end of a connection (LAST-ACK acked, TIME-WAIT over, orphan timeouts).
   void finish(Sock& s);
-  void enter_time_wait(Sock& s);
+  /// FIN-WAIT-2 or CLOSING to TIME-WAIT for 2*MSL. false: no TIME-WAIT bucket was free, so the
+  /// connection was closed at once (freed if orphaned), after the ACK of the peer's FIN.
+  bool enter_time_wait(Sock& s);
   void start_close(Sock& s);  ///< queue our FIN (shutdown(SHUT_WR) / close())
   void reset_conn(Sock& s);   ///< user abort: RST now
   /// close()/abort() of a socket with no connection to end: a listener closes, a CLOSED socket is
@@ -185,7 +188,8 @@ struct TcpLayer::Impl {
   bool check_paws(Sock& s, const wire::TcpRepr& seg);
   [[nodiscard]] bool acceptable(const Sock& s, const wire::TcpRepr& seg) const;
   void process_data(Sock& s, const wire::TcpRepr& seg);
-  void process_fin(Sock& s);
+  /// false: the connection ended here (TIME-WAIT overflow).
+  bool process_fin(Sock& s);
   void challenge_ack(Sock& s);
   void oow_ack(Sock& s, const wire::TcpRepr& seg);
   void take_options(Sock& s, const wire::TcpRepr& syn);

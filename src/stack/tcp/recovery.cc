@@ -179,7 +179,7 @@ bool TcpLayer::Impl::on_fin_acked(Sock& s) {
       notify(s);
       break;
     case TcpState::closing:
-      enter_time_wait(s);
+      if (!enter_time_wait(s)) return false;
       break;
     case TcpState::last_ack:
       finish(s);

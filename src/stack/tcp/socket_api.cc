@@ -33,12 +33,23 @@ Errc TcpLayer::bind(SocketId id, Endpoint local) {
   return Errc::ok;
 }
 
+namespace {
+
+/// Linux __sys_listen: `if ((unsigned int)backlog > somaxconn) backlog = somaxconn;` (so a
+/// negative backlog means somaxconn).
+int clamp_backlog(int backlog, const TcpConfig& cfg) {
+  const auto cap = std::min<std::uint32_t>(cfg.somaxconn, 65535);
+  return static_cast<int>(std::min(static_cast<std::uint32_t>(backlog), cap));
+}
+
+}  // namespace
+
 Errc TcpLayer::listen(SocketId id, int backlog) {
   Impl& m = *impl_;
   Sock* s = m.lookup(id);
   if (s == nullptr) return Errc::badf;
   if (s->tcb.state == TcpState::listen) {
-    s->backlog = std::clamp(backlog, 0, 65535);
+    s->backlog = clamp_backlog(backlog, m.cfg);
     return Errc::ok;
   }
   if (s->tcb.state != TcpState::closed || s->ever_connected) return Errc::inval;
@@ -58,7 +69,7 @@ Errc TcpLayer::listen(SocketId id, int backlog) {
     }
   }
   m.listener_add(*s);
-  s->backlog = std::clamp(backlog, 0, 65535);
+  s->backlog = clamp_backlog(backlog, m.cfg);
   m.set_state(*s, TcpState::listen);
   return Errc::ok;
 }

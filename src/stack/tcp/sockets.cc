@@ -16,6 +16,7 @@ TcpLayer::Impl::Impl(const TcpConfig& c, Ipv4Output& ipo, Counters& counters, st
       now(t),
       conns(std::max<std::uint32_t>(c.max_sockets, 16)) {
   cfg.max_sockets = std::clamp<std::uint32_t>(cfg.max_sockets, 16, kSlotMask);
+  tw_cap = cfg.max_tw_buckets.value_or(cfg.max_sockets / 2);
   pending.reserve(cfg.max_sockets);
   events.resize(cfg.max_sockets);
   free_slots.reserve(cfg.max_sockets);
@@ -52,6 +53,7 @@ Sock* TcpLayer::Impl::alloc() {
         chunk->back().slot = static_cast<std::uint32_t>(chunks.size() * kChunk + i);
       }
       chunks.push_back(std::move(chunk));
+      wheel.reserve(static_cast<std::uint32_t>(chunks.size() * kChunk));
     }
     slot = slots++;
   }
@@ -66,10 +68,12 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   unhash(s);
   if (s.tcb.state == TcpState::listen) listener_remove(s);
   rcv_budget_forget(s);
+  wheel.cancel(slot_of(s));
   // Scheduling flags stay: a stale entry on the pending list or event queue is harmless, and
   // clearing the flag could queue the slot twice.
   const std::uint32_t gen = s.gen % ((1u << (32 - kSlotBits)) - 1) + 1;
   const bool in_pending = s.in_pending, event_queued = s.event_queued;
+  if (s.tcb.state == TcpState::time_wait) --tw_count;
   s.tcb = Tcb(cfg);
   s.opt = SockOptions{};
   s.orphan = s.bound = s.bound_any = s.autobound = s.hashed = s.ever_connected = s.in_accept_queue = false;
@@ -79,7 +83,6 @@ void TcpLayer::Impl::free_sock(Sock& s) {
   s.syn_queue = s.accept_len = 0;
   s.accept_head = s.accept_tail = s.parent = s.next_accept = kNoSlot;
   s.parent_gen = 0;
-  s.wheel_at = kNever;
   s.gen = gen;
   s.in_pending = in_pending;
   s.event_queued = event_queued;
@@ -122,6 +125,8 @@ bool TcpLayer::Impl::port_bound(std::uint16_t port, const Sock* except, bool reu
 }
 
 void TcpLayer::Impl::set_state(Sock& s, TcpState st) {
+  if (s.tcb.state == TcpState::time_wait) --tw_count;
+  if (st == TcpState::time_wait) ++tw_count;
   s.tcb.state = st;
   rcv_budget_sync(s);
 }
@@ -155,8 +160,19 @@ void TcpLayer::Impl::drop_conn(Sock& s, Errc err) {
 
 void TcpLayer::Impl::finish(Sock& s) { drop_conn(s, Errc::ok); }
 
-void TcpLayer::Impl::enter_time_wait(Sock& s) {
+bool TcpLayer::Impl::enter_time_wait(Sock& s) {
   Tcb& t = s.tcb;
+  if (t.state != TcpState::time_wait && tw_count >= tw_cap) {
+    // Linux tcp_time_wait(): no TIME-WAIT bucket ("time wait bucket table overflow"), so the
+    // connection is done at once (tcp_done); the ACK of the peer's FIN goes first (tcp_fin).
+    ctr.inc(Counter::tcp_tw_overflow);
+    if (t.pend.ack_now) {
+      t.pend.ack_now = false;
+      emit(s, wire::tcp_flag::kAck, t.snd.max, 0);
+    }
+    finish(s);
+    return false;
+  }
   set_state(s, TcpState::time_wait);
   t.timers = Timers{};
   t.timers.linger = now + 2 * cfg.msl;  // RFC 9293 §3.10.7.4: 2*MSL
@@ -167,6 +183,7 @@ void TcpLayer::Impl::enter_time_wait(Sock& s) {
     t.rcvq = ByteRing{};
   }
   notify(s);
+  return true;
 }
 
 void TcpLayer::Impl::start_close(Sock& s) {

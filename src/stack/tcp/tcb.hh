@@ -1,6 +1,6 @@
 // The transmission control block (RFC 9293 §3.3.1): everything one connection knows, grouped by
 // direction with the RFC's names. Timers are data (one deadline per kind); the timer wheel only
-// holds "look at this connection at time T" entries (see timer_wheel.hh).
+// holds one "look at this connection at time T" entry per socket (see timer_wheel.hh).
 #pragma once
 
 #include <cstdint>

@@ -41,12 +41,11 @@ void TcpLayer::on_segment(const Ipv4RxInfo& ip, ByteSpan segment, Instant now) {
 void TcpLayer::poll(Instant now) {
   Impl& m = *impl_;
   m.now = std::max(m.now, now);
-  m.wheel.expire(m.now, [&m](std::uint32_t key, Instant deadline) {
-    const std::uint32_t slot = key & kSlotMask;
+  m.wheel.expire(m.now, [&m](std::uint32_t slot, Instant) {
+    // One entry per slot, cancelled when the socket is freed: every entry that fires is live.
     if (slot >= m.slots) return;
     Sock& s = m.at(slot);
-    if (!s.in_use || s.gen != (key >> kSlotBits) || s.wheel_at != deadline) return;  // stale
-    s.wheel_at = kNever;
+    if (!s.in_use) return;
     m.on_timers(s);
     m.arm(s);
   });
@@ -81,17 +80,12 @@ void TcpLayer::Impl::program(Sock& s) {
 }
 
 void TcpLayer::Impl::arm(Sock& s) {
+  // One wheel entry per socket (Linux sk_reset_timer reuses the socket's timer). It moves only
+  // earlier: a later deadline (or none) keeps it, and it fires early, finds nothing due and
+  // re-arms, rather than moving on every ACK that pushes the RTO back.
   if (!s.in_use) return;
   const Instant d = s.tcb.timers.earliest();
-  if (d == kNever) {
-    s.wheel_at = kNever;  // any entry still in the wheel is now stale
-    return;
-  }
-  if (s.wheel_at == kNever || d < s.wheel_at) {
-    wheel.schedule(id_of(s), d);
-    s.wheel_at = d;
-  }
-  // A later deadline keeps the earlier entry: it fires early, finds nothing due and re-arms.
+  if (d < wheel.deadline(slot_of(s))) wheel.schedule(slot_of(s), d);
 }
 
 std::uint32_t TcpLayer::Impl::readiness(const Sock& s) const {
@@ -138,5 +132,7 @@ bool TcpLayer::next_event(SocketEvent& out) {
 }
 
 std::size_t TcpLayer::socket_count() const { return impl_->live; }
+
+std::size_t TcpLayer::timer_entries() const { return impl_->wheel.size(); }
 
 }  // namespace pno::tcp

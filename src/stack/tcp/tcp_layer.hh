@@ -82,6 +82,8 @@ class TcpLayer {
 
   /// Sockets still held (open by the user, or closing in the protocol, or in TIME_WAIT).
   [[nodiscard]] std::size_t socket_count() const;
+  /// Entries in the timer wheel: at most one per socket (for tests and diagnostics).
+  [[nodiscard]] std::size_t timer_entries() const;
 
  private:
   struct Impl;

@@ -7,10 +7,13 @@ namespace pno::tcp {
 TimerWheel::TimerWheel(Instant now, Duration tick, std::size_t slots)
     : tick_(tick.count() > 0 ? tick : Duration{1}),
       mask_(std::bit_ceil(slots < 64 ? std::size_t{64} : slots) - 1),
+      spill_(mask_ + 1),
       cur_(to_ns(now) / tick_.count()),
-      heads_(mask_ + 1, kNil),
-      bits_((mask_ + 1) / 64, 0) {
-  pool_.reserve(1024);
+      heads_(mask_ + 2, kNil),
+      bits_((mask_ + 1) / 64, 0) {}
+
+void TimerWheel::reserve(std::uint32_t n) {
+  if (n > pool_.size()) pool_.resize(n);
 }
 
 std::int64_t TimerWheel::tick_of_ceil(Instant t) const {
@@ -24,34 +27,56 @@ void TimerWheel::mark(std::size_t slot, bool nonempty) {
   else bits_[slot >> 6] &= ~bit;
 }
 
-void TimerWheel::link(std::uint32_t idx) {
-  const std::size_t slot = static_cast<std::size_t>(pool_[idx].tick) & mask_;
-  pool_[idx].next = heads_[slot];
-  heads_[slot] = idx;
-  mark(slot, true);
+void TimerWheel::push(std::size_t list, std::uint32_t idx) {
+  Entry& e = pool_[idx];
+  e.prev = kHead | static_cast<std::uint32_t>(list);
+  e.next = heads_[list];
+  if (e.next != kNil) pool_[e.next].prev = idx;
+  heads_[list] = idx;
+  if (list != spill_) mark(list, true);
 }
 
-std::uint32_t TimerWheel::take(std::size_t slot) {
-  const std::uint32_t h = heads_[slot];
-  heads_[slot] = kNil;
-  mark(slot, false);
-  return h;
-}
-
-void TimerWheel::schedule(std::uint32_t key, Instant deadline) {
-  std::int64_t tick = deadline == kNever ? INT64_MAX / 2 : tick_of_ceil(deadline);
-  if (tick <= cur_) tick = cur_ + 1;
-  std::uint32_t idx;
-  if (free_ != kNil) {
-    idx = free_;
-    free_ = pool_[idx].next;
+void TimerWheel::unlink(std::uint32_t idx) {
+  Entry& e = pool_[idx];
+  if (e.next != kNil) pool_[e.next].prev = e.prev;
+  if ((e.prev & kHead) != 0) {
+    const std::size_t list = e.prev & ~kHead;
+    heads_[list] = e.next;
+    if (list != spill_ && e.next == kNil) mark(list, false);
   } else {
-    idx = static_cast<std::uint32_t>(pool_.size());
-    pool_.push_back({});
+    pool_[e.prev].next = e.next;
   }
-  pool_[idx] = Entry{tick, deadline, key, kNil};
-  link(idx);
-  ++live_;
+  e.next = e.prev = kNil;
+}
+
+void TimerWheel::schedule(std::uint32_t id, Instant deadline) {
+  if (id >= pool_.size()) {
+    if (deadline == kNever) return;
+    pool_.resize(std::size_t{id} + 1);
+  }
+  Entry& e = pool_[id];
+  if (deadline == kNever) {
+    if (e.deadline != kNever) {
+      unlink(id);
+      e.deadline = kNever;
+      --live_;
+    }
+    return;
+  }
+  std::int64_t tick = tick_of_ceil(deadline);
+  if (tick <= cur_) tick = cur_ + 1;
+  if (e.deadline != kNever) {
+    if (e.tick == tick) {  // same tick: nothing moves
+      e.deadline = deadline;
+      return;
+    }
+    unlink(id);
+  } else {
+    ++live_;
+  }
+  e.tick = tick;
+  e.deadline = deadline;
+  push(slot_of(tick), id);
 }
 
 Instant TimerWheel::next_deadline() const {
