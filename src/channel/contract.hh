@@ -109,18 +109,10 @@ static_assert(sizeof(RingIndices) == 2 * kCacheLine);
 static_assert(offsetof(RingIndices, tail) == kCacheLine);
 inline constexpr std::uint64_t kRingEntries = sizeof(RingIndices) + kCacheLine;
 
-/// A host-side spin lock word (0 free, else the holder's thread id). One per cache line. The
-/// engine never writes these lines (not even when it reuses a slot). On a socket slot's locks two
-/// more host-only words live here (zero elsewhere; zero = nothing recorded):
+/// A host-side spin lock word (0 free, else the holder's pid). One per cache line.
 struct alignas(kCacheLine) LockWord {
   std::uint32_t owner = 0;
-  /// The handle whose last close() went out, stored under the lock before Op::close is sent: a
-  /// thread that takes the lock later stores nothing more into the slot for that handle (the
-  /// engine may reuse the slot for another connection as soon as it ran the close).
-  std::uint32_t closed = 0;
-  /// send_lock only: the kick ring position of the slot's last kick (see HostChannel's kick()).
-  std::uint32_t kick_pos = 0;
-  std::uint8_t pad[kCacheLine - 12] = {};
+  std::uint8_t pad[kCacheLine - 4] = {};
 };
 static_assert(sizeof(LockWord) == kCacheLine);
 
@@ -237,11 +229,10 @@ static_assert(std::is_trivially_copyable_v<Completion>);
 inline constexpr std::uint32_t kReplySlots = 256;
 static_assert(kNoReply >= kReplySlots, "a no-reply tag names no reply slot");
 struct alignas(kCacheLine) ReplySlot {
-  std::uint32_t state = 0;  ///< 0 free, 1 waiting, 2 answered, 3 its owner died before the answer
-  std::uint32_t owner = 0;  ///< thread id of the claimant (claimed with `state` in one 8-byte CAS)
+  std::uint32_t state = 0;  ///< 0 free, 1 waiting, 2 answered
+  std::uint32_t pad0 = 0;
   Completion cpl;
 };
-static_assert(offsetof(ReplySlot, owner) == 4);
 static_assert(sizeof(ReplySlot) == 192);
 
 // ----------------------------------------------------------------------------------- waiter table

@@ -8,9 +8,9 @@
 //
 // Threading: every method is thread-safe and may be called from several processes of the family
 // at once. The data path (send, recv, readiness, readable_bytes) makes no system call unless the
-// engine is asleep and must be woken. Nothing here calls malloc after attach() returns. Locks are
-// spin locks held only for a copy and a few stores; a signal handler calling into the channel on
-// the same thread never waits for them (see defer_signal()).
+// engine is asleep and must be woken. Nothing here calls malloc after attach() returns, and no
+// method takes a lock that a signal handler re-entering the same method on another socket could
+// deadlock on (per-socket locks are spin locks held only for a copy).
 #pragma once
 
 #include <sys/types.h>
@@ -75,18 +75,6 @@ struct EdgeMarks {
   std::uint32_t out = 0;     ///< bytes the engine took from the send ring
   std::uint64_t status = 0;  ///< state, flags, hang-up bits, shutdown(SHUT_WR), error: any change is an edge
 };
-
-/// Signal handlers (POSIX makes send, recv, close and the like async-signal-safe). The channel's
-/// critical sections (a copy and a few stores under a region lock) must not be entered again by a
-/// handler that interrupted them on the same thread, nor wait for the interrupted thread. Linux runs
-/// a handler only between system calls, so the shim's wrapper of the application's handlers asks
-/// defer_signal() first: true means the thread is inside a critical section right now; the wrapper
-/// records the signal and returns, and the channel calls the runner (set_signal_runner()) on that
-/// thread as soon as the outermost section ends, where the wrapper runs the handler. Both are
-/// async-signal-safe. Without a wrapper, a re-entered lock fails the inner call with EINTR.
-bool defer_signal() noexcept;
-class RegionLock;
-void set_signal_runner(void (*runner)()) noexcept;
 
 class HostChannel {
  public:
@@ -217,7 +205,6 @@ class HostChannel {
                                             std::span<char> why);
 
  private:
-  friend class RegionLock;
   HostChannel();
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -255,7 +255,7 @@ int HostChannel::relocate_fd(int fd) {
   auto at_once = [](int) {};
   if (fd == im.conn_fd.load()) {
     // The ctl lock keeps a waiter registration (sendmsg + recv on conn_fd) off the number.
-    RegionLock lk(im.hdr->ctl_lock.owner, im);
+    RegionLock lk(im.hdr->ctl_lock.owner, im.pid);
     return renumber(into(im.conn_fd), at_once);
   }
   if (fd == im.region_fd.load()) {

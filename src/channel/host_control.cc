@@ -9,31 +9,6 @@
 namespace pno::channel {
 
 namespace {
-// A reply slot's state and owner, claimed and changed together (contract ReplySlot).
-enum ReplyState : std::uint32_t { kFree = 0, kWaiting = 1, kAnswered = 2, kOrphaned = 3 };
-std::atomic_ref<std::uint64_t> reply_word(c::ReplySlot& rs) {
-  using Word = std::uint64_t __attribute__((may_alias));
-  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<Word*>(&rs.state));
-}
-constexpr std::uint64_t reply_pack(std::uint32_t state, std::uint32_t owner) {
-  return std::uint64_t{state} | (std::uint64_t{owner} << 32);  // state first in memory (little endian)
-}
-constexpr std::uint32_t reply_state(std::uint64_t w) { return static_cast<std::uint32_t>(w); }
-constexpr std::uint32_t reply_owner(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
-
-/// A wait of round `round` that cannot progress without another thread or process: spin, yield,
-/// then sleep (up to 1 ms), so a stopped or slow peer costs no CPU.
-void backoff(std::uint32_t round) {
-  if (round < 64) return;
-  if (round < 192) {
-    sched_yield();
-    return;
-  }
-  const std::uint32_t k = std::min<std::uint32_t>(round - 192, 5);
-  timespec ts{0, std::min<long>(50'000L << k, 1'000'000L)};
-  ::nanosleep(&ts, nullptr);
-}
-
 Errc cpl_err(const c::Completion& cp) { return static_cast<Errc>(cp.err); }
 
 c::Command sock_cmd(c::Op op, HostSocket s) {
@@ -55,17 +30,16 @@ c::Command endpoint_cmd(c::Op op, HostSocket s, Endpoint ep) {
 // --- the command ring and reply slots
 
 bool HostChannel::Impl::push_command(const c::Command& cmd) {
-  for (std::uint32_t round = 0;; ++round) {
+  for (;;) {
     std::size_t pushed = 0;
     {
-      RegionLock lk(hdr->cmd_lock.owner, *this);
-      if (!lk.owned()) return false;  // a handler inside this thread's own push
+      RegionLock lk(hdr->cmd_lock.owner, pid);
       pushed = ring<c::Command>(geo.cmd_off, geo.cmd_entries).push(std::span(&cmd, 1));
     }
     notify();
     if (pushed == 1) return true;
     if (!check_alive()) return false;
-    backoff(64 + round);  // a full command ring: the engine is behind, let it run
+    sched_yield();  // a full command ring: the engine is behind, let it run
   }
 }
 
@@ -76,32 +50,14 @@ bool HostChannel::Impl::post(c::Command cmd) {
 }
 
 std::uint32_t HostChannel::Impl::claim_reply_slot() {
-  const std::uint64_t mine = reply_pack(kWaiting, self_tid());
-  for (std::uint32_t round = 0;; ++round) {
+  for (;;) {
     const std::uint32_t start = at(hdr->reply_alloc).fetch_add(1, std::memory_order_relaxed);
     for (std::uint32_t k = 0; k < c::kReplySlots; ++k) {
       const std::uint32_t t = (start + k) % c::kReplySlots;
-      auto w = reply_word(reply(t));
-      std::uint64_t v = w.load(std::memory_order_relaxed);
-      if (reply_state(v) == kFree && w.compare_exchange_strong(v, mine, std::memory_order_acq_rel)) return t;
+      std::uint32_t expect = 0;
+      if (at(reply(t).state).compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) return t;
     }
-    // Every slot taken: some may belong to threads killed inside a control call.
-    if (round % 16 == 0) reclaim_replies();
-    if (!check_alive()) return c::kReplySlots;
-    backoff(64 + round);
-  }
-}
-
-void HostChannel::Impl::reclaim_replies() {
-  for (std::uint32_t t = 0; t < c::kReplySlots; ++t) {
-    auto w = reply_word(reply(t));
-    std::uint64_t v = w.load(std::memory_order_acquire);
-    const std::uint32_t st = reply_state(v);
-    if ((st != kWaiting && st != kAnswered) || reply_owner(v) == 0 || !holder_dead(reply_owner(v))) continue;
-    // Answered: free at once. Still waiting: its answer may yet come and must not reach the slot's
-    // next claimant, so the slot is freed when it arrives (drain_completions).
-    w.compare_exchange_strong(v, st == kAnswered ? reply_pack(kFree, 0) : reply_pack(kOrphaned, 0),
-                              std::memory_order_acq_rel);
+    sched_yield();
   }
 }
 
@@ -109,17 +65,16 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
   if (dead.load(std::memory_order_relaxed)) return false;
   // A reply slot: its index is the tag.
   const std::uint32_t tag = claim_reply_slot();
-  if (tag >= c::kReplySlots) return false;  // the engine is gone
   cmd.tag = static_cast<std::uint16_t>(tag);
-  c::ReplySlot& rs = reply(tag);
   if (!push_command(cmd)) {
-    reply_word(rs).store(reply_pack(kFree, 0), std::memory_order_release);
+    at(reply(tag).state).store(0, std::memory_order_release);
     return false;
   }
+  c::ReplySlot& rs = reply(tag);
   Waiter* w = nullptr;
   for (std::uint32_t spins = 0;; ++spins) {
     drain_completions((spins & 63) == 63);
-    if (reply_state(reply_word(rs).load(std::memory_order_acquire)) == kAnswered) break;
+    if (at(rs.state).load(std::memory_order_acquire) == 2) break;
     if (spins < 200) continue;
     if (spins < 400) {
       sched_yield();
@@ -130,7 +85,7 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
     if (w != nullptr) {
       arm(*w);
       drain_completions();
-      if (reply_state(reply_word(rs).load(std::memory_order_acquire)) != kAnswered) {
+      if (at(rs.state).load(std::memory_order_acquire) != 2) {
         pollfd p[2] = {{w->fd(), POLLIN, 0}, {conn_fd.load(), POLLIN, 0}};
         ::poll(p, 2, 100);
       }
@@ -145,23 +100,18 @@ bool HostChannel::Impl::call(c::Command cmd, c::Completion& out) {
     }
   }
   out = rs.cpl;
-  reply_word(rs).store(reply_pack(kFree, 0), std::memory_order_release);
+  at(rs.state).store(0, std::memory_order_release);
   return true;
 }
 
 void HostChannel::Impl::drain_completions(bool may_steal) {
   c::RegionHeader& h = *hdr;
-  const std::uint32_t me = self_tid();
-  enter_critical();  // a handler's control call must not wait for answers this thread files
   std::uint32_t expect = 0;
-  if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, me, std::memory_order_acquire)) {
+  if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) {
     // Someone else drains for everyone. A holder killed while draining would block every control
-    // call of the family: take the lock over once its thread is gone.
-    if (!may_steal || expect == me || !holder_dead(expect) ||
-        !at(h.cpl_lock.owner).compare_exchange_strong(expect, me, std::memory_order_acquire)) {
-      leave_critical();
-      return;
-    }
+    // call of the family: take the lock over once its process is gone.
+    if (!may_steal || expect == pid || ::kill(static_cast<pid_t>(expect), 0) == 0 || errno != ESRCH) return;
+    if (!at(h.cpl_lock.owner).compare_exchange_strong(expect, pid, std::memory_order_acquire)) return;
   }
   auto r = ring<c::Completion>(geo.cpl_off, geo.cpl_entries);
   c::Completion batch[8];
@@ -170,23 +120,13 @@ void HostChannel::Impl::drain_completions(bool may_steal) {
     for (std::size_t k = 0; k < n; ++k) {
       if (batch[k].tag >= c::kReplySlots) continue;
       c::ReplySlot& rs = reply(batch[k].tag);
-      auto w = reply_word(rs);
-      std::uint64_t v = w.load(std::memory_order_acquire);
-      if (reply_state(v) == kOrphaned) {
-        w.compare_exchange_strong(v, reply_pack(kFree, 0), std::memory_order_acq_rel);  // a dead caller's answer
-        continue;
-      }
-      if (reply_state(v) != kWaiting) continue;
+      if (at(rs.state).load(std::memory_order_acquire) != 1) continue;
       rs.cpl = batch[k];
-      if (!w.compare_exchange_strong(v, reply_pack(kAnswered, reply_owner(v)), std::memory_order_acq_rel) &&
-          reply_state(v) == kOrphaned) {
-        w.compare_exchange_strong(v, reply_pack(kFree, 0), std::memory_order_acq_rel);
-      }
+      at(rs.state).store(2, std::memory_order_release);
     }
     if (n < std::size(batch)) break;
   }
   at(h.cpl_lock.owner).store(0, std::memory_order_release);
-  leave_critical();
 }
 
 Result<c::Completion> HostChannel::Impl::sock_call(HostSocket s, const c::Command& cmd, Errc if_gone) {
@@ -241,9 +181,7 @@ Result<HostSocket> HostChannel::accept(HostSocket listener, Endpoint* peer) {
   c::AcceptEntry e{};
   bool was_full = false;
   {
-    RegionLock lk(sl->recv_lock.owner, im);
-    if (!lk.owned()) return kReentered;
-    if (!im.open_under(sl->recv_lock, listener)) return Errc::badf;  // closed meanwhile
+    RegionLock lk(sl->recv_lock.owner, im.pid);
     const std::uint32_t head = at(sl->acc_head).load(std::memory_order_relaxed);
     const std::uint32_t tail = at(sl->acc_tail).load(std::memory_order_acquire);
     if (tail == head || tail - head > c::kAcceptQueue) {
@@ -275,9 +213,7 @@ Errc HostChannel::shutdown(HostSocket s, ShutdownHow how) {
   if (sl == nullptr) return Errc::badf;
   if (how != ShutdownHow::read) {
     // Taken under the send lock: a send() racing with shutdown either lands before the FIN or fails.
-    RegionLock lk(sl->send_lock.owner, *impl_);
-    if (!lk.owned()) return kReentered;
-    if (!impl_->open_under(sl->send_lock, s)) return Errc::badf;
+    RegionLock lk(sl->send_lock.owner, impl_->pid);
     at(sl->host_shut_wr).store(1, std::memory_order_release);
   }
   c::Command cmd = sock_cmd(c::Op::shutdown, s);
@@ -295,10 +231,7 @@ Errc HostChannel::setsockopt(HostSocket s, SockOpt opt, int value) {
   if (opt == SockOpt::linger && e == Errc::ok) {
     // In the region, not in this process: whichever process of the family closes last must know.
     if (c::SocketSlot* sl = impl_->lookup(s); sl != nullptr) {
-      RegionLock lk(sl->send_lock.owner, *impl_);
-      if (lk.owned() && impl_->open_under(sl->send_lock, s)) {
-        at(sl->host_linger).store(value > 0 ? 1 : 0, std::memory_order_relaxed);
-      }
+      at(sl->host_linger).store(value > 0 ? 1 : 0, std::memory_order_relaxed);
     }
   }
   return e;
@@ -332,10 +265,7 @@ Errc HostChannel::take_error(HostSocket s) {
   if (at(sl->err_taken).load(std::memory_order_acquire) != 0) return Errc::ok;
   c::Completion cp;
   if (!impl_->call(sock_cmd(c::Op::take_error, s), cp)) return Errc::conn_reset;
-  if (cp.err != 0) {
-    RegionLock lk(sl->recv_lock.owner, *impl_);
-    if (lk.owned() && impl_->open_under(sl->recv_lock, s)) at(sl->err_taken).store(1, std::memory_order_release);
-  }
+  if (cp.err != 0) at(sl->err_taken).store(1, std::memory_order_release);
   return cpl_err(cp);
 }
 
@@ -344,19 +274,6 @@ void HostChannel::retain(HostSocket s) {
 }
 
 Errc HostChannel::Impl::close_unheld(HostSocket s, bool wait) {
-  // From the close on, the engine may give the slot to another connection: a send() or recv() of
-  // another thread still inside the slot must finish first, and one that comes later must store
-  // nothing (LockWord::closed). Linux: the call completes on the old socket, or fails with EBADF.
-  if (const std::uint32_t i = c::handle_index(s); i < geo.max_sockets) {
-    c::SocketSlot& sl = slot(i);
-    RegionLock ls(sl.send_lock.owner, *this);
-    RegionLock lr(sl.recv_lock.owner, *this);
-    // A handler that interrupted this thread's own send() or recv() of the socket: the close
-    // cannot wait for it, and must not let the slot go under it.
-    if (!ls.owned() || !lr.owned()) return kReentered;
-    at(sl.send_lock.closed).store(s, std::memory_order_relaxed);
-    at(sl.recv_lock.closed).store(s, std::memory_order_relaxed);
-  }
   // Without a lingering close nothing about the connection's end is reported to the caller, so
   // the close is posted and the caller goes on (a control round trip per close otherwise: a spin,
   // yields and often a sleep while the engine is busy). Commands run in ring order, so anything

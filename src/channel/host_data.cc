@@ -27,11 +27,7 @@ Result<std::size_t> HostChannel::Impl::send_with(HostSocket s, bool more, Fill f
   const std::uint32_t R = geo.stream_ring_bytes;
   std::size_t total = 0;
   {
-    RegionLock lk(sl->send_lock.owner, *this);
-    if (!lk.owned()) return kReentered;
-    // Closed by another thread (or process) meanwhile: the slot may already carry another
-    // connection. Linux: the call finished on the old socket, or fails with EBADF.
-    if (!open_under(sl->send_lock, s)) return Errc::badf;
+    RegionLock lk(sl->send_lock.owner, pid);
     if (dead.load(std::memory_order_relaxed)) return Errc::conn_reset;
     const std::uint32_t flags = at(sl->flags).load(std::memory_order_acquire);
     // The pending error comes before EPIPE, for sendfile() as for send(): Linux's
@@ -112,9 +108,7 @@ Result<std::size_t> HostChannel::recv(HostSocket s, std::span<const iovec> iov, 
   std::size_t total = 0;
   bool kick = false;
   {
-    RegionLock lk(sl->recv_lock.owner, im);
-    if (!lk.owned()) return kReentered;
-    if (!im.open_under(sl->recv_lock, s)) return Errc::badf;  // closed meanwhile (see send_with)
+    RegionLock lk(sl->recv_lock.owner, im.pid);
     const std::uint32_t head = at(sl->rcv_head).load(std::memory_order_relaxed);
     const std::uint32_t tail = at(sl->rcv_tail).load(std::memory_order_acquire);
     std::uint32_t avail = tail - head;
@@ -222,8 +216,7 @@ std::size_t HostChannel::drain_changed(std::span<HostSocket> out, bool& overflow
     overflowed = true;  // everything changed: the engine is gone
     return 0;
   }
-  RegionLock lk(im.hdr->changed_lock.owner, im);
-  if (!lk.owned()) return 0;
+  RegionLock lk(im.hdr->changed_lock.owner, im.pid);
   const std::uint32_t ov = at(im.hdr->changed_overflow).load(std::memory_order_acquire);
   if (ov != at(im.hdr->changed_overflow_seen).load(std::memory_order_relaxed)) {
     at(im.hdr->changed_overflow_seen).store(ov, std::memory_order_relaxed);

@@ -37,76 +37,38 @@ int dup_high(int fd);
 /// unaffected and dup2(x, small) never hits it. Returns the new fd (or the old one on failure).
 int move_high(int fd);
 
-/// Per thread: the depth of the channel's critical sections (a signal arriving inside one is
-/// deferred to its end, see defer_signal() in host.hh) and the thread's id, cached.
-struct ThreadState {
-  int depth = 0;
-  volatile sig_atomic_t deferred = 0;  ///< a handler was deferred: run the signal runner at depth 0
-  std::uint32_t tid = 0;
-  std::uint32_t tid_pid = 0;  ///< the process the cached tid belongs to (a forked child re-reads it)
-};
-extern thread_local ThreadState t_state __attribute__((tls_model("initial-exec")));
-/// Runs the deferred handlers of this thread (host_wait.cc).
-void run_deferred_signals();
-
-/// Critical sections nest; the outermost one's end runs what a signal deferred meanwhile. Only
-/// this thread touches its state: compiler ordering is all a handler on it needs.
-inline void enter_critical() {
-  ++t_state.depth;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-}
-inline void leave_critical() {
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (--t_state.depth == 0 && t_state.deferred != 0) run_deferred_signals();
-}
-
-/// A spin lock on a region word shared by threads and processes. The word holds the holder's
-/// thread id: a signal handler re-entering a lock its own thread holds is detected (not owned()
-/// then, instead of spinning forever; the shim defers handlers so it does not happen), and a
-/// holder that died (kill -9, or exited and not reaped yet) is detected and its lock taken over.
-/// A waiter spins briefly, then yields, then sleeps: a stopped holder costs the others no CPU.
-/// While held, the thread is in a critical section (signals deferred).
+/// A spin lock on a region word shared by threads and processes. The word holds the holder's pid:
+/// a holder killed inside the critical section (kill -9) is detected and its lock taken over.
 class RegionLock {
  public:
-  RegionLock(std::uint32_t& word, const HostChannel::Impl& im);
-  ~RegionLock() {
-    if (!owned_) return;
-    at(w_).store(0, std::memory_order_release);
-    leave_critical();
+  RegionLock(std::uint32_t& word, std::uint32_t pid) : w_(word) {
+    std::uint32_t spins = 0;
+    for (;;) {
+      std::uint32_t expect = 0;
+      if (at(w_).compare_exchange_weak(expect, pid, std::memory_order_acquire, std::memory_order_relaxed)) return;
+      if (++spins < 64) continue;
+      sched_yield();
+      if (spins % 4096 == 0 && expect != 0 && expect != pid && ::kill(static_cast<pid_t>(expect), 0) != 0 &&
+          errno == ESRCH) {
+        at(w_).compare_exchange_strong(expect, 0, std::memory_order_relaxed);
+      }
+    }
   }
+  ~RegionLock() { at(w_).store(0, std::memory_order_release); }
   RegionLock(const RegionLock&) = delete;
   RegionLock& operator=(const RegionLock&) = delete;
-  /// False only when this thread already held the lock (a handler that interrupted its holder).
-  [[nodiscard]] bool owned() const { return owned_; }
 
  private:
-  /// One wait of a lock found held by `holder` (round `round` of its wait): spin, yield or sleep,
-  /// and take the lock over (store 0) when the holder is dead (host_wait.cc).
-  static void backoff(std::uint32_t& word, std::uint32_t holder, std::uint32_t round, const HostChannel::Impl& im);
-
   std::uint32_t& w_;
-  bool owned_ = false;
 };
-
-/// What a call returns when a signal handler re-entered a lock its own thread holds (a handler
-/// the shim could not defer): EINTR, the call did nothing.
-inline constexpr Errc kReentered = static_cast<Errc>(EINTR);
 
 /// A process-local spin lock (the waiter list).
 class LocalLock {
  public:
   explicit LocalLock(std::atomic<bool>& f) : f_(f) {
-    for (;;) {
-      enter_critical();
-      if (!f_.exchange(true, std::memory_order_acquire)) return;
-      leave_critical();
-      sched_yield();
-    }
+    while (f_.exchange(true, std::memory_order_acquire)) sched_yield();
   }
-  ~LocalLock() {
-    f_.store(false, std::memory_order_release);
-    leave_critical();
-  }
+  ~LocalLock() { f_.store(false, std::memory_order_release); }
   LocalLock(const LocalLock&) = delete;
   LocalLock& operator=(const LocalLock&) = delete;
 
@@ -272,63 +234,22 @@ struct HostChannel::Impl {
     doorbell_users.fetch_sub(1, std::memory_order_release);
   }
 
-  /// Whether socket slot `sl` has a kick outstanding (kick_req != kick_done) whose kick ring entry
-  /// (at kick_pos) the engine has not taken yet. An outstanding kick whose entry is gone is either
-  /// being finished by the engine (kick_done comes next; a second kick costs one pump) or lost: its
-  /// process died between storing kick_req and pushing the entry. Either way it is kicked again, so
-  /// a death inside kick() never silences a socket.
-  bool kick_queued(c::SocketSlot& sl) const {
-    if (at(sl.kick_req).load(std::memory_order_relaxed) == at(sl.kick_done).load(std::memory_order_acquire)) {
-      return false;
-    }
-    auto* idx = reinterpret_cast<c::RingIndices*>(base + geo.kick_off);
-    const std::uint32_t pos = at(sl.send_lock.kick_pos).load(std::memory_order_relaxed);
-    const std::uint32_t head = at(idx->head).load(std::memory_order_acquire);
-    const std::uint32_t tail = at(idx->tail).load(std::memory_order_acquire);
-    return static_cast<std::int32_t>(pos - head) >= 0 && static_cast<std::int32_t>(tail - pos) > 0;
-  }
-
-  /// Tells the engine socket `i` has host-side work, unless a kick for it is still queued (the
-  /// engine stores kick_done before it reads the socket's host line, so a queued kick will see
+  /// Tells the engine socket `i` has host-side work, unless a kick for it is still outstanding (the
+  /// engine stores kick_done before it reads the socket's host line, so an outstanding kick will see
   /// everything we published before this call).
   void kick(std::uint32_t i) {
     c::SocketSlot& sl = slot(i);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (kick_queued(sl)) return;
+    if (at(sl.kick_req).load(std::memory_order_relaxed) != at(sl.kick_done).load(std::memory_order_acquire)) return;
     {
-      RegionLock lk(hdr->kick_lock.owner, *this);
-      if (!lk.owned() || kick_queued(sl)) return;
-      auto* idx = reinterpret_cast<c::RingIndices*>(base + geo.kick_off);
+      RegionLock lk(hdr->kick_lock.owner, pid);
       const std::uint32_t req = at(sl.kick_req).load(std::memory_order_relaxed);
-      // Position first, then the request, then the entry: a death after any store leaves a state
-      // the next kick() repairs (see kick_queued).
-      at(sl.send_lock.kick_pos).store(at(idx->tail).load(std::memory_order_relaxed), std::memory_order_relaxed);
-      if (req == at(sl.kick_done).load(std::memory_order_acquire)) {
-        at(sl.kick_req).store(req + 1, std::memory_order_relaxed);
-      }
-      const std::uint32_t slot_index = i;
-      ring<std::uint32_t>(geo.kick_off, geo.kick_entries).push(std::span(&slot_index, 1));
+      if (req != at(sl.kick_done).load(std::memory_order_acquire)) return;
+      at(sl.kick_req).store(req + 1, std::memory_order_relaxed);
+      const std::uint32_t idx = i;
+      ring<std::uint32_t>(geo.kick_off, geo.kick_entries).push(std::span(&idx, 1));
     }
     notify();
-  }
-
-  /// This thread's id (gettid() once per thread and process: the lock owner and reply-slot owner).
-  std::uint32_t self_tid() const {
-    ThreadState& t = t_state;
-    if (t.tid == 0 || t.tid_pid != pid) {
-      t.tid = static_cast<std::uint32_t>(::gettid());
-      t.tid_pid = pid;
-    }
-    return t.tid;
-  }
-  /// Whether the thread `tid` that holds a lock or a reply slot is gone: kill() says ESRCH, or the
-  /// engine saw its process exit (a zombie still answers kill(); the engine watches the pidfds of the
-  /// family's processes and marks an exited one's table entry dead, then free). host_wait.cc.
-  bool holder_dead(std::uint32_t tid) const;
-  /// Under a slot's lock `l`: whether `s` is still the slot's socket and not closed yet (see
-  /// LockWord::closed). Nothing may be stored into the slot for `s` otherwise.
-  bool open_under(const c::LockWord& l, HostSocket s) const {
-    return at(const_cast<std::uint32_t&>(l.closed)).load(std::memory_order_relaxed) != s && lookup(s) != nullptr;
   }
 
   /// The send ring is (about to be) short of room: the engine publishes an event once a quarter of
@@ -373,12 +294,8 @@ struct HostChannel::Impl {
   /// Pushes `cmd` onto the command ring and rings the doorbell, yielding while the ring is full:
   /// false when the engine is gone.
   bool push_command(const c::Command& cmd);
-  /// A free reply slot, claimed (waiting): its index is a control call's tag. kReplySlots when
-  /// the engine is gone.
+  /// A free reply slot, claimed (waiting): its index is a control call's tag.
   std::uint32_t claim_reply_slot();
-  /// Frees the reply slots of claimants that died (see holder_dead), or marks them orphaned when
-  /// their answer is still to come.
-  void reclaim_replies();
   /// Files completions into their reply slots (whoever holds the lock does it for everyone).
   void drain_completions(bool may_steal = false);
   /// A control call on an existing socket: badf for an unknown handle, `if_gone` when the engine
@@ -403,27 +320,5 @@ struct HostChannel::Impl {
   /// In a forked child: drops the parent's waiters (they belong to the parent's threads).
   void drop_parent_waiters();
 };
-
-inline RegionLock::RegionLock(std::uint32_t& word, const HostChannel::Impl& im) : w_(word) {
-  const std::uint32_t me = im.self_tid();
-  for (std::uint32_t round = 0;; ++round) {
-    // Entered before the attempt: a signal right after the CAS is deferred, never run with the lock.
-    enter_critical();
-    std::uint32_t expect = 0;
-    if (at(w_).compare_exchange_weak(expect, me, std::memory_order_acquire, std::memory_order_relaxed)) {
-      owned_ = true;
-      return;
-    }
-    leave_critical();
-    if (expect == me) {
-      // Inside a critical section: a handler interrupted this thread while it holds the lock.
-      if (t_state.depth > 0) return;
-      // Else a thread that died holding it had our id: it is not held any more.
-      at(w_).compare_exchange_strong(expect, 0, std::memory_order_relaxed);
-      continue;
-    }
-    backoff(w_, expect, round, im);
-  }
-}
 
 }  // namespace pno::channel

@@ -3,7 +3,6 @@
 // table); arming it asks the engine to write the eventfd on its next progress.
 #include <sys/eventfd.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "channel/host_impl.hh"
@@ -17,66 +16,7 @@ struct ThreadWaiter {
   Waiter* w = nullptr;
 };
 thread_local ThreadWaiter t_waiter;
-std::atomic<void (*)()> g_signal_runner{nullptr};
 }  // namespace
-
-thread_local ThreadState t_state __attribute__((tls_model("initial-exec")));
-
-bool defer_signal() noexcept {
-  if (t_state.depth == 0) return false;
-  t_state.deferred = 1;
-  return true;
-}
-
-void set_signal_runner(void (*runner)()) noexcept { g_signal_runner.store(runner, std::memory_order_release); }
-
-void run_deferred_signals() {
-  t_state.deferred = 0;
-  void (*run)() = g_signal_runner.load(std::memory_order_acquire);
-  if (run == nullptr) return;
-  // The handlers run where the thread was, between two of the channel's steps: what they do to
-  // errno must not reach the caller's code after the critical section.
-  const int saved = errno;
-  run();
-  errno = saved;
-}
-
-void RegionLock::backoff(std::uint32_t& word, std::uint32_t holder, std::uint32_t round, const HostChannel::Impl& im) {
-  if (round < 64) return;  // spin: holders keep a lock for a copy and a few stores
-  if (round < 192) {
-    sched_yield();
-    return;
-  }
-  // Long held: the holder is stopped (SIGSTOP), descheduled, or dead. Take a dead one's lock
-  // over; else sleep (50 us, doubling up to 1 ms), never spin a CPU on it.
-  if (holder != 0 && im.holder_dead(holder)) {
-    at(word).compare_exchange_strong(holder, 0, std::memory_order_relaxed);
-    return;
-  }
-  const std::uint32_t k = std::min<std::uint32_t>(round - 192, 5);
-  timespec ts{0, std::min<long>(50'000L << k, 1'000'000L)};
-  ::nanosleep(&ts, nullptr);
-}
-
-bool HostChannel::Impl::holder_dead(std::uint32_t tid) const {
-  const int saved = errno;
-  const bool gone = ::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH;
-  errno = saved;
-  if (gone) return true;
-  // A process that exited but is not reaped (its parent may be the very process waiting here)
-  // still answers kill(). The engine sees it exit through its pidfd and stores `dead`, then
-  // `free`, in its table entry: an entry of that pid in one of those states and none live means
-  // gone. Only a thread-group leader is a zombie; other threads of an exited process are ESRCH.
-  bool exited = false;
-  for (std::uint32_t e = 0; e < c::proc_shared(geo); ++e) {
-    c::ProcEntry& pe = pentry(e);
-    if (at(pe.pid).load(std::memory_order_relaxed) != tid) continue;
-    const auto st = static_cast<c::ProcState>(at(pe.state).load(std::memory_order_acquire));
-    if (st != c::ProcState::dead && st != c::ProcState::free) return false;
-    exited = true;
-  }
-  return exited;
-}
 
 Waiter* HostChannel::Impl::thread_waiter() {
   const std::uint32_t fg = fork_gen.load(std::memory_order_acquire);
@@ -106,13 +46,11 @@ Waiter* HostChannel::Impl::thread_waiter() {
   // ctl lock keeps request and reply of one thread together).
   bool ok = false;
   {
-    RegionLock lk(hdr->ctl_lock.owner, *this);
+    RegionLock lk(hdr->ctl_lock.owner, pid);
     c::WaiterRegister req;
     req.index = idx;
     const int fds[1] = {efd};
-    if (!lk.owned()) {
-      // a handler inside this thread's own registration: no waiter for it
-    } else if (channel::send_with_fds(conn_fd, &req, sizeof(req), fds, 0) == static_cast<ssize_t>(sizeof(req))) {
+    if (channel::send_with_fds(conn_fd, &req, sizeof(req), fds, 0) == static_cast<ssize_t>(sizeof(req))) {
       pollfd p{conn_fd, POLLIN, 0};
       if (::poll(&p, 1, 5000) == 1) {
         c::WaiterReply rep;

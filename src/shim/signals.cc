@@ -12,21 +12,10 @@
 // A handler installed behind the shim's back (raw rt_sigaction, sigset(), before the shim loaded)
 // runs without the trampoline; then no flag is set and the shim falls back to the conservative
 // rule: restart only if every installed handler has SA_RESTART.
-//
-// Linux runs a handler only between system calls: a handler's send() on a socket its own thread
-// was sending on finds the interrupted call finished (or not started). The channel's data path
-// runs in user space under short locks, so the trampoline asks the channel first: inside one of
-// its critical sections the signal is recorded and the handler runs when the section ends (on the
-// same thread, with the signal's mask blocked as the kernel would), never inside it. Synchronous
-// signals (faults) run at once: returning from them would only repeat the fault.
 #include <signal.h>
-#include <ucontext.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdint>
-
-#include "channel/host.hh"
 
 #include "shim/internal.hh"
 #include "shim/signals.hh"
@@ -43,7 +32,6 @@ using PlainHandler = void (*)(int);
 struct AppHandler {
   std::atomic<void*> fn{nullptr};
   std::atomic<int> flags{0};
-  sigset_t mask{};  ///< the handler's sa_mask (written before fn, read after it)
 };
 AppHandler g_app[NSIG];
 
@@ -54,24 +42,6 @@ std::atomic<std::uint64_t> g_interrupt_mask{0};
 // ppoll() returned EINTR. initial-exec TLS: no allocation, safe in a signal handler.
 thread_local volatile sig_atomic_t t_ran_restart __attribute__((tls_model("initial-exec"))) = 0;
 thread_local volatile sig_atomic_t t_ran_no_restart __attribute__((tls_model("initial-exec"))) = 0;
-
-// Signals deferred on this thread (bit sig-1) and their siginfo, until the channel's critical
-// section ends (see run_deferred). Lock-free atomics: the trampoline may interrupt the runner.
-thread_local std::atomic<std::uint64_t> t_deferred_mask __attribute__((tls_model("initial-exec"))){0};
-thread_local siginfo_t t_deferred_info[65] __attribute__((tls_model("initial-exec")));
-static_assert(NSIG <= 65, "one bit per signal");
-
-bool synchronous(int sig) {
-  return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP || sig == SIGSYS;
-}
-
-void call_app(int sig, void* fn, int flags, siginfo_t* info, void* uc) {
-  if ((flags & SA_SIGINFO) != 0) {
-    reinterpret_cast<InfoHandler>(fn)(sig, info, uc);
-  } else {
-    reinterpret_cast<PlainHandler>(fn)(sig);
-  }
-}
 
 void trampoline(int sig, siginfo_t* info, void* uc) {
   if (sig <= 0 || sig >= NSIG) return;
@@ -85,39 +55,10 @@ void trampoline(int sig, siginfo_t* info, void* uc) {
     t_ran_no_restart = 1;
   }
   if (fn == nullptr) return;
-  if (!synchronous(sig) && pno::channel::defer_signal()) {
-    // Standard signals coalesce as the kernel's do: the first one's siginfo is kept.
-    const std::uint64_t bit = std::uint64_t{1} << (sig - 1);
-    if ((t_deferred_mask.load(std::memory_order_relaxed) & bit) == 0) {
-      if (info != nullptr) t_deferred_info[sig] = *info;
-      t_deferred_mask.fetch_or(bit, std::memory_order_relaxed);
-    }
-    return;
-  }
-  call_app(sig, fn, flags, info, uc);
-}
-
-/// The channel's signal runner: the handlers deferred on this thread, each with what the kernel
-/// blocks during a handler (its sa_mask, and the signal itself unless SA_NODEFER), and a context
-/// taken here (the interrupted one is gone; a profiler sees the sample at the section's end).
-void run_deferred() {
-  for (;;) {
-    const std::uint64_t pending = t_deferred_mask.load(std::memory_order_relaxed);
-    if (pending == 0) return;
-    const int sig = __builtin_ctzll(pending) + 1;
-    siginfo_t info = t_deferred_info[sig];
-    t_deferred_mask.fetch_and(~(std::uint64_t{1} << (sig - 1)), std::memory_order_relaxed);
-    AppHandler& a = g_app[sig];
-    void* fn = a.fn.load(std::memory_order_acquire);
-    const int flags = a.flags.load(std::memory_order_relaxed);
-    if (fn == nullptr) continue;
-    sigset_t block = a.mask, old{};
-    if ((flags & SA_NODEFER) == 0) sigaddset(&block, sig);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    ucontext_t uc{};
-    getcontext(&uc);
-    call_app(sig, fn, flags, &info, &uc);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if ((flags & SA_SIGINFO) != 0) {
+    reinterpret_cast<InfoHandler>(fn)(sig, info, uc);
+  } else {
+    reinterpret_cast<PlainHandler>(fn)(sig);
   }
 }
 
@@ -155,9 +96,7 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* oldact)
   int r;
   void* const fn = act != nullptr ? handler_of(*act) : nullptr;
   if (act != nullptr && is_function(fn) && fn != reinterpret_cast<void*>(trampoline)) {
-    pno::channel::set_signal_runner(run_deferred);
     a.flags.store(act->sa_flags, std::memory_order_relaxed);
-    a.mask = act->sa_mask;
     a.fn.store(fn, std::memory_order_release);
     struct sigaction k = *act;
     k.sa_flags |= SA_SIGINFO;

@@ -37,9 +37,7 @@ bool HostService::Impl::alloc_slot(Family& f, SocketId id, c::SlotState st, std:
   fresh.state = st;
   fresh.flags = s.flags;
   fresh.tcp_ready = s.tcp_ready;
-  // Lines 0-2 only: the lock lines are the host's alone (a host thread may still hold the old
-  // connection's lock for the moment it takes to see the slot closed, see LockWord::closed).
-  f.dma->write(c::slot_off(f.geo, i), std::as_bytes(std::span(&fresh, 1)).first(offsetof(c::SocketSlot, send_lock)));
+  f.dma->write(c::slot_off(f.geo, i), std::as_bytes(std::span(&fresh, 1)));
   by_tcp[id] = SlotRef{f.id, i};
   out = i;
   return true;
