@@ -813,16 +813,25 @@ TEST(ChannelAttach, VersionMismatchIsRefusedWithAClearReason) {
   ::close(fd);
 }
 
-TEST(ChannelAttach, HostSeesTheEnginesVersionInWhy) {
-  // A fake engine that speaks ABI version kAbiVersion + 1.
-  const std::string path = "/tmp/pnoc-fake-" + std::to_string(getpid()) + ".sock";
+/// The listening socket of a fake engine at `path` (the test plays the engine's end), or -1.
+int fake_engine_listener(const std::string& path) {
   ::unlink(path.c_str());
   const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   std::strcpy(sa.sun_path, path.c_str());
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
+  if (::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(l, 1) != 0) {
+    ::close(l);
+    return -1;
+  }
+  return l;
+}
+
+TEST(ChannelAttach, HostSeesTheEnginesVersionInWhy) {
+  // A fake engine that speaks ABI version kAbiVersion + 1.
+  const std::string path = "/tmp/pnoc-fake-" + std::to_string(getpid()) + ".sock";
+  const int l = fake_engine_listener(path);
+  ASSERT_GE(l, 0);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -908,13 +917,8 @@ TEST(ChannelAttach, EngineGrantsOnlyFeaturesItKnowsAndTheHostAskedFor) {
 
 TEST(ChannelAttach, HostRefusesAnEngineThatGrantsFeaturesItDidNotAskFor) {
   const std::string path = "/tmp/pnoc-fake-feat-" + std::to_string(getpid()) + ".sock";
-  ::unlink(path.c_str());
-  const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strcpy(sa.sun_path, path.c_str());
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
+  const int l = fake_engine_listener(path);
+  ASSERT_GE(l, 0);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
